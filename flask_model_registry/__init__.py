@@ -1,0 +1,32 @@
+"""Discover, serve and promote versioned models from a Flask app.
+
+``ModelRegistry`` is the registry itself (local disk or object storage); ``FlaskModelRegistry`` wires
+it into an app as ``app.registry``, with a ``/models`` JSON API and a ``flask models`` CLI.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CorruptVersionError,
+    InvalidMetadataError,
+    InvalidVersionError,
+    RegistryError,
+    StorageBackendMissingError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from .registry import ModelRegistry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptVersionError",
+    "InvalidMetadataError",
+    "InvalidVersionError",
+    "ModelRegistry",
+    "RegistryError",
+    "StorageBackendMissingError",
+    "VersionExistsError",
+    "VersionNotFoundError",
+    "__version__",
+]

@@ -1,0 +1,52 @@
+"""The errors the registry raises; each maps to one HTTP status in the API."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of every error the registry raises on purpose."""
+
+    #: The HTTP status the JSON API answers with for this error.
+    http_status: int = 500
+
+
+class InvalidVersionError(RegistryError, ValueError):
+    """A version string that is not strict SemVer 2.0.0, or could escape the root."""
+
+    http_status = 400
+
+
+class InvalidMetadataError(RegistryError, ValueError):
+    """Metadata, a stage name or a patch the registry refuses (reserved key, bad type, too large)."""
+
+    http_status = 400
+
+
+class VersionNotFoundError(RegistryError, LookupError):
+    """No committed version of that name, or nothing that qualifies as latest."""
+
+    http_status = 404
+
+
+class VersionExistsError(RegistryError):
+    """``save_model`` to a version that exists, also when two writers race for it."""
+
+    http_status = 409
+
+
+class CorruptVersionError(RegistryError):
+    """``metadata.json`` is not a JSON object, or the artefact fails its sha256 or to load."""
+
+    http_status = 500
+
+
+class ConflictError(RegistryError):
+    """A conditional write lost a race: the object changed since it was read (retried internally)."""
+
+    http_status = 409
+
+
+class StorageBackendMissingError(RegistryError, ImportError):
+    """The fsspec backend of a URL scheme is not installed; the message names the extra."""
+
+    http_status = 500

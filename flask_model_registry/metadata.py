@@ -1,0 +1,126 @@
+"""What may go into ``metadata.json``: reserved keys, stage names, limits, and JSON merge patch.
+
+The registry owns ``version``, ``created_at`` and ``artifact``; users own every other key. Neither
+side silently overwrites the other, so a clash is an :class:`InvalidMetadataError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from .errors import InvalidMetadataError
+
+#: Keys the registry writes when it saves; a user may neither set nor change them.
+RESERVED_KEYS = frozenset({"version", "created_at", "artifact"})
+#: The largest ``metadata.json`` the registry writes, in bytes.
+MAX_METADATA_BYTES = 256 * 1024
+#: The longest metadata key accepted.
+MAX_KEY_LENGTH = 128
+#: The deepest nesting of objects and arrays accepted in user metadata.
+MAX_DEPTH = 32
+STAGE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+_KEY_PATTERN = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_KEY_LENGTH}}}")
+
+
+def dumps(metadata: Mapping[str, Any]) -> bytes:
+    """Serialise metadata as the registry stores it: UTF-8, indented, strict JSON (no NaN)."""
+    try:
+        text = json.dumps(metadata, indent=2, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMetadataError(f"metadata must be plain JSON: {exc}") from None
+    data = (text + "\n").encode("utf-8", "surrogatepass")
+    if len(data) > MAX_METADATA_BYTES:
+        raise InvalidMetadataError(
+            f"metadata.json would be {len(data)} bytes; the limit is {MAX_METADATA_BYTES}"
+        )
+    return data
+
+
+def check_stage(stage: object, allowed: Collection[str] | None) -> str:
+    """Return ``stage`` if it is a short name (and allowed, when a list is configured)."""
+    if not isinstance(stage, str) or not STAGE_PATTERN.fullmatch(stage):
+        raise InvalidMetadataError(
+            f"stage {_short(stage)} is not valid: use up to 64 letters, digits, '.', '_' or '-'"
+        )
+    if allowed is not None and stage not in allowed:
+        raise InvalidMetadataError(f"unknown stage {stage!r}; allowed stages: {', '.join(sorted(allowed))}")
+    return stage
+
+
+def _check_value(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise InvalidMetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_key(key)
+            _check_value(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_value(item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidMetadataError("metadata values must be finite numbers (no NaN or Infinity)")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise InvalidMetadataError(
+            f"metadata values must be JSON (objects, arrays, strings, numbers, booleans, null),"
+            f" not {type(value).__name__}"
+        )
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+        raise InvalidMetadataError(
+            f"metadata key {_short(key)} is not valid: a string of 1 to {MAX_KEY_LENGTH}"
+            " characters without control characters"
+        )
+
+
+def check_user_metadata(
+    metadata: object, allowed_stages: Collection[str] | None, *, patch: bool = False
+) -> dict[str, Any]:
+    """Validate user metadata (or a merge patch of it) and return it as a dict."""
+    what = "a metadata patch" if patch else "metadata"
+    if not isinstance(metadata, Mapping):
+        raise InvalidMetadataError(f"{what} must be a JSON object, not {type(metadata).__name__}")
+    metadata = dict(metadata)
+    clash = sorted(RESERVED_KEYS.intersection(metadata))
+    if clash:
+        raise InvalidMetadataError(
+            f"{', '.join(clash)} {'is' if len(clash) == 1 else 'are'} written by the registry"
+            " and cannot be set by users"
+        )
+    _check_value(metadata, 0)
+    stage = metadata.get("stage")
+    if stage is not None or (not patch and "stage" in metadata):
+        check_stage(stage, allowed_stages)
+    return metadata
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply a JSON merge patch (RFC 7396): objects merge, ``null`` removes a key."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The top-level keys that differ, as their values before and after (absent keys omitted)."""
+    keys = [key for key in {**before, **after} if before.get(key, ...) != after.get(key, ...)]
+    return (
+        {key: before[key] for key in keys if key in before},
+        {key: after[key] for key in keys if key in after},
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

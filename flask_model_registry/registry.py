@@ -1,0 +1,484 @@
+"""``ModelRegistry``: what a version is, discovery, caching and publishing, over any storage.
+
+Reads go through an immutable :class:`Snapshot` of every committed version and its metadata. Before
+each read the storage is asked, cheaply, whether anything may have changed (an inotify queue on
+local disk, the refresh interval on object storage); only then is it rescanned, and only metadata
+whose stamp changed is read again.
+"""
+
+from __future__ import annotations
+
+import copy
+import getpass
+import hashlib
+import hmac
+import json
+import logging
+import os
+import platform
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import IO, Any, BinaryIO
+
+import cloudpickle
+
+from . import metadata as md
+from .errors import ConflictError, CorruptVersionError, VersionNotFoundError
+from .storage import Stamp, Storage, open_storage
+from .storage.base import DEFAULT_ARTIFACT_FILE
+from .versioning import SortKey, check_version, is_prerelease, sort_key
+
+log = logging.getLogger(__name__)
+
+#: How many loaded models :meth:`ModelRegistry.get_model` keeps by default.
+DEFAULT_MODEL_CACHE_SIZE = 4
+_CHUNK = 1 << 20
+_CAS_ATTEMPTS = 50
+_SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One committed version as last read: its metadata, or why that could not be read."""
+
+    version: str
+    key: SortKey
+    stamp: Stamp
+    metadata: dict[str, Any] | None
+    error: str | None = None
+
+    @property
+    def stage(self) -> object:
+        return self.metadata.get("stage") if self.metadata is not None else None
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """Every committed version in ascending precedence, as seen at one moment. Never mutated."""
+
+    entries: tuple[Entry, ...]
+    by_version: dict[str, Entry] = field(repr=False)
+    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def etag(self) -> str:
+        """A validator that is the same in every process that sees the same registry state."""
+        digest = hashlib.blake2b(digest_size=16)
+        for entry in self.entries:
+            digest.update(f"{entry.version}\0{entry.stamp!r}\n".encode())
+        return digest.hexdigest()
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Compute a value derived from this snapshot once (answers, ETags, latest lookups)."""
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = compute()
+            return value
+
+    def latest(self, stage: str | None = None, include_prerelease: bool = False) -> Entry | None:
+        """The highest entry (of ``stage``), skipping prereleases unless asked."""
+        return self.memo(
+            ("latest", stage, include_prerelease), lambda: self._find_latest(stage, include_prerelease)
+        )
+
+    def _find_latest(self, stage: str | None, include_prerelease: bool) -> Entry | None:
+        for entry in reversed(self.entries):
+            if not include_prerelease and is_prerelease(entry.key):
+                continue
+            if stage is None or entry.stage == stage:
+                return entry
+        return None
+
+
+_EMPTY = Snapshot((), {})
+
+
+def default_actor() -> str:
+    """Who is acting when nobody says: ``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry, as in many containers
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class _HashingWriter:
+    """A file wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+
+def _sha256_of(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parse_metadata(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"metadata.json is not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return None, f"metadata.json holds a JSON {type(value).__name__}, not an object"
+    return value, None
+
+
+class ModelRegistry:
+    """Versioned models under ``<root>/versions/<semver>/``, on local disk or object storage.
+
+    ``root`` is a path or an fsspec URL (``s3://bucket/prefix``); None means the environment variable
+    ``MODEL_REGISTRY_ROOT``, else ``./registry``. ``refresh_interval`` bounds how long a change made
+    elsewhere may stay unseen (local disk: 0, always fresh). ``allowed_stages`` turns an unknown
+    stage name into an error. ``watch`` enables change notification on local disk.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        refresh_interval: float | None = None,
+        allowed_stages: Collection[str] | None = None,
+        model_cache_size: int = DEFAULT_MODEL_CACHE_SIZE,
+        watch: bool = True,
+        storage: Storage | None = None,
+    ) -> None:
+        if root is None:
+            root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
+        self.root = os.fspath(root)
+        self.storage = storage or open_storage(
+            self.root,
+            storage_options=storage_options,
+            refresh_interval=refresh_interval,
+            watch=watch,
+        )
+        self.allowed_stages = frozenset(allowed_stages) if allowed_stages is not None else None
+        if self.allowed_stages is not None:
+            for stage in self.allowed_stages:
+                md.check_stage(stage, None)
+        self._model_cache_size = max(0, int(model_cache_size))
+        self._lock = threading.Lock()
+        self._snapshot = _EMPTY
+        self._stale = True  # set after our own writes: a process always reads what it wrote
+        self._models: OrderedDict[tuple[str, Stamp], Any] = OrderedDict()
+        self._models_lock = threading.Lock()
+        self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
+        self._failures: dict[tuple[str, Stamp], CorruptVersionError] = {}
+        self._last_good: dict[tuple[str | None, bool], tuple[str, Any]] = {}
+        self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
+
+    def __repr__(self) -> str:
+        return f"<ModelRegistry {self.storage.describe()}>"
+
+    # discovery ------------------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """The current state, rescanning first if the storage may have changed."""
+        with self._lock:
+            if self._stale or self.storage.may_have_changed():
+                self._stale = False
+                self._snapshot = self._rescan(self._snapshot)
+            return self._snapshot
+
+    def _rescan(self, old: Snapshot) -> Snapshot:
+        stamps = self.storage.scan()
+        previous = old.by_version
+        entries: list[Entry] = []
+        changed = len(stamps) != len(previous)
+        for version, stamp in stamps.items():
+            entry = previous.get(version)
+            if entry is None or entry.stamp != stamp:
+                changed = True
+                entry = self._read_entry(version, entry)
+                if entry is None:
+                    continue
+            entries.append(entry)
+        if not changed:
+            return old
+        entries.sort(key=lambda e: e.key)
+        return Snapshot(tuple(entries), {e.version: e for e in entries})
+
+    def _read_entry(self, version: str, previous: Entry | None) -> Entry | None:
+        try:
+            data, stamp = self.storage.read_metadata(version)
+        except FileNotFoundError:
+            return None
+        key = previous.key if previous is not None else sort_key(version)
+        assert key is not None  # storages list valid versions only
+        metadata, error = _parse_metadata(data)
+        return Entry(version, key, stamp, metadata, error)
+
+    def list_versions(self) -> list[str]:
+        """Committed versions in ascending SemVer precedence (build metadata breaks ties)."""
+        snap = self.snapshot()
+        return list(snap.memo("versions", lambda: tuple(e.version for e in snap.entries)))
+
+    def get_latest_version(self, stage: str | None = None, include_prerelease: bool = False) -> str | None:
+        """The highest version (in ``stage`` if given); prereleases only when asked; else None."""
+        entry = self.snapshot().latest(stage, include_prerelease)
+        return entry.version if entry is not None else None
+
+    def _entry(self, version: str) -> Entry:
+        check_version(version)
+        entry = self.snapshot().by_version.get(version)
+        if entry is None:
+            raise VersionNotFoundError(f"version {version} not found")
+        return entry
+
+    def get_metadata(self, version: str) -> dict[str, Any]:
+        """A copy of the version's ``metadata.json``; never touches the artefact."""
+        return copy.deepcopy(self._checked(self._entry(version)))
+
+    @staticmethod
+    def _checked(entry: Entry) -> dict[str, Any]:
+        if entry.metadata is None:
+            raise CorruptVersionError(f"version {entry.version} is corrupt: {entry.error}")
+        return entry.metadata
+
+    # models ---------------------------------------------------------------------------------------
+
+    def get_model(self, version: str) -> Any:
+        """Load the version's artefact (after checking its sha256, when recorded); cached."""
+        return self._model_of(self._entry(version))
+
+    def get_latest_model(self, stage: str | None = None, include_prerelease: bool = False) -> Any:
+        """The model of :meth:`get_latest_version`; keeps serving the last good one if it fails."""
+        entry = self.snapshot().latest(stage, include_prerelease)
+        if entry is None:
+            where = f" in stage {stage!r}" if stage is not None else ""
+            raise VersionNotFoundError(f"no version{where} to load")
+        slot = (stage, include_prerelease)
+        try:
+            model = self._model_of(entry)
+        except CorruptVersionError as exc:
+            good = self._last_good.get(slot)
+            if good is None:
+                raise
+            if (entry.version, entry.stamp, slot) not in self._fallbacks_logged:
+                self._fallbacks_logged.add((entry.version, entry.stamp, slot))
+                log.error("version %s failed to load (%s); still serving %s", entry.version, exc, good[0])
+            return good[1]
+        self._last_good[slot] = (entry.version, model)
+        return model
+
+    def _model_of(self, entry: Entry) -> Any:
+        cache_key = (entry.version, entry.stamp)
+        models = self._models
+        try:
+            model = models[cache_key]
+        except KeyError:
+            pass
+        else:
+            return model
+        failure = self._failures.get(cache_key)
+        if failure is not None:
+            raise failure
+        with self._models_lock:
+            loading = self._loading.setdefault(cache_key, threading.Lock())
+        with loading:
+            if cache_key in models:
+                return models[cache_key]
+            try:
+                model = self._load(entry)
+            except CorruptVersionError as exc:
+                self._failures[cache_key] = exc
+                raise
+            finally:
+                with self._models_lock:
+                    self._loading.pop(cache_key, None)
+            with self._models_lock:
+                models[cache_key] = model
+                while len(models) > self._model_cache_size:
+                    models.popitem(last=False)
+        return model
+
+    def _artifact(self, entry: Entry) -> tuple[str, str | None]:
+        """The artefact's file name and recorded sha256 (hand-made versions may have neither)."""
+        artifact = self._checked(entry).get("artifact")
+        if artifact is None:
+            return DEFAULT_ARTIFACT_FILE, None
+        if not isinstance(artifact, dict):
+            raise CorruptVersionError(
+                f"version {entry.version}: 'artifact' in metadata.json is not an object"
+            )
+        file = artifact.get("file", DEFAULT_ARTIFACT_FILE)
+        sha = artifact.get("sha256")
+        if not (isinstance(file, str) and file and file[0] != "." and _SAFE_FILE.issuperset(file)):
+            raise CorruptVersionError(f"version {entry.version}: artefact file name {file!r} is not allowed")
+        if sha is not None and not isinstance(sha, str):
+            raise CorruptVersionError(f"version {entry.version}: artefact sha256 is not a string")
+        return file, sha
+
+    def _load(self, entry: Entry) -> Any:
+        file, sha = self._artifact(entry)
+        try:
+            with self.storage.open_artifact(entry.version, file) as f:
+                self._verify(entry.version, f, sha)
+                f.seek(0)
+                return cloudpickle.load(f)
+        except FileNotFoundError:
+            raise CorruptVersionError(f"version {entry.version}: artefact {file} is missing") from None
+        except CorruptVersionError:
+            raise
+        except Exception as exc:
+            raise CorruptVersionError(
+                f"version {entry.version}: artefact {file} failed to load ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    @staticmethod
+    def _verify(version: str, f: BinaryIO, sha: str | None) -> None:
+        if sha is None:
+            return
+        actual = _sha256_of(f)
+        if not hmac.compare_digest(actual, sha.lower()):
+            raise CorruptVersionError(
+                f"version {version}: artefact fails its sha256 check (recorded {sha[:12]}…,"
+                f" found {actual[:12]}…); refusing to load it"
+            )
+
+    def verify(self, version: str) -> str | None:
+        """Re-hash a version's artefact: its sha256, or None for a version that records none.
+
+        Raises :class:`CorruptVersionError` on a mismatch or a missing artefact; never unpickles.
+        """
+        entry = self._entry(version)
+        file, sha = self._artifact(entry)
+        try:
+            with self.storage.open_artifact(version, file) as f:
+                self._verify(version, f, sha)
+        except FileNotFoundError:
+            raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
+        return sha
+
+    # publishing -----------------------------------------------------------------------------------
+
+    def save_model(
+        self,
+        version: str,
+        model: Any,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """Publish ``model`` as a new version, atomically; returns the metadata written.
+
+        Never overwrites: :class:`VersionExistsError` if the version exists or another writer wins.
+        """
+        check_version(version)
+        user = md.check_user_metadata(metadata or {}, self.allowed_stages)
+        md.dumps(user)  # fail on bad metadata before pickling a large model
+        publication = self.storage.begin_publication(version)
+        try:
+            with publication.open_artifact() as f:
+                writer = _HashingWriter(f)
+                cloudpickle.dump(model, writer)
+            written = {
+                "version": version,
+                "created_at": _now(),
+                "artifact": {
+                    "file": publication.artifact_file,
+                    "sha256": writer.sha256.hexdigest(),
+                    "size": writer.size,
+                    "serializer": "cloudpickle",
+                    "cloudpickle_version": cloudpickle.__version__,
+                    "python_version": platform.python_version(),
+                },
+                **user,
+            }
+            publication.commit(md.dumps(written))
+        except BaseException:
+            publication.abort()
+            raise
+        self._record("publish", version, {}, written, actor)
+        return copy.deepcopy(written)
+
+    def set_stage(self, version: str, stage: str | None, *, actor: str | None = None) -> dict[str, Any]:
+        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail."""
+        if stage is not None:
+            md.check_stage(stage, self.allowed_stages)
+        return self._patch(version, {"stage": stage}, actor, "set_stage")
+
+    def update_metadata(
+        self, version: str, changes: Mapping[str, Any], *, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result."""
+        return self._patch(version, changes, actor, "update_metadata")
+
+    def _patch(
+        self, version: str, changes: Mapping[str, Any], actor: str | None, action: str
+    ) -> dict[str, Any]:
+        check_version(version)
+        patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        for attempt in range(_CAS_ATTEMPTS):
+            try:
+                data, stamp = self.storage.read_metadata(version)
+            except FileNotFoundError:
+                raise VersionNotFoundError(f"version {version} not found") from None
+            current, error = _parse_metadata(data)
+            if current is None:
+                raise CorruptVersionError(f"version {version} is corrupt: {error}")
+            updated = md.merge_patch(current, patch)
+            if updated == current:
+                return copy.deepcopy(updated)
+            try:
+                self.storage.replace_metadata(version, md.dumps(updated), stamp)
+            except ConflictError:
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
+            before, after = md.changed_keys(current, updated)
+            self._record(action, version, before, after, actor)
+            return copy.deepcopy(updated)
+        raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    # audit ----------------------------------------------------------------------------------------
+
+    def _record(self, action: str, version: str, before: dict, after: dict, actor: str | None) -> None:
+        event = {
+            "time": _now(),
+            "action": action,
+            "version": version,
+            "actor": actor or default_actor(),
+            "before": before,
+            "after": after,
+        }
+        self._stale = True
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
+        self.storage.append_event(version, name, md.dumps(event))
+
+    def history(self, version: str | None = None) -> list[dict[str, Any]]:
+        """Audit events (of one version, or all), oldest first."""
+        if version is not None:
+            check_version(version)
+        events = sorted(self.storage.iter_events(version), key=lambda item: item[0])
+        if version is not None and not events and version not in self.snapshot().by_version:
+            raise VersionNotFoundError(f"version {version} not found")
+        parsed = []
+        for _, data in events:
+            try:
+                parsed.append(json.loads(data))
+            except ValueError:
+                log.warning("skipping an unreadable audit event of %s", version or "the registry")
+        return parsed
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,84 @@
+"""The storage contract: the only place that knows where a registry's bytes live.
+
+A registry root holds ``versions/<semver>/metadata.json`` (the commit marker) with the artefact beside
+it, ``audit/<version>/<event>.json`` (one object per audit event, never rewritten) and nothing else
+the registry relies on. Backends differ in how they make publishing atomic and how they notice
+changes; the registry above sees only this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Iterator
+from contextlib import AbstractContextManager
+from typing import BinaryIO
+
+#: Token that changes whenever an object changes (inode and times on disk, ETag on object stores).
+Stamp = Hashable
+
+METADATA_FILE = "metadata.json"
+DEFAULT_ARTIFACT_FILE = "model.pkl"
+VERSIONS_DIR = "versions"
+AUDIT_DIR = "audit"
+
+
+class Publication(abc.ABC):
+    """One version being published: write the artefact, then :meth:`commit` the metadata."""
+
+    #: The file name the artefact is stored under, recorded in the metadata.
+    artifact_file: str = DEFAULT_ARTIFACT_FILE
+
+    @abc.abstractmethod
+    def open_artifact(self) -> AbstractContextManager[BinaryIO]:
+        """A binary file to stream the artefact into."""
+
+    @abc.abstractmethod
+    def commit(self, metadata: bytes) -> None:
+        """Make the version visible, whole, in one step; :class:`VersionExistsError` if taken."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Remove what was written; called when anything before the commit failed."""
+
+
+class Storage(abc.ABC):
+    """Where a registry's bytes live, and how to notice that they changed."""
+
+    #: Whether local file paths are real paths (artefacts can be opened in place).
+    is_local: bool = False
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A label for logs that carries no credentials (and, for a path, no more than its name)."""
+
+    @abc.abstractmethod
+    def may_have_changed(self) -> bool:
+        """Cheap check, done before every read: False only when a rescan would find nothing new."""
+
+    @abc.abstractmethod
+    def scan(self) -> dict[str, Stamp]:
+        """Every committed version (valid name, metadata present) and the stamp of its metadata."""
+
+    @abc.abstractmethod
+    def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
+        """The raw ``metadata.json`` of a version and its stamp; FileNotFoundError when missing."""
+
+    @abc.abstractmethod
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+        """Atomically replace ``metadata.json`` if its stamp is still ``expected``, else ConflictError."""
+
+    @abc.abstractmethod
+    def begin_publication(self, version: str) -> Publication:
+        """Start publishing ``version``; VersionExistsError at once if it is already there."""
+
+    @abc.abstractmethod
+    def open_artifact(self, version: str, file: str) -> AbstractContextManager[BinaryIO]:
+        """A seekable binary file with the artefact; never follows a link out of the root."""
+
+    @abc.abstractmethod
+    def append_event(self, version: str, name: str, data: bytes) -> None:
+        """Store one audit event under a unique, time-ordered ``name``; never overwrites."""
+
+    @abc.abstractmethod
+    def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
+        """The audit events of one version (or all), as ``(name, data)`` in any order."""

@@ -1,0 +1,257 @@
+"""A registry on a local (POSIX) filesystem: the embedded default.
+
+Publishing stages the whole version in ``versions/.staging-<id>/``, fsyncs it and renames it into
+place, so readers see a version whole or not at all and a killed writer leaves only a hidden staging
+folder (removed by a later save once it is old). Metadata updates are compare-and-swap under an
+advisory lock in ``.locks/``, written to a temporary file and renamed over ``metadata.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ..errors import ConflictError, VersionExistsError
+from ..versioning import sort_key
+from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
+from .watch import DirectoryWatcher
+
+STAGING_PREFIX = ".staging-"
+#: A staging folder older than this is taken to be left by a crashed writer and removed.
+STALE_STAGING_SECONDS = 3600.0
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+
+class LocalPublication(Publication):
+    """A version staged in a hidden folder next to the versions, renamed into place on commit."""
+
+    def __init__(self, storage: LocalStorage, version: str) -> None:
+        self._storage = storage
+        self._version = version
+        self._staging = os.path.join(storage.versions_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
+        os.makedirs(storage.versions_dir, exist_ok=True)
+        os.mkdir(self._staging)
+
+    @contextlib.contextmanager
+    def open_artifact(self) -> Iterator[BinaryIO]:
+        with open(os.path.join(self._staging, self.artifact_file), "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+    def commit(self, metadata: bytes) -> None:
+        _write_durably(os.path.join(self._staging, METADATA_FILE), metadata)
+        _fsync_dir(self._staging)
+        target = self._storage.version_dir(self._version)
+        if os.path.lexists(target):  # an empty folder would be silently replaced by rename
+            raise self._storage.exists_error(self._version)
+        try:
+            os.rename(self._staging, target)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise self._storage.exists_error(self._version) from None
+            raise
+        _fsync_dir(self._storage.versions_dir)
+
+    def abort(self) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+
+class LocalStorage(Storage):
+    """Versions as folders under ``<root>/versions``; never reads or writes outside ``root``."""
+
+    is_local = True
+
+    def __init__(self, root: str, *, watch: bool = True, refresh_interval: float = 0.0) -> None:
+        self.root = os.path.abspath(root)
+        self._refresh_interval = refresh_interval
+        self._next_poll = 0.0
+        self.versions_dir = os.path.join(self.root, VERSIONS_DIR)
+        self._real_root = os.path.realpath(self.root)
+        self._watcher = DirectoryWatcher(enabled=watch)
+
+    def describe(self) -> str:
+        return f"local registry {os.path.basename(self.root) or self.root!r}"
+
+    @property
+    def watching(self) -> bool:
+        """Whether change notifications spare the per-call ``stat`` of every version."""
+        return self._watcher.active
+
+    def version_dir(self, version: str) -> str:
+        return os.path.join(self.versions_dir, version)
+
+    def exists_error(self, version: str) -> VersionExistsError:
+        if os.path.exists(os.path.join(self.version_dir(version), METADATA_FILE)):
+            return VersionExistsError(f"version {version} already exists; versions are immutable")
+        return VersionExistsError(
+            f"a folder for version {version} exists without metadata.json (being written, or"
+            " broken): finish or remove it by hand"
+        )
+
+    def _inside_root(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self._real_root or real.startswith(self._real_root + os.sep)
+
+    def may_have_changed(self) -> bool:
+        if self._watcher.active or self._refresh_interval <= 0:
+            return self._watcher.changed()
+        now = time.monotonic()  # polling, throttled as the user asked
+        if now < self._next_poll:
+            return False
+        self._next_poll = now + self._refresh_interval
+        return True
+
+    def scan(self) -> dict[str, Stamp]:
+        watch = self._watcher.watch
+        watch(self.root)
+        watch(self.versions_dir)
+        found: dict[str, Stamp] = {}
+        try:
+            entries = os.scandir(self.versions_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if sort_key(name) is None or not entry.is_dir():
+                    continue
+                if entry.is_symlink() and not self._inside_root(entry.path):
+                    continue
+                watch(entry.path)
+                try:
+                    st = os.stat(os.path.join(entry.path, METADATA_FILE))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                found[name] = _stamp(st)
+        return found
+
+    def _open_inside(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """Open ``path`` without following a link that leads out of the root."""
+        try:
+            return os.open(path, flags | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+        if not self._inside_root(path):
+            raise FileNotFoundError(errno.ENOENT, "link leads out of the registry root")
+        return os.open(path, flags)
+
+    def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
+        fd = self._open_inside(os.path.join(self.version_dir(version), METADATA_FILE))
+        try:
+            st = os.fstat(fd)
+            with open(fd, "rb", closefd=False) as f:
+                return f.read(), _stamp(st)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _lock(self, version: str) -> Iterator[None]:
+        lock_dir = os.path.join(self.root, ".locks")
+        os.makedirs(lock_dir, exist_ok=True)
+        fd = os.open(os.path.join(lock_dir, f"{version}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+        directory = self.version_dir(version)
+        path = os.path.join(directory, METADATA_FILE)
+        with self._lock(version):
+            try:
+                current = _stamp(os.stat(path))
+            except FileNotFoundError:
+                raise ConflictError(f"version {version} vanished while being updated") from None
+            if current != expected:
+                raise ConflictError(f"version {version} changed while being updated")
+            tmp = os.path.join(directory, f".{METADATA_FILE}.{uuid.uuid4().hex}.tmp")
+            try:
+                _write_durably(tmp, data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(directory)
+
+    def begin_publication(self, version: str) -> Publication:
+        if os.path.lexists(self.version_dir(version)):
+            raise self.exists_error(version)
+        self._remove_stale_staging()
+        return LocalPublication(self, version)
+
+    def _remove_stale_staging(self) -> None:
+        cutoff = time.time() - STALE_STAGING_SECONDS
+        try:
+            entries = list(os.scandir(self.versions_dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(STAGING_PREFIX):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        shutil.rmtree(entry.path)
+
+    @contextlib.contextmanager
+    def open_artifact(self, version: str, file: str) -> Iterator[BinaryIO]:
+        path = os.path.join(self.version_dir(version), file)
+        if not self._inside_root(path):  # unpickling runs code: only ever from the root
+            raise FileNotFoundError(errno.ENOENT, "artefact lies outside the registry root")
+        with open(path, "rb") as f:
+            yield f
+
+    def append_event(self, version: str, name: str, data: bytes) -> None:
+        directory = os.path.join(self.root, AUDIT_DIR, version)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f".{name}.tmp")
+        _write_durably(tmp, data)
+        os.link(tmp, os.path.join(directory, name))  # fails rather than overwrite
+        os.unlink(tmp)
+        _fsync_dir(directory)
+
+    def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
+        audit = os.path.join(self.root, AUDIT_DIR)
+        if version is None:
+            try:
+                versions = [e.name for e in os.scandir(audit) if sort_key(e.name) is not None]
+            except FileNotFoundError:
+                return
+        else:
+            versions = [version]
+        for name in versions:
+            directory = os.path.join(audit, name)
+            try:
+                files = sorted(f for f in os.listdir(directory) if not f.startswith("."))
+            except FileNotFoundError:
+                continue
+            for file in files:
+                with open(os.path.join(directory, file), "rb") as f:
+                    yield file, f.read()

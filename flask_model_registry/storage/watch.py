@@ -1,0 +1,104 @@
+"""Change notification for a registry on local disk, so a warm read costs one ``ioctl``.
+
+On Linux the kernel queues an inotify event before the writer's ``rename`` or ``write`` returns, so
+"no event queued" proves nothing changed and the cache is never served late. Where inotify is
+missing (other systems, or the watch limit is reached) the watcher says "maybe changed" on every
+call and the registry falls back to validating its cache with ``stat``. A forked child (gunicorn
+``--preload``) gets its own descriptor, since a shared one would split events between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+
+try:
+    from inotify_simple import INotify
+    from inotify_simple import flags as _flags
+except (ImportError, OSError):  # pragma: no cover - not Linux
+    INotify = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
+
+_DIR_MASK = 0
+if INotify is not None:
+    _DIR_MASK = (
+        _flags.CREATE
+        | _flags.DELETE
+        | _flags.MODIFY
+        | _flags.ATTRIB
+        | _flags.CLOSE_WRITE
+        | _flags.MOVED_FROM
+        | _flags.MOVED_TO
+        | _flags.DELETE_SELF
+        | _flags.MOVE_SELF
+    )
+
+_live: weakref.WeakSet[DirectoryWatcher] = weakref.WeakSet()
+
+
+class DirectoryWatcher:
+    """Watches a set of directories; :meth:`changed` tells whether anything happened in them."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._enabled = enabled and INotify is not None
+        self._inotify: INotify | None = None
+        self._watched: set[str] = set()
+        self._dirty = True
+        _live.add(self)
+
+    @property
+    def active(self) -> bool:
+        """Whether notifications are in use (else every call must be treated as a change)."""
+        return self._enabled
+
+    def watch(self, path: str) -> None:
+        """Start watching ``path`` (idempotent); a directory that vanished is simply skipped."""
+        if not self._enabled or path in self._watched:
+            return
+        try:
+            if self._inotify is None:
+                self._inotify = INotify(nonblocking=True)
+            self._inotify.add_watch(path, _DIR_MASK)
+        except FileNotFoundError:
+            return
+        except OSError as exc:  # ENOSPC: out of watches; fall back to stat validation
+            log.warning("change notification unavailable (%s); validating with stat instead", exc)
+            self._disable()
+            return
+        self._watched.add(path)
+
+    def forget(self) -> None:
+        """Drop every watch, e.g. when the watched tree was replaced; the next call rescans."""
+        if self._inotify is not None:
+            self._inotify.close()
+        self._inotify = None
+        self._watched.clear()
+        self._dirty = True
+
+    def changed(self) -> bool:
+        """True when something may have changed since the last call (drains the queue)."""
+        if self._dirty or not self._enabled:
+            self._dirty = False
+            return True
+        if self._inotify is None:
+            return True
+        events = self._inotify.read(timeout=0)
+        if any(event.mask & (_flags.DELETE_SELF | _flags.MOVE_SELF | _flags.IGNORED) for event in events):
+            self.forget()
+            self._dirty = False
+        return bool(events)
+
+    def _disable(self) -> None:
+        self.forget()
+        self._enabled = False
+
+
+def _reset_after_fork() -> None:
+    for watcher in list(_live):
+        watcher.forget()  # closes the child's copy only; the parent keeps its own queue
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
