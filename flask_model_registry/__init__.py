@@ -15,12 +15,14 @@ from .errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from .extension import FlaskModelRegistry
 from .registry import ModelRegistry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CorruptVersionError",
+    "FlaskModelRegistry",
     "InvalidMetadataError",
     "InvalidVersionError",
     "ModelRegistry",

@@ -32,7 +32,10 @@ def dumps(metadata: Mapping[str, Any]) -> bytes:
         text = json.dumps(metadata, indent=2, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidMetadataError(f"metadata must be plain JSON: {exc}") from None
-    data = (text + "\n").encode("utf-8", "surrogatepass")
+    try:
+        data = (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it (\ud800) rather than write bad UTF-8
+        data = (json.dumps(metadata, indent=2, allow_nan=False) + "\n").encode("ascii")
     if len(data) > MAX_METADATA_BYTES:
         raise InvalidMetadataError(
             f"metadata.json would be {len(data)} bytes; the limit is {MAX_METADATA_BYTES}"
@@ -112,9 +115,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two values are the same JSON (unlike ``==``, which has ``True == 1 == 1.0``)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict, dict]:
     """The top-level keys that differ, as their values before and after (absent keys omitted)."""
-    keys = [key for key in {**before, **after} if before.get(key, ...) != after.get(key, ...)]
+    keys = [
+        key
+        for key in {**before, **after}
+        if (key in before) != (key in after) or not same_json(before[key], after[key])
+    ]
     return (
         {key: before[key] for key in keys if key in before},
         {key: after[key] for key in keys if key in after},

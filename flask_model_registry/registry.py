@@ -59,6 +59,12 @@ class Entry:
     def stage(self) -> object:
         return self.metadata.get("stage") if self.metadata is not None else None
 
+    def require_metadata(self) -> dict[str, Any]:
+        """The metadata, or :class:`CorruptVersionError` saying why it could not be read."""
+        if self.metadata is None:
+            raise CorruptVersionError(f"version {self.version} is corrupt: {self.error}")
+        return self.metadata
+
 
 @dataclass(frozen=True, eq=False)
 class Snapshot:
@@ -218,12 +224,20 @@ class ModelRegistry:
         return Snapshot(tuple(entries), {e.version: e for e in entries})
 
     def _read_entry(self, version: str, previous: Entry | None) -> Entry | None:
+        key = previous.key if previous is not None else sort_key(version)
+        assert key is not None  # storages list valid versions only
         try:
             data, stamp = self.storage.read_metadata(version)
         except FileNotFoundError:
             return None
-        key = previous.key if previous is not None else sort_key(version)
-        assert key is not None  # storages list valid versions only
+        except OSError as exc:  # a link loop, no permission: broken, but listing goes on
+            return Entry(
+                version,
+                key,
+                ("unreadable", exc.errno),
+                None,
+                f"metadata.json cannot be read ({exc.strerror})",
+            )
         metadata, error = _parse_metadata(data)
         return Entry(version, key, stamp, metadata, error)
 
@@ -246,13 +260,7 @@ class ModelRegistry:
 
     def get_metadata(self, version: str) -> dict[str, Any]:
         """A copy of the version's ``metadata.json``; never touches the artefact."""
-        return copy.deepcopy(self._checked(self._entry(version)))
-
-    @staticmethod
-    def _checked(entry: Entry) -> dict[str, Any]:
-        if entry.metadata is None:
-            raise CorruptVersionError(f"version {entry.version} is corrupt: {entry.error}")
-        return entry.metadata
+        return copy.deepcopy(self._entry(version).require_metadata())
 
     # models ---------------------------------------------------------------------------------------
 
@@ -281,39 +289,48 @@ class ModelRegistry:
         return model
 
     def _model_of(self, entry: Entry) -> Any:
-        cache_key = (entry.version, entry.stamp)
-        models = self._models
-        try:
-            model = models[cache_key]
-        except KeyError:
-            pass
-        else:
-            return model
-        failure = self._failures.get(cache_key)
+        # A loaded model is the artefact's, not the metadata's: a promotion or a metadata edit
+        # must not reload it. Versions that record no sha256 fall back to the metadata stamp.
+        # A failure is remembered until the metadata changes, so a corrupt artefact is not
+        # re-hashed on every request while an older model is served instead.
+        failure_key = (entry.version, entry.stamp)
+        failure = self._failures.get(failure_key)
         if failure is not None:
             raise failure
+        file, sha = self._artifact(entry)
+        cache_key = (entry.version, file, sha if sha is not None else entry.stamp)
+        models = self._models
         with self._models_lock:
-            loading = self._loading.setdefault(cache_key, threading.Lock())
-        with loading:
             if cache_key in models:
+                models.move_to_end(cache_key)
                 return models[cache_key]
+            loading = self._loading.setdefault(cache_key, threading.Lock())
+        with loading:  # one thread loads, the others wait for its result
             try:
-                model = self._load(entry)
-            except CorruptVersionError as exc:
-                self._failures[cache_key] = exc
-                raise
+                with self._models_lock:
+                    if cache_key in models:
+                        return models[cache_key]
+                failure = self._failures.get(failure_key)
+                if failure is not None:
+                    raise failure
+                try:
+                    model = self._load(entry.version, file, sha)
+                except CorruptVersionError as exc:
+                    self._failures[failure_key] = exc
+                    raise
+                with self._models_lock:
+                    models[cache_key] = model
+                    while len(models) > self._model_cache_size:
+                        models.popitem(last=False)
             finally:
                 with self._models_lock:
-                    self._loading.pop(cache_key, None)
-            with self._models_lock:
-                models[cache_key] = model
-                while len(models) > self._model_cache_size:
-                    models.popitem(last=False)
+                    if self._loading.get(cache_key) is loading:
+                        del self._loading[cache_key]
         return model
 
     def _artifact(self, entry: Entry) -> tuple[str, str | None]:
         """The artefact's file name and recorded sha256 (hand-made versions may have neither)."""
-        artifact = self._checked(entry).get("artifact")
+        artifact = entry.require_metadata().get("artifact")
         if artifact is None:
             return DEFAULT_ARTIFACT_FILE, None
         if not isinstance(artifact, dict):
@@ -328,20 +345,19 @@ class ModelRegistry:
             raise CorruptVersionError(f"version {entry.version}: artefact sha256 is not a string")
         return file, sha
 
-    def _load(self, entry: Entry) -> Any:
-        file, sha = self._artifact(entry)
+    def _load(self, version: str, file: str, sha: str | None) -> Any:
         try:
-            with self.storage.open_artifact(entry.version, file) as f:
-                self._verify(entry.version, f, sha)
+            with self.storage.open_artifact(version, file) as f:
+                self._verify(version, f, sha)
                 f.seek(0)
                 return cloudpickle.load(f)
         except FileNotFoundError:
-            raise CorruptVersionError(f"version {entry.version}: artefact {file} is missing") from None
+            raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
         except CorruptVersionError:
             raise
         except Exception as exc:
             raise CorruptVersionError(
-                f"version {entry.version}: artefact {file} failed to load ({type(exc).__name__}: {exc})"
+                f"version {version}: artefact {file} failed to load ({type(exc).__name__}: {exc})"
             ) from exc
 
     @staticmethod
@@ -384,7 +400,7 @@ class ModelRegistry:
         Never overwrites: :class:`VersionExistsError` if the version exists or another writer wins.
         """
         check_version(version)
-        user = md.check_user_metadata(metadata or {}, self.allowed_stages)
+        user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
         publication = self.storage.begin_publication(version)
         try:
@@ -437,7 +453,7 @@ class ModelRegistry:
             if current is None:
                 raise CorruptVersionError(f"version {version} is corrupt: {error}")
             updated = md.merge_patch(current, patch)
-            if updated == current:
+            if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return copy.deepcopy(updated)
             try:
                 self.storage.replace_metadata(version, md.dumps(updated), stamp)

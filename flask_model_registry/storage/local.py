@@ -139,14 +139,22 @@ class LocalStorage(Storage):
         with entries:
             for entry in entries:
                 name = entry.name
-                if sort_key(name) is None or not entry.is_dir():
-                    continue
-                if entry.is_symlink() and not self._inside_root(entry.path):
+                try:
+                    if sort_key(name) is None or not entry.is_dir():
+                        continue
+                    if entry.is_symlink() and not self._inside_root(entry.path):
+                        continue
+                except OSError:  # a link loop, no permission: not a usable version folder
                     continue
                 watch(entry.path)
                 try:
                     st = os.stat(os.path.join(entry.path, METADATA_FILE))
                 except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as exc:
+                    # metadata.json is there but cannot be read (a link loop, no permission): a
+                    # broken version, listed with an error instead of breaking the whole listing.
+                    found[name] = ("unreadable", exc.errno)
                     continue
                 found[name] = _stamp(st)
         return found
@@ -162,8 +170,15 @@ class LocalStorage(Storage):
             raise FileNotFoundError(errno.ENOENT, "link leads out of the registry root")
         return os.open(path, flags)
 
+    def _metadata_path(self, version: str) -> str:
+        """``versions/<version>/metadata.json``, refusing a version folder linked out of the root."""
+        directory = self.version_dir(version)
+        if not self._inside_root(directory):
+            raise FileNotFoundError(errno.ENOENT, "version folder lies outside the registry root")
+        return os.path.join(directory, METADATA_FILE)
+
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
-        fd = self._open_inside(os.path.join(self.version_dir(version), METADATA_FILE))
+        fd = self._open_inside(self._metadata_path(version))
         try:
             st = os.fstat(fd)
             with open(fd, "rb", closefd=False) as f:
@@ -183,10 +198,10 @@ class LocalStorage(Storage):
             os.close(fd)
 
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
-        directory = self.version_dir(version)
-        path = os.path.join(directory, METADATA_FILE)
         with self._lock(version):
             try:
+                path = self._metadata_path(version)
+                directory = os.path.dirname(path)
                 current = _stamp(os.stat(path))
             except FileNotFoundError:
                 raise ConflictError(f"version {version} vanished while being updated") from None

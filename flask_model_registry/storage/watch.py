@@ -61,7 +61,10 @@ class DirectoryWatcher:
             if self._inotify is None:
                 self._inotify = INotify(nonblocking=True)
             self._inotify.add_watch(path, _DIR_MASK)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # Nothing will tell us when it appears (a root or versions/ not created yet, a
+            # version folder removed mid-scan): say "maybe changed" until it can be watched.
+            self._dirty = True
             return
         except OSError as exc:  # ENOSPC: out of watches; fall back to stat validation
             log.warning("change notification unavailable (%s); validating with stat instead", exc)

@@ -1,0 +1,50 @@
+"""An example prediction service: ``create_app()`` serves the newest model of the registry.
+
+Run it with ``gunicorn -c example_app/gunicorn_conf.py 'example_app:create_app()'``. The registry
+root comes from ``MODEL_REGISTRY_ROOT`` (else ``./registry``); any other config key from a
+``FLASK_``-prefixed environment variable, as Flask reads them (``FLASK_MODEL_REGISTRY_API_TOKEN``);
+``MODEL_STAGE`` serves the highest version of that stage instead of the highest overall.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
+
+from flask_model_registry import FlaskModelRegistry
+
+models = FlaskModelRegistry()
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service; ``config`` overrides the environment (tests pass their own root)."""
+    app = Flask(__name__)
+    app.config.from_prefixed_env()
+    app.config["MODEL_STAGE"] = os.environ.get("MODEL_STAGE") or None
+    app.config.update(config or {})
+    models.init_app(app)
+
+    @app.post("/predict")
+    def predict() -> Any:
+        body = request.get_json(silent=True)
+        rows = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            return jsonify(error='send {"instances": [[feature, ...], ...]}'), 400
+        registry = current_app.registry  # type: ignore[attr-defined]
+        stage = current_app.config["MODEL_STAGE"]
+        model = registry.get_latest_model(stage)
+        version = registry.get_latest_version(stage)
+        try:
+            predictions = model.predict(rows)
+        except (TypeError, ValueError) as exc:
+            return jsonify(error=str(exc)), 400
+        return jsonify(version=version, predictions=predictions)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(status="ok")
+
+    return app

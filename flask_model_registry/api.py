@@ -1,0 +1,275 @@
+"""The ``/models`` JSON API: a thin HTTP adapter over the app's :class:`ModelRegistry`.
+
+Every answer under the prefix is JSON, errors included (``{"error": {"code", "message"}}``), and no
+answer carries a server path, a traceback or a credential. Bodies and ETags are rendered once per
+registry state (memoised on the snapshot), so a warm ``GET`` costs a freshness check and a lookup.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.routing import BaseConverter
+
+from .context import get_registry
+from .errors import InvalidMetadataError, RegistryError, VersionNotFoundError
+from .metadata import MAX_METADATA_BYTES, check_stage
+from .registry import Entry, Snapshot
+from .versioning import check_version
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("model_registry", __name__)
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_ACTOR_HEADER = "X-Model-Registry-Actor"
+_OPENAPI_FILE = "openapi.json"
+_OPENAPI_PREFIX = "/models"  # the prefix the paths in openapi.json are written under
+
+
+def register_api(app: Flask, prefix: str) -> None:
+    """Mount the API at ``prefix`` and answer every error under it (404, 405 …) in JSON."""
+    prefix = "/" + prefix.strip("/")
+    if prefix == "/":
+        raise ValueError("MODEL_REGISTRY_URL_PREFIX must not be '/': the API needs a prefix of its own")
+    app.url_map.converters.setdefault("model_version", _VersionSegment)
+    app.register_blueprint(bp, url_prefix=prefix)
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(f"{bp.name}."):
+            rule.merge_slashes = False  # "/models//1.0.0": a JSON 404, not Werkzeug's HTML redirect
+    host_handler = app.error_handler_spec[None][None].get(HTTPException)
+
+    def routing_error(exc: HTTPException) -> Any:
+        """Errors raised before a view is chosen: JSON under the prefix, untouched elsewhere."""
+        path = request.path
+        if path == prefix or path.startswith(prefix + "/"):
+            return _http_error(exc)
+        return host_handler(exc) if host_handler is not None else exc
+
+    app.register_error_handler(HTTPException, routing_error)
+
+
+class _VersionSegment(BaseConverter):
+    """A path segment other than the API's own names, so ``PATCH /models/latest`` answers 405 (and
+    ``OPTIONS`` the right ``Allow``) rather than "not a valid version"; views check the rest (400)."""
+
+    regex = r"(?!(?:latest|openapi\.json)$)[^/]+"
+    part_isolating = True
+
+
+# answers ------------------------------------------------------------------------------------------
+
+
+def _render(payload: Any) -> tuple[bytes, str]:
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    return body, hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+def _respond(rendered: tuple[bytes, str]) -> Response:
+    body, etag = rendered
+    if request.method in ("GET", "HEAD") and etag in request.if_none_match:
+        response = current_app.response_class(status=304)
+    else:
+        response = current_app.response_class(body, mimetype="application/json")
+    response.set_etag(etag)
+    return response
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps({"error": {"code": status, "message": message}}).encode()
+    response = current_app.response_class(body, status=status, mimetype="application/json")
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _http_error(exc: HTTPException) -> Response:
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return _error(exc.code or 500, exc.description or exc.name, headers)
+
+
+@bp.errorhandler(HTTPException)
+def _view_http_error(exc: HTTPException) -> Response:
+    return _http_error(exc)
+
+
+@bp.errorhandler(RegistryError)
+def _registry_error(exc: RegistryError) -> Response:
+    return _error(exc.http_status, str(exc))
+
+
+@bp.errorhandler(Exception)
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("unexpected error in the model registry API")
+    return _error(500, "internal error in the model registry; the server log has the details")
+
+
+# auth ---------------------------------------------------------------------------------------------
+
+
+@bp.before_request
+def _authorize() -> Response | None:
+    token = current_app.config["MODEL_REGISTRY_API_TOKEN"]
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        expected = str(token).encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            return _error(
+                401,
+                "a valid 'Authorization: Bearer <token>' header is required",
+                {"WWW-Authenticate": 'Bearer realm="models"'},
+            )
+    elif request.method not in _READ_METHODS:
+        return _error(403, "writes are disabled: set MODEL_REGISTRY_API_TOKEN to enable them")
+    return None
+
+
+# query arguments ----------------------------------------------------------------------------------
+
+
+def _arg(name: str) -> str | None:
+    try:
+        return request.args.get(name)
+    except UnicodeDecodeError:  # raw non-UTF-8 bytes in the query string: Werkzeug does not decode them
+        raise BadRequest("the query string is not valid UTF-8") from None
+
+
+def _stage_arg() -> str | None:
+    stage = _arg("stage")
+    if stage is None:
+        return None
+    try:
+        return check_stage(stage, None)
+    except InvalidMetadataError as exc:
+        raise InvalidMetadataError(f"query parameter 'stage': {exc}") from None
+
+
+def _bool_arg(name: str) -> bool:
+    value = (_arg(name) or "false").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidMetadataError(f"query parameter {name!r} must be true or false")
+
+
+# views --------------------------------------------------------------------------------------------
+
+
+def _item(entry: Entry) -> dict[str, Any]:
+    if entry.metadata is None:
+        return {"version": entry.version, "error": entry.error}
+    return {"version": entry.version, "metadata": entry.metadata}
+
+
+def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> tuple[bytes, str]:
+    return snap.memo(("api", *key), lambda: _render(payload()))
+
+
+def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
+    entry.require_metadata()  # a corrupt version answers 500 with the reason
+    return _respond(_memo(snap, ("entry", entry.version), lambda: _item(entry)))
+
+
+@bp.get("")
+def list_models() -> Response:
+    """``GET /models``: every version with its metadata, ascending; ``?stage=`` filters."""
+    stage = _stage_arg()
+    snap = get_registry().snapshot()
+    stages = snap.memo("stages", lambda: {e.stage for e in snap.entries})
+    if stage is not None and stage not in stages:
+        return _respond(_render([]))
+
+    def items() -> list[dict[str, Any]]:
+        return [_item(e) for e in snap.entries if stage is None or e.stage == stage]
+
+    return _respond(_memo(snap, ("list", stage), items))
+
+
+@bp.get("/latest")
+def latest_model() -> Response:
+    """``GET /models/latest``: the highest version; ``?stage=``, ``?prerelease=true``."""
+    stage = _stage_arg()
+    prerelease = _bool_arg("prerelease")
+    snap = get_registry().snapshot()
+    entry = snap.latest(stage, prerelease)
+    if entry is None:
+        where = f" in stage {stage!r}" if stage is not None else ""
+        raise VersionNotFoundError(f"no version{where} yet")
+    return _entry_answer(snap, entry)
+
+
+@bp.get("/<model_version:version>")
+def show_model(version: str) -> Response:
+    """``GET /models/<version>``: one version and its metadata."""
+    check_version(version)
+    snap = get_registry().snapshot()
+    entry = snap.by_version.get(version)
+    if entry is None:
+        raise VersionNotFoundError(f"version {version} not found")
+    return _entry_answer(snap, entry)
+
+
+@bp.get("/<model_version:version>/history")
+def model_history(version: str) -> Response:
+    """``GET /models/<version>/history``: that version's audit events, oldest first."""
+    return _respond(_render(get_registry().history(check_version(version))))
+
+
+@bp.patch("/<model_version:version>")
+def patch_model(version: str) -> Response:
+    """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags."""
+    check_version(version)
+    if request.mimetype not in _JSON_TYPES:
+        return _error(415, "send the patch as application/json or application/merge-patch+json")
+    data = request.stream.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        return _error(413, f"the patch is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        changes = json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
+    registry = get_registry()
+    metadata = registry.update_metadata(version, changes, actor=_actor())
+    return _respond(_render({"version": version, "metadata": metadata}))
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    """``GET /models/openapi.json``: this API's OpenAPI 3.1 document, for where it is mounted."""
+    prefix = request.path.removesuffix("/" + _OPENAPI_FILE)
+    return _respond(_openapi(request.script_root, prefix))
+
+
+@functools.cache
+def _openapi_template() -> dict[str, Any]:
+    return json.loads(resources.files(__package__).joinpath(_OPENAPI_FILE).read_bytes())
+
+
+@functools.lru_cache(maxsize=16)
+def _openapi(script_root: str, prefix: str) -> tuple[bytes, str]:
+    """The document with its server and paths where the app mounts the API, rendered once."""
+    document = _openapi_template()
+    paths = {prefix + path.removeprefix(_OPENAPI_PREFIX): item for path, item in document["paths"].items()}
+    return _render({**document, "servers": [{"url": script_root or "/"}], "paths": paths})
+
+
+def _actor() -> str:
+    """Who made a change through the API: the actor header when sent, and the client address."""
+    client = f"api:{request.remote_addr or 'unknown'}"
+    claimed = request.headers.get(_ACTOR_HEADER, "")
+    if claimed and len(claimed) <= 128 and claimed.isprintable():
+        return f"{claimed} ({client})"
+    return client

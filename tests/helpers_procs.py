@@ -1,0 +1,234 @@
+"""What the tests run in other processes, and the odd models they publish.
+
+Everything here is importable by name, so a child process (``fork`` or ``spawn``) can run it and
+cloudpickle stores these classes by reference: the test process loads the models its children saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from flask_model_registry import ModelRegistry, VersionExistsError
+
+#: How long a child waits for the signal to start, or blocks before it is killed.
+PATIENCE = 30.0
+
+
+def write_by_hand(
+    root: Path,
+    version: str,
+    metadata: Any = None,
+    model: Any = "hand-made model",
+    *,
+    raw: bytes | None = None,
+) -> Path:
+    """Make a version the way the seed registries were made: folder, then model.pkl, then metadata.
+
+    ``metadata=None`` (and no ``raw``) leaves the folder without ``metadata.json``, as a copy in progress.
+    """
+    folder = Path(root, "versions", version)
+    folder.mkdir(parents=True, exist_ok=True)
+    if model is not None:
+        (folder / "model.pkl").write_bytes(cloudpickle.dumps(model))
+    if raw is None and metadata is not None:
+        raw = json.dumps(metadata).encode()
+    if raw is not None:
+        (folder / "metadata.json").write_bytes(raw)
+    return folder
+
+
+def edit_in_place(path: Path, metadata: dict[str, Any]) -> None:
+    """Rewrite a file the way an editor or a quick script does: ``open('w')`` and ``write``."""
+    with open(path, "w") as f:
+        f.write(json.dumps(metadata))
+
+
+def copy_folder_then_metadata(source: Path, target: Path) -> None:
+    """Copy a version in by hand as the SPEC asks: the folder and the model, ``metadata.json`` last."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("metadata.json"))
+    shutil.copy(source / "metadata.json", target / "metadata.json")
+
+
+def save(root: Path, version: str, model: Any, metadata: dict[str, Any] | None = None) -> None:
+    """Publish a version from this process."""
+    ModelRegistry(root).save_model(version, model, metadata)
+
+
+def promote(root: Path, version: str, stage: str) -> None:
+    """Move a version to a stage from this process."""
+    ModelRegistry(root).set_stage(version, stage)
+
+
+def race_to_save(root: Path, version: str, payload: int, go: Any, results: Any) -> None:
+    """Wait for ``go``, then try to publish ``version``; report ``("won" | "lost", payload)``."""
+    registry = ModelRegistry(root)
+    go.wait(PATIENCE)
+    try:
+        registry.save_model(version, {"payload": payload}, {"writer": payload})
+    except VersionExistsError:
+        results.put(("lost", payload))
+    else:
+        results.put(("won", payload))
+
+
+def race_to_update(root: Path, version: str, key: str, go: Any, results: Any) -> None:
+    """Wait for ``go``, then set one metadata key of ``version`` as actor ``key``; report the key."""
+    registry = ModelRegistry(root)
+    go.wait(PATIENCE)
+    registry.update_metadata(version, {key: True}, actor=key)
+    results.put(key)
+
+
+# Models that make a save stop at a known moment, so the test can kill the writer right there. ----
+
+
+def _block(ready: str, resume: str | None) -> None:
+    """Touch ``ready``, then wait until ``resume`` exists (never, if None: the test kills us)."""
+    Path(ready).touch()
+    deadline = time.monotonic() + PATIENCE
+    while resume is None or not os.path.exists(resume):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test neither killed this save nor let it go on")
+        time.sleep(0.005)
+
+
+class BlockWhenPickled:
+    """Pickling this touches ``ready`` and blocks until the process is killed."""
+
+    def __init__(self, ready: str) -> None:
+        self.ready = ready
+
+    def __reduce__(self) -> Any:
+        _block(self.ready, None)
+        raise AssertionError("unreachable")
+
+
+_PICKLED = False
+
+
+class MarkPickled:
+    """Put last in a model: pickling it notes that the whole artefact has been pickled."""
+
+    def __reduce__(self) -> Any:
+        global _PICKLED
+        _PICKLED = True
+        return (MarkPickled, ())
+
+
+class BlockOnceArtefactWritten(dict):
+    """A metadata value (a plain JSON object to the registry) that blocks when it is serialised
+    after the artefact was pickled: the registry writes ``metadata.json`` last, since it holds the
+    artefact's sha256, so this stops a save between the artefact and the commit."""
+
+    def __init__(self, ready: str, resume: str | None) -> None:
+        super().__init__(note="blocked the save before its commit")
+        self.ready = ready
+        self.resume = resume
+
+    def items(self) -> Any:
+        if _PICKLED:
+            _block(self.ready, self.resume)
+        return super().items()
+
+
+def save_until_killed(root: Path, version: str, moment: str, ready: str) -> None:
+    """Publish ``version`` with a model or metadata that blocks at ``moment``, to be killed there."""
+    model: Any
+    metadata: dict[str, Any] = {}
+    if moment == "before the artefact":
+        model = BlockWhenPickled(ready)
+    elif moment == "in the middle of the artefact":
+        model = [os.urandom(4 << 20), BlockWhenPickled(ready)]
+    elif moment == "after the artefact, before the commit":
+        model = [os.urandom(1 << 20), MarkPickled()]
+        metadata = {"blocker": BlockOnceArtefactWritten(ready, None)}
+    else:
+        raise ValueError(moment)
+    ModelRegistry(root).save_model(version, model, metadata)
+
+
+def save_with_a_pause_before_commit(root: Path, version: str, ready: str, resume: str) -> None:
+    """Publish ``version``, touching ``ready`` once the artefact is written and going on to the
+    commit only once ``resume`` exists."""
+    metadata = {"blocker": BlockOnceArtefactWritten(ready, resume)}
+    ModelRegistry(root).save_model(version, ["paused", MarkPickled()], metadata)
+
+
+# A model that is slow to unpickle and counts how often it was loaded. -------------------------
+
+LOADS = 0
+
+
+def _rebuild_slowly() -> SlowToLoad:
+    global LOADS
+    LOADS += 1
+    time.sleep(0.1)
+    return SlowToLoad()
+
+
+class SlowToLoad:
+    """Unpickling takes 0.1 s and increments :data:`LOADS`."""
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_slowly, ())
+
+
+class Children:
+    """Real child processes for one test: start them, run one to the end, race several."""
+
+    #: The longest a test waits for a child.
+    TIMEOUT = 30.0
+
+    def __init__(self, context: BaseContext) -> None:
+        self.context = context
+        self._started: list[BaseProcess] = []
+
+    def start(self, target: Callable[..., None], *args: Any) -> BaseProcess:
+        """Start ``target(*args)`` in a child process."""
+        child = self.context.Process(target=target, args=args, daemon=True)
+        child.start()
+        self._started.append(child)
+        return child
+
+    def run(self, target: Callable[..., None], *args: Any) -> None:
+        """Run ``target(*args)`` in a child process and wait until it has finished cleanly."""
+        child = self.start(target, *args)
+        child.join(self.TIMEOUT)
+        assert child.exitcode == 0, f"{target.__name__} in a child process ended with {child.exitcode}"
+
+    def wait_until(self, child: BaseProcess, ready: Path) -> None:
+        """Wait until ``child`` has touched ``ready`` (it must still be running then)."""
+        deadline = time.monotonic() + self.TIMEOUT
+        while not ready.exists():
+            assert child.is_alive(), f"the child ended (exit code {child.exitcode}) before {ready.name}"
+            assert time.monotonic() < deadline, f"the child never got to {ready.name}"
+            time.sleep(0.005)
+
+    def race(self, target: Callable[..., None], root: Path, version: str, contenders: list[Any]) -> list[Any]:
+        """Start one child per contender, let them all go at once, and return what each reported."""
+        go = self.context.Barrier(len(contenders) + 1)
+        results = self.context.Queue()
+        children = [self.start(target, root, version, c, go, results) for c in contenders]
+        go.wait(self.TIMEOUT)
+        reports = [results.get(timeout=self.TIMEOUT) for _ in contenders]
+        for child in children:
+            child.join(self.TIMEOUT)
+            assert child.exitcode == 0, f"a contender ended with {child.exitcode}"
+        return reports
+
+    def kill_all(self) -> None:
+        """Kill whatever is still running, so no child outlives its test."""
+        for child in self._started:
+            if child.is_alive():
+                child.kill()
+            child.join(self.TIMEOUT)

@@ -1,0 +1,89 @@
+"""The example service: real gunicorn on the bundled registry, Docker files, the predict endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from servers_gunicorn import REPO, get, gunicorn
+
+from example_app import create_app
+from flask_model_registry import ModelRegistry
+
+
+@pytest.fixture
+def bundled_copy(tmp_path: Path) -> Path:
+    """A copy of the repo's ``./registry``, so tests may publish into it."""
+    root = tmp_path / "registry"
+    shutil.copytree(REPO / "registry", root)
+    return root
+
+
+def test_bundled_registry_loads_on_a_fresh_checkout():
+    registry = ModelRegistry(REPO / "registry")
+    assert registry.list_versions() == ["1.0.0", "1.1.0"]
+    for version in registry.list_versions():
+        assert registry.verify(version)
+        assert len(registry.get_model(version).predict([[1, 2, 3]])) == 1
+    assert registry.get_latest_version("prod") == "1.0.0"
+
+
+def test_predict_uses_the_latest_model(bundled_copy: Path):
+    client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
+    response = client.post("/predict", json={"instances": [[1, 0, 0], [0, 0, 0]]})
+    assert response.get_json() == {"version": "1.1.0", "predictions": [0.38 + 0.47, 0.38]}
+    assert client.post("/predict", json={"instances": [[1]]}).status_code == 400
+    assert client.post("/predict", data="nope").status_code == 400
+
+
+def test_predict_can_follow_a_stage(bundled_copy: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MODEL_STAGE", "prod")
+    client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
+    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == "1.0.0"
+
+
+def test_gunicorn_serves_and_follows_new_versions(bundled_copy: Path):
+    with gunicorn({"MODEL_REGISTRY_ROOT": str(bundled_copy)}) as base:
+        status, listing = get(f"{base}/models")
+        assert status == 200 and [item["version"] for item in listing] == ["1.0.0", "1.1.0"]
+        assert get(f"{base}/models/latest")[1]["version"] == "1.1.0"
+        publisher = (
+            "import sys; from example_app.model import LinearModel;"
+            "from flask_model_registry import ModelRegistry;"
+            "ModelRegistry(sys.argv[1]).save_model('1.2.0', LinearModel((1.0, 1.0, 1.0)), {'stage': 'prod'})"
+        )
+        subprocess.run([sys.executable, "-c", publisher, str(bundled_copy)], cwd=REPO, check=True, timeout=60)
+        # Two workers, several requests: every worker must see the new version at once.
+        for _ in range(10):
+            assert get(f"{base}/models/latest")[1]["version"] == "1.2.0"
+            assert get(f"{base}/models/latest?stage=prod")[1]["version"] == "1.2.0"
+        request = urllib.request.Request(
+            f"{base}/predict",
+            data=json.dumps({"instances": [[1, 2, 3]]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read()) == {"version": "1.2.0", "predictions": [6.0]}
+
+
+def test_compose_file_is_valid_and_matches_the_design():
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is missing: `make test` installs it with apt-get when run as root")
+        pytest.skip("docker-compose (Debian package) is not installed; CI installs it")
+    run = subprocess.run(
+        [compose, "-f", "docker-compose.yml", "config"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    rendered = run.stdout
+    assert "python-api:" in rendered
+    assert "/app/registry" in rendered and "8000" in rendered
+    assert "MODEL_REGISTRY_ROOT: /app/registry" in rendered
+    assert "healthcheck:" in rendered
