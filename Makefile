@@ -28,7 +28,6 @@ system-tools:
 ## Lint, then run the whole test suite (the tests start every server they need on 127.0.0.1).
 test: $(BIN)/.installed system-tools
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Run the benchmarks in bench/ (figures side by side with their baselines).

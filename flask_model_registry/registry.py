@@ -189,7 +189,9 @@ class ModelRegistry:
         self._models_lock = threading.Lock()
         self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
         self._failures: dict[tuple[str, Stamp], CorruptVersionError] = {}
-        self._last_good: dict[tuple[str | None, bool], tuple[str, Any]] = {}
+        # The entry and model each get_latest_model(stage, prerelease) last served: the fallback
+        # when a newer version fails to load, and a shortcut while the entry stays the same.
+        self._served: dict[tuple[str | None, bool], tuple[Entry, Any]] = {}
         self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
 
     def __repr__(self) -> str:
@@ -275,17 +277,21 @@ class ModelRegistry:
             where = f" in stage {stage!r}" if stage is not None else ""
             raise VersionNotFoundError(f"no version{where} to load")
         slot = (stage, include_prerelease)
+        served = self._served.get(slot)
+        if served is not None and served[0] is entry:  # the hot path: nothing changed
+            return served[1]
         try:
             model = self._model_of(entry)
         except CorruptVersionError as exc:
-            good = self._last_good.get(slot)
-            if good is None:
+            if served is None:
                 raise
             if (entry.version, entry.stamp, slot) not in self._fallbacks_logged:
                 self._fallbacks_logged.add((entry.version, entry.stamp, slot))
-                log.error("version %s failed to load (%s); still serving %s", entry.version, exc, good[0])
-            return good[1]
-        self._last_good[slot] = (entry.version, model)
+                log.error(
+                    "version %s failed to load (%s); still serving %s", entry.version, exc, served[0].version
+                )
+            return served[1]
+        self._served[slot] = (entry, model)
         return model
 
     def _model_of(self, entry: Entry) -> Any:

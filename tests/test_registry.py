@@ -14,10 +14,64 @@ import pytest
 
 from flask_model_registry import (
     CorruptVersionError,
+    InvalidMetadataError,
+    InvalidVersionError,
     ModelRegistry,
     RegistryError,
+    VersionExistsError,
     VersionNotFoundError,
 )
+
+
+@pytest.mark.parametrize(
+    ("error", "also_a", "http_status"),
+    [
+        (InvalidVersionError, ValueError, 400),
+        (InvalidMetadataError, ValueError, 400),
+        (VersionNotFoundError, LookupError, 404),
+        (VersionExistsError, RegistryError, 409),
+        (CorruptVersionError, RegistryError, 500),
+    ],
+)
+def test_the_error_table(error: type[RegistryError], also_a: type[Exception], http_status: int) -> None:
+    assert issubclass(error, RegistryError) and issubclass(error, also_a)
+    assert error.http_status == http_status
+
+
+def test_the_root_comes_from_the_environment_else_registry(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODEL_REGISTRY_ROOT", raising=False)
+    ModelRegistry().save_model("1.0.0", "in ./registry")
+    assert (tmp_path / "registry/versions/1.0.0/metadata.json").is_file()
+    assert ModelRegistry(f"file://{tmp_path / 'registry'}").get_latest_model() == "in ./registry"
+    monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(tmp_path / "mounted"))
+    assert ModelRegistry().list_versions() == []
+    ModelRegistry().save_model("2.0.0", "in the mounted folder")
+    assert (tmp_path / "mounted/versions/2.0.0/model.pkl").is_file()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r, v: r.get_metadata(v),
+        lambda r, v: r.get_model(v),
+        lambda r, v: r.verify(v),
+        lambda r, v: r.history(v),
+        lambda r, v: r.set_stage(v, "prod"),
+        lambda r, v: r.update_metadata(v, {"owner": "x"}),
+        lambda r, v: r.save_model(v, "model"),
+    ],
+    ids=["get_metadata", "get_model", "verify", "history", "set_stage", "update_metadata", "save_model"],
+)
+@pytest.mark.parametrize("version", ["../1.0.0", "1.0.0/../../x", "..", "1.0", 100])
+def test_every_call_refuses_an_invalid_version(
+    published: ModelRegistry, registry_root: Path, call, version: object
+) -> None:
+    before = sorted(str(p.relative_to(registry_root)) for p in registry_root.rglob("*"))
+    with pytest.raises(InvalidVersionError):
+        call(published, version)
+    assert sorted(str(p.relative_to(registry_root)) for p in registry_root.rglob("*")) == before
+
 
 # Discovery ------------------------------------------------------------------------------------------
 
