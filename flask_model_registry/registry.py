@@ -138,6 +138,16 @@ def _sha256_of(f: BinaryIO) -> str:
     return digest.hexdigest()
 
 
+def _entry_from(version: str, read: tuple[bytes, Stamp] | OSError) -> Entry:
+    key = sort_key(version)
+    assert key is not None  # storages list valid versions only
+    if isinstance(read, OSError):
+        error = f"metadata.json cannot be read ({read.strerror or read})"
+        return Entry(version, key, ("unreadable", read.errno), None, error)
+    metadata, error = _parse_metadata(read[0])
+    return Entry(version, key, read[1], metadata, error)
+
+
 def _parse_metadata(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     try:
         value = json.loads(data)
@@ -210,38 +220,14 @@ class ModelRegistry:
     def _rescan(self, old: Snapshot) -> Snapshot:
         stamps = self.storage.scan()
         previous = old.by_version
-        entries: list[Entry] = []
-        changed = len(stamps) != len(previous)
-        for version, stamp in stamps.items():
-            entry = previous.get(version)
-            if entry is None or entry.stamp != stamp:
-                changed = True
-                entry = self._read_entry(version, entry)
-                if entry is None:
-                    continue
-            entries.append(entry)
-        if not changed:
+        changed = [v for v, stamp in stamps.items() if v not in previous or previous[v].stamp != stamp]
+        if not changed and len(stamps) == len(previous):
             return old
+        fetched = self.storage.read_metadata_many(changed) if changed else {}
+        entries = [previous[v] for v in stamps if v in previous and previous[v].stamp == stamps[v]]
+        entries += [_entry_from(v, got) for v, got in fetched.items()]
         entries.sort(key=lambda e: e.key)
         return Snapshot(tuple(entries), {e.version: e for e in entries})
-
-    def _read_entry(self, version: str, previous: Entry | None) -> Entry | None:
-        key = previous.key if previous is not None else sort_key(version)
-        assert key is not None  # storages list valid versions only
-        try:
-            data, stamp = self.storage.read_metadata(version)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:  # a link loop, no permission: broken, but listing goes on
-            return Entry(
-                version,
-                key,
-                ("unreadable", exc.errno),
-                None,
-                f"metadata.json cannot be read ({exc.strerror})",
-            )
-        metadata, error = _parse_metadata(data)
-        return Entry(version, key, stamp, metadata, error)
 
     def list_versions(self) -> list[str]:
         """Committed versions in ascending SemVer precedence (build metadata breaks ties)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 from flask import Flask
 from helpers_procs import Children, write_by_hand
 
@@ -88,3 +90,54 @@ def json_error() -> Callable[[Any], dict[str, Any]]:
         return body["error"]
 
     return check
+
+
+# Remote registries: real object stores on 127.0.0.1 (see servers.py), one of each per test session.
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[servers.Store]:
+    """moto's S3 server, with a bucket."""
+    with servers.moto_s3() as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def azurite_server() -> Iterator[servers.Store]:
+    """Azurite's blob service (installed from npm on first use), with a container."""
+    with servers.azurite() as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[servers.Store]:
+    """fake-gcs-server, with a bucket."""
+    with servers.fake_gcs() as store:
+        yield store
+
+
+#: The storages every backend-parametrized test runs on, and the fixture of each store's server.
+BACKENDS = {"local": None, "memory": None, "s3": "s3_server", "azure": "azurite_server", "gcs": "gcs_server"}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def registry_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[servers.RegistryTarget]:
+    """A fresh registry location on each backend: a folder, ``memory://`` or a prefix in a bucket."""
+    backend, name = request.param, f"registry-{uuid.uuid4().hex}"
+    server = BACKENDS[backend]
+    if server is not None:
+        store: servers.Store = request.getfixturevalue(server)
+        yield servers.RegistryTarget(backend, store.url(name), store)
+    elif backend == "memory":
+        target = servers.RegistryTarget(backend, f"memory://{name}")
+        yield target
+        if target.filesystem.exists(target.path()):  # memory:// is shared by the whole process
+            target.filesystem.rm(target.path(), recursive=True)
+    else:
+        yield servers.RegistryTarget(backend, str(tmp_path / name))
+
+
+@pytest.fixture
+def any_registry(registry_target: servers.RegistryTarget) -> ModelRegistry:
+    """A :class:`ModelRegistry` on ``registry_target``, whichever backend that is."""
+    return registry_target.open()

@@ -9,7 +9,7 @@ changes; the registry above sees only this interface.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
@@ -62,6 +62,21 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
         """The raw ``metadata.json`` of a version and its stamp; FileNotFoundError when missing."""
+
+    def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
+        """:meth:`read_metadata` of several versions (object stores fetch them concurrently).
+
+        A version gone since it was listed is left out; one that cannot be read maps to its error.
+        """
+        found: dict[str, tuple[bytes, Stamp] | OSError] = {}
+        for version in versions:
+            try:
+                found[version] = self.read_metadata(version)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # a link loop, no permission: broken, but listing goes on
+                found[version] = exc
+        return found
 
     @abc.abstractmethod
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
