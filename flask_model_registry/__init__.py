@@ -12,6 +12,7 @@ from .errors import (
     InvalidVersionError,
     RegistryError,
     StorageBackendMissingError,
+    StorageUnavailableError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ModelRegistry",
     "RegistryError",
     "StorageBackendMissingError",
+    "StorageUnavailableError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",

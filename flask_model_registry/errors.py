@@ -46,6 +46,12 @@ class ConflictError(RegistryError):
     http_status = 409
 
 
+class StorageUnavailableError(RegistryError, OSError):
+    """The store did not answer a listing or a read (a timeout, a refused connection, a 503)."""
+
+    http_status = 503
+
+
 class StorageBackendMissingError(RegistryError, ImportError):
     """The fsspec backend of a URL scheme is not installed; the message names the extra."""
 

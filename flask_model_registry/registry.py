@@ -31,7 +31,7 @@ from typing import IO, Any, BinaryIO
 import cloudpickle
 
 from . import metadata as md
-from .errors import ConflictError, CorruptVersionError, VersionNotFoundError
+from .errors import ConflictError, CorruptVersionError, StorageUnavailableError, VersionNotFoundError
 from .storage import Stamp, Storage, open_storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
 from .versioning import SortKey, check_version, is_prerelease, sort_key
@@ -195,6 +195,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._snapshot = _EMPTY
         self._stale = True  # set after our own writes: a process always reads what it wrote
+        self._scanned = False  # whether a scan ever succeeded (there is a state to fall back on)
         self._models: OrderedDict[tuple[str, Stamp], Any] = OrderedDict()
         self._models_lock = threading.Lock()
         self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
@@ -214,7 +215,15 @@ class ModelRegistry:
         with self._lock:
             if self._stale or self.storage.may_have_changed():
                 self._stale = False
-                self._snapshot = self._rescan(self._snapshot)
+                try:
+                    self._snapshot = self._rescan(self._snapshot)
+                    self._scanned = True
+                except OSError as exc:
+                    if not self._scanned:  # nothing to fall back on
+                        raise
+                    # A store that fails for a moment (a timeout, a 503) must not take the
+                    # service down: keep the last state and try again at the next refresh.
+                    log.warning("refresh failed, serving the last state: %s", exc)
             return self._snapshot
 
     def _rescan(self, old: Snapshot) -> Snapshot:
@@ -268,7 +277,7 @@ class ModelRegistry:
             return served[1]
         try:
             model = self._model_of(entry)
-        except CorruptVersionError as exc:
+        except (CorruptVersionError, StorageUnavailableError) as exc:
             if served is None:
                 raise
             if (entry.version, entry.stamp, slot) not in self._fallbacks_logged:
@@ -345,7 +354,7 @@ class ModelRegistry:
                 return cloudpickle.load(f)
         except FileNotFoundError:
             raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
-        except CorruptVersionError:
+        except (CorruptVersionError, StorageUnavailableError):  # the latter: not remembered, retried
             raise
         except Exception as exc:
             raise CorruptVersionError(

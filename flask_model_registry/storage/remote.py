@@ -43,7 +43,12 @@ from typing import Any, BinaryIO, cast
 import fsspec
 from fsspec.asyn import sync
 
-from ..errors import ConflictError, StorageBackendMissingError, VersionExistsError
+from ..errors import (
+    ConflictError,
+    StorageBackendMissingError,
+    StorageUnavailableError,
+    VersionExistsError,
+)
 from ..versioning import sort_key
 from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
 
@@ -390,6 +395,10 @@ class FsspecStorage(Storage):
             return self.fs.find(path, detail=True)
         except FileNotFoundError:
             return {}
+        except Exception as exc:  # each backend has its own (botocore, azure-core, aiohttp …)
+            raise StorageUnavailableError(
+                f"{self._label}: listing failed ({type(exc).__name__}); is the store reachable?"
+            ) from exc
 
     def may_have_changed(self) -> bool:
         return time.monotonic() >= self._next_scan
@@ -425,8 +434,15 @@ class FsspecStorage(Storage):
     @contextlib.contextmanager
     def open_artifact(self, version: str, file: str) -> Iterator[BinaryIO]:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-            with self.fs.open(self._path(version, file), "rb", block_size=_BLOCK) as source:
-                shutil.copyfileobj(source, spool, _CHUNK)
+            try:
+                with self.fs.open(self._path(version, file), "rb", block_size=_BLOCK) as source:
+                    shutil.copyfileobj(source, spool, _CHUNK)
+            except FileNotFoundError:
+                raise
+            except Exception as exc:  # the store failed, not the artefact: worth a retry later
+                raise StorageUnavailableError(
+                    f"{self._label}: reading the artefact of {version} failed ({type(exc).__name__})"
+                ) from exc
             spool.seek(0)
             yield cast(BinaryIO, spool)
 
