@@ -5,6 +5,8 @@ Run: ``python bench/discovery.py`` (about half a minute; the first run also buil
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 from _common import (
@@ -25,15 +27,31 @@ from flask_model_registry import ModelRegistry
 N = 2_000
 
 
-def cold_snapshot(root: Path) -> object:
-    """A fresh instance's first snapshot: every version and its metadata, sorted."""
-    return ModelRegistry(root).snapshot()
+def cold_snapshot(root: Path, watch: bool = True) -> object:
+    """A fresh instance's first snapshot: every version and its metadata, sorted.
+
+    Returns the instance too, so that its teardown happens after the clock stops.
+    """
+    registry = ModelRegistry(root, watch=watch)
+    return registry, registry.snapshot()
 
 
 def cold_public_listing(root: Path) -> object:
     """A fresh instance, then the public calls: ``list_versions()`` and ``get_metadata`` of each."""
     registry = ModelRegistry(root)
-    return [registry.get_metadata(v) for v in registry.list_versions()]
+    return registry, [registry.get_metadata(v) for v in registry.list_versions()]
+
+
+def second_call(root: Path, repeats: int = 7) -> float:
+    """Median seconds of a fresh instance's second ``get_latest_version()`` (its first is the scan)."""
+    times = []
+    for _ in range(repeats):
+        registry = ModelRegistry(root)
+        registry.get_latest_version()
+        start = time.perf_counter()
+        registry.get_latest_version()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def cold_timings(root: Path) -> dict[str, float]:
@@ -44,6 +62,7 @@ def cold_timings(root: Path) -> dict[str, float]:
             "naive": lambda: naive_listing(root),
             "snapshot": lambda: cold_snapshot(root),
             "public": lambda: cold_public_listing(root),
+            "unwatched": lambda: cold_snapshot(root, watch=False),
         },
         rounds=11,
     )
@@ -67,6 +86,7 @@ def cold_rows(cold: dict[str, float]) -> list[Row]:
             Target("cold snapshot() well below the naive loop (<1x)", 1.0),
         ),
         Row("cold list_versions()+get_metadata() each", cold["public"], floor, cold["floor"]),
+        Row("cold snapshot(), watch=False (no inotify)", cold["unwatched"], floor, cold["floor"]),
         Row("naive loop", cold["naive"], floor, cold["floor"]),
     ]
 
@@ -111,6 +131,7 @@ def warm_rows(root: Path, cold: float) -> list[Row]:
         ),
         Row("warm get_latest_version()", micro["version"], "may_have_changed() alone", micro["check"]),
         Row("warm get_latest_version(), watch=False", polled_version, "cold snapshot()", cold),
+        Row("2nd get_latest_version() of a fresh instance", second_call(root), "cold snapshot()", cold),
     ]
 
 
@@ -118,7 +139,7 @@ def artefact_rows() -> list[Row]:
     small = written_registry(N, 16)
     large = written_registry(N, 64 * MIB)
     cold = interleaved(
-        {"small": lambda: cold_snapshot(small), "large": lambda: cold_snapshot(large)}, rounds=15
+        {"small": lambda: cold_snapshot(small), "large": lambda: cold_snapshot(large)}, rounds=21
     )
     return [
         Row(
@@ -134,7 +155,7 @@ def artefact_rows() -> list[Row]:
 def main() -> None:
     root = saved_registry(N)
     print_header(
-        f"discovery: {N:,} versions on local disk (median of 11-15 interleaved rounds)",
+        f"discovery: {N:,} versions on local disk (median of 11-21 interleaved rounds)",
         [
             "cold = a fresh ModelRegistry(root) per repeat, in this process; nothing is dropped from"
             " the OS page cache, so cold means cold caches of the package, not of the kernel",

@@ -1,9 +1,9 @@
-"""Real HTTP: gunicorn (2 workers) serving the example app, ``wrk`` against ``/models/latest`` and ``/ping``.
+"""Real HTTP: gunicorn (2 workers) serving the example app, ``wrk`` on ``/models/latest`` and ``/ping``.
 
-Run: ``python bench/gunicorn_wrk.py`` (about 40 seconds; needs ``wrk``, a Debian package). gunicorn runs
-the Dockerfile's command on 127.0.0.1 and a free port, with the app spec swapped for
-``bench._ping_app:app`` (the example app plus a bare ``/ping`` of the same answer size); it is stopped
-at the end whatever happens.
+Run: ``python bench/gunicorn_wrk.py`` (about 40 seconds; needs ``wrk``, a Debian package). gunicorn
+runs the Dockerfile's command on 127.0.0.1 and a free port, with the app spec swapped for
+``bench._ping_app:create_bench_app()`` (the example app plus a bare ``/ping`` of the same answer
+size); it is stopped at the end whatever happens.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tests.servers_gunicorn as servers
 
 N = 2_000
 WRK = ["wrk", "-t2", "-c16", "-d5s"]
-APP = "bench._ping_app:app"
+APP = "bench._ping_app:create_bench_app()"
 
 
 def wrk(url: str, seconds: str = "5s") -> float:

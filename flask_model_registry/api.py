@@ -79,7 +79,8 @@ def _render(payload: Any) -> tuple[bytes, str]:
 
 def _respond(rendered: tuple[bytes, str]) -> Response:
     body, etag = rendered
-    if request.method in ("GET", "HEAD") and etag in request.if_none_match:
+    conditional = "If-None-Match" in request.headers  # parsed only when sent
+    if conditional and request.method in ("GET", "HEAD") and etag in request.if_none_match:
         response = current_app.response_class(status=304)
     else:
         response = current_app.response_class(body, mimetype="application/json")
@@ -140,6 +141,8 @@ def _authorize() -> Response | None:
 
 
 def _arg(name: str) -> str | None:
+    if not request.query_string:  # the common case: nothing to parse
+        return None
     try:
         return request.args.get(name)
     except UnicodeDecodeError:  # raw non-UTF-8 bytes in the query string: Werkzeug does not decode them

@@ -7,6 +7,7 @@ this agrees with the ``semver`` package on validity and precedence.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .errors import InvalidVersionError
@@ -31,6 +32,11 @@ def sort_key(version: str) -> SortKey | None:
     """The SemVer precedence key of ``version`` (build metadata breaks ties), or None if invalid."""
     if len(version) > MAX_VERSION_LENGTH:
         return None
+    return _sort_key(version)
+
+
+@functools.lru_cache(maxsize=1 << 15)  # a listing asks twice per name (storage, then registry)
+def _sort_key(version: str) -> SortKey | None:
     match = _SEMVER.fullmatch(version)
     if match is None:
         return None

@@ -128,6 +128,7 @@ class LocalStorage(Storage):
         return True
 
     def scan(self) -> dict[str, Stamp]:
+        self._watcher.settle()  # this scan sees whatever the queued events were about
         watch = self._watcher.watch
         watch(self.root)
         watch(self.versions_dir)
@@ -173,7 +174,7 @@ class LocalStorage(Storage):
     def _metadata_path(self, version: str) -> str:
         """``versions/<version>/metadata.json``, refusing a version folder linked out of the root."""
         directory = self.version_dir(version)
-        if not self._inside_root(directory):
+        if os.path.islink(directory) and not self._inside_root(directory):  # lstat; realpath if linked
             raise FileNotFoundError(errno.ENOENT, "version folder lies outside the registry root")
         return os.path.join(directory, METADATA_FILE)
 
@@ -181,8 +182,10 @@ class LocalStorage(Storage):
         fd = self._open_inside(self._metadata_path(version))
         try:
             st = os.fstat(fd)
-            with open(fd, "rb", closefd=False) as f:
-                return f.read(), _stamp(st)
+            chunks = [os.read(fd, st.st_size + 1)]  # one read, unless the file grew meanwhile
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 16))
+            return b"".join(chunks), _stamp(st)
         finally:
             os.close(fd)
 

@@ -9,12 +9,13 @@ call and the registry falls back to validating its cache with ``stat``. A forked
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import weakref
 
 try:
-    from inotify_simple import INotify
+    from inotify_simple import INotify, parse_events
     from inotify_simple import flags as _flags
 except (ImportError, OSError):  # pragma: no cover - not Linux
     INotify = None  # type: ignore[assignment,misc]
@@ -35,6 +36,7 @@ if INotify is not None:
         | _flags.MOVE_SELF
     )
 
+_READ_SIZE = 1 << 16
 _live: weakref.WeakSet[DirectoryWatcher] = weakref.WeakSet()
 
 
@@ -44,6 +46,7 @@ class DirectoryWatcher:
     def __init__(self, enabled: bool = True) -> None:
         self._enabled = enabled and INotify is not None
         self._inotify: INotify | None = None
+        self._fd = -1
         self._watched: set[str] = set()
         self._dirty = True
         _live.add(self)
@@ -60,6 +63,7 @@ class DirectoryWatcher:
         try:
             if self._inotify is None:
                 self._inotify = INotify(nonblocking=True)
+                self._fd = self._inotify.fileno()
             self._inotify.add_watch(path, _DIR_MASK)
         except (FileNotFoundError, NotADirectoryError):
             # Nothing will tell us when it appears (a root or versions/ not created yet, a
@@ -82,16 +86,35 @@ class DirectoryWatcher:
 
     def changed(self) -> bool:
         """True when something may have changed since the last call (drains the queue)."""
-        if self._dirty or not self._enabled:
+        if self._dirty or self._inotify is None:
             self._dirty = False
             return True
-        if self._inotify is None:
-            return True
-        events = self._inotify.read(timeout=0)
-        if any(event.mask & (_flags.DELETE_SELF | _flags.MOVE_SELF | _flags.IGNORED) for event in events):
-            self.forget()
-            self._dirty = False
-        return bool(events)
+        try:
+            data = os.read(self._fd, _READ_SIZE)  # one system call: the hot path of every read
+        except BlockingIOError:
+            return False
+        self._drain(data)
+        return True
+
+    def settle(self) -> None:
+        """Called as a rescan starts: what is queued now is seen by that rescan."""
+        self._dirty = False
+        if self._inotify is not None:
+            with contextlib.suppress(BlockingIOError):
+                self._drain(os.read(self._fd, _READ_SIZE))
+
+    def _drain(self, data: bytes) -> None:
+        while len(data) == _READ_SIZE:  # more may be queued
+            try:
+                more = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            data += more
+            if len(more) < _READ_SIZE:
+                break
+        gone = _flags.DELETE_SELF | _flags.MOVE_SELF | _flags.IGNORED
+        if any(event.mask & gone for event in parse_events(data)):
+            self.forget()  # a watched folder went away: watch afresh at the rescan
 
     def _disable(self) -> None:
         self.forget()
