@@ -22,7 +22,7 @@ from _common import (
     written_registry,
 )
 
-from flask_model_registry import ModelRegistry
+from flask_model_registry import ModelRegistry, versioning
 
 N = 2_000
 
@@ -30,14 +30,17 @@ N = 2_000
 def cold_snapshot(root: Path, watch: bool = True) -> object:
     """A fresh instance's first snapshot: every version and its metadata, sorted.
 
-    Returns the instance too, so that its teardown happens after the clock stops.
+    Returns the instance too, so that its teardown happens after the clock stops. The process-wide
+    cache of parsed version names is emptied first, as in a newly started process.
     """
+    versioning._sort_key.cache_clear()
     registry = ModelRegistry(root, watch=watch)
     return registry, registry.snapshot()
 
 
 def cold_public_listing(root: Path) -> object:
     """A fresh instance, then the public calls: ``list_versions()`` and ``get_metadata`` of each."""
+    versioning._sort_key.cache_clear()
     registry = ModelRegistry(root)
     return registry, [registry.get_metadata(v) for v in registry.list_versions()]
 
