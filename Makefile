@@ -32,7 +32,7 @@ test: $(BIN)/.installed system-tools
 
 ## Run the benchmarks in bench/ (figures side by side with their baselines).
 bench: $(BIN)/.installed
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
 ## Rebuild the sample registry in ./registry.
 registry: $(BIN)/.installed

@@ -191,8 +191,7 @@ def list_models() -> Response:
     """``GET /models``: every version with its metadata, ascending; ``?stage=`` filters."""
     stage = _stage_arg()
     snap = get_registry().snapshot()
-    stages = snap.memo("stages", lambda: {e.stage for e in snap.entries})
-    if stage is not None and stage not in stages:
+    if stage is not None and stage not in snap.stages:
         return _respond(_render([]))
 
     def items() -> list[dict[str, Any]]:

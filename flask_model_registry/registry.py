@@ -76,12 +76,9 @@ class Snapshot:
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
-    def etag(self) -> str:
-        """A validator that is the same in every process that sees the same registry state."""
-        digest = hashlib.blake2b(digest_size=16)
-        for entry in self.entries:
-            digest.update(f"{entry.version}\0{entry.stamp!r}\n".encode())
-        return digest.hexdigest()
+    def stages(self) -> frozenset[object]:
+        """Every stage some version is in."""
+        return frozenset(entry.stage for entry in self.entries)
 
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """Compute a value derived from this snapshot once (answers, ETags, latest lookups)."""
@@ -97,7 +94,9 @@ class Snapshot:
         try:  # on every get_latest_*: no closure, one dict lookup
             return self._memo[key]
         except KeyError:
-            found = self._memo[key] = self._find_latest(stage, include_prerelease)
+            found = self._find_latest(stage, include_prerelease)
+            if stage is None or stage in self.stages:  # no memo entry per made-up stage name
+                self._memo[key] = found
             return found
 
     def _find_latest(self, stage: str | None, include_prerelease: bool) -> Entry | None:
