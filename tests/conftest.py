@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import servers
 from flask import Flask
-from helpers_procs import Children, write_by_hand
+from helpers_procs import Children, clean_context, write_by_hand
 
 from flask_model_registry import FlaskModelRegistry, ModelRegistry
 
@@ -141,3 +141,12 @@ def registry_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
 def any_registry(registry_target: servers.RegistryTarget) -> ModelRegistry:
     """A :class:`ModelRegistry` on ``registry_target``, whichever backend that is."""
     return registry_target.open()
+
+
+@pytest.fixture
+def clean_children() -> Iterator[Children]:
+    """Real child processes forked from a clean fork server (see :func:`helpers_procs.clean_context`):
+    safe beside the threads of the object store servers; none outlives the test."""
+    kids = Children(clean_context())
+    yield kids
+    kids.kill_all()

@@ -6,9 +6,14 @@ cloudpickle stores these classes by reference: the test process loads the models
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import multiprocessing
 import os
+import random
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import fsspec
+from servers import RegistryTarget
 
 from flask_model_registry import ModelRegistry, VersionExistsError
 
@@ -232,3 +239,139 @@ class Children:
             if child.is_alive():
                 child.kill()
             child.join(self.TIMEOUT)
+
+
+# Fault injection: children killed with SIGKILL at random moments (tests/test_faults.py). ----------
+
+#: What the fork server imports once, so that each child it forks starts in milliseconds.
+FORKSERVER_PRELOAD = ["helpers_procs", "servers", "flask_model_registry.storage.remote", "s3fs"]
+
+
+def clean_context() -> BaseContext:
+    """multiprocessing's fork server: children forked from a single-threaded server process rather
+    than from the test process, whose object store servers run in threads; quick to start all the
+    same, with the registry and the store clients imported once (:data:`FORKSERVER_PRELOAD`).
+
+    Its children inherit the fork server's environment, not the test's: use :func:`reaching`."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)  # no effect once the server runs: same list
+    return context
+
+
+def on_store(defaults: dict[str, dict[str, Any]], target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` with fsspec's default options per protocol set to ``defaults``, as
+    :meth:`servers.Store.child_env` sets them through the environment: a bare ``ModelRegistry(url)``
+    reaches the store."""
+    fsspec.config.conf.update(copy.deepcopy(defaults))
+    target(*args)
+
+
+def reaching(where: RegistryTarget, target: Callable[..., None]) -> Callable[..., None]:
+    """``target`` as a child process runs it against ``where`` (see :func:`on_store`); picklable."""
+    defaults = {where.store.scheme: where.store.storage_options} if where.store is not None else {}
+    return functools.partial(on_store, defaults, target)
+
+
+def _run_then_linger(done: Any, target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)``, set ``done`` and wait to be killed: a child that is still there when
+    the kill comes, so its pid is never one the system has given to another process."""
+    target(*args)
+    done.set()
+    time.sleep(PATIENCE)
+
+
+def _start_until_started(children: Children, target: Callable[..., None], *args: Any) -> tuple[Any, Any]:
+    """Start ``target(*args, started)`` in a child (see :func:`_run_then_linger`) and wait until it
+    sets ``started``, the moment the work under test begins; the child and its ``done`` event."""
+    started, done = children.context.Event(), children.context.Event()
+    child = children.start(_run_then_linger, done, target, *args, started)
+    deadline = time.monotonic() + children.TIMEOUT
+    while not started.wait(0.01):
+        assert child.is_alive(), f"{target} ended (exit code {child.exitcode}) before it started"
+        assert time.monotonic() < deadline, f"{target} never started"
+    return child, done
+
+
+def _kill(children: Children, child: BaseProcess) -> None:
+    assert child.pid is not None and child.is_alive(), f"a child ended with {child.exitcode}"
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(children.TIMEOUT)
+    assert child.exitcode == -signal.SIGKILL, f"a child ended with {child.exitcode}"
+
+
+def kill_at_random(children: Children, delay: float, target: Callable[..., None], *args: Any) -> bool:
+    """Start ``target(*args, started)`` in a child; once it sets ``started`` wait ``delay`` seconds
+    and ``kill -9`` it. True if it had finished by then."""
+    child, done = _start_until_started(children, target, *args)
+    time.sleep(delay)
+    finished = done.is_set()
+    _kill(children, child)
+    return finished
+
+
+def seconds_in_child(children: Children, target: Callable[..., None], *args: Any) -> float:
+    """How long ``target(*args, started)`` takes in a child from ``started`` to its end."""
+    child, done = _start_until_started(children, target, *args)
+    began = time.perf_counter()
+    assert done.wait(children.TIMEOUT), f"{target} did not finish"
+    took = time.perf_counter() - began
+    _kill(children, child)
+    return took
+
+
+def fault_model(version: str, size: int) -> dict[str, Any]:
+    """The model the fault tests publish as ``version``: ``size`` bytes (a multiple of 1 KiB) that
+    only it has, quick to make: a random KiB of its own, repeated."""
+    return {"version": version, "payload": random.Random(version).randbytes(1024) * (size // 1024)}
+
+
+def save_once_started(root: str, version: str, size: int, started: Any) -> None:
+    """Publish :func:`fault_model` as writer ``child``, setting ``started`` as ``save_model`` begins
+    (the registry has listed the root before: connecting is not part of the timed window)."""
+    registry = ModelRegistry(root)
+    registry.list_versions()
+    model = fault_model(version, size)
+    started.set()
+    registry.save_model(version, model, {"writer": "child"})
+
+
+def promotion_step(registry: ModelRegistry, version: str, n: int) -> None:
+    """The ``n``-th promotion of ``version``: each one moves it to stage ``step-<n>``, odd ones with
+    :meth:`~ModelRegistry.set_stage`, even ones with :meth:`~ModelRegistry.update_metadata` (also
+    setting ``seq``); the actor is ``step-<n>``. So ``metadata.json`` tells which step landed last."""
+    if n % 2:
+        registry.set_stage(version, f"step-{n}", actor=f"step-{n}")
+    else:
+        registry.update_metadata(version, {"stage": f"step-{n}", "seq": n}, actor=f"step-{n}")
+
+
+def state_after_step(published: dict[str, Any], n: int) -> dict[str, Any]:
+    """``metadata.json`` once promotion step ``n`` has landed, of a version published with
+    ``published`` (which must hold ``stage: step-0`` and ``seq: 0``)."""
+    return {**published, "stage": f"step-{n}", "seq": n - n % 2}
+
+
+def promote_until_killed(root: str, version: str, first: int, started: Any) -> None:
+    """Take :func:`promotion_step` ``first``, ``first + 1``, … until killed (``started`` is set as
+    the first one begins)."""
+    registry = ModelRegistry(root)
+    registry.get_metadata(version)
+    started.set()
+    for n in range(first, first + 100_000):
+        promotion_step(registry, version, n)
+
+
+def publish_each(root: str, versions: list[str], go: Any) -> None:
+    """Wait for ``go``, then publish each of ``versions`` (a small :func:`fault_model`)."""
+    registry = ModelRegistry(root)
+    go.wait(PATIENCE)
+    for version in versions:
+        registry.save_model(version, fault_model(version, 1024), {"writer": os.getpid()})
+
+
+def approve_each(root: str, version: str, keys: list[str], go: Any) -> None:
+    """Wait for ``go``, then set each of ``keys`` to true in ``version``'s metadata, one edit each."""
+    registry = ModelRegistry(root)
+    go.wait(PATIENCE)
+    for key in keys:
+        registry.update_metadata(version, {key: True}, actor=key)

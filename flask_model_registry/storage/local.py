@@ -43,6 +43,16 @@ def _write_durably(path: str, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def _remove_dead_temporaries(directory: str) -> None:
+    """Remove the ``.metadata.json.<id>.tmp`` files of writers killed before their rename. Only a
+    writer holding the version's lock makes one, so while we hold it, any that is there is dead."""
+    prefix = f".{METADATA_FILE}."
+    for name in os.listdir(directory):
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+
+
 def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
@@ -210,6 +220,7 @@ class LocalStorage(Storage):
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
                 raise ConflictError(f"version {version} changed while being updated")
+            _remove_dead_temporaries(directory)
             tmp = os.path.join(directory, f".{METADATA_FILE}.{uuid.uuid4().hex}.tmp")
             try:
                 _write_durably(tmp, data)
