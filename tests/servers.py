@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import http.client
+import http.server
 import json
 import logging
 import os
@@ -25,7 +27,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,3 +249,102 @@ def fake_gcs() -> Iterator[Store]:
     argv += ["-port", str(port), "-external-url", url, "-public-host", f"127.0.0.1:{port}"]
     with server_process("fake-gcs-server", [*argv, "-log-level", "error"], port):
         yield _with_bucket("gs", {"endpoint_url": url, "token": "anon", "project": "registry-tests"})
+
+
+class _Forwarder(http.server.BaseHTTPRequestHandler):
+    """Forwards each request to the proxy's upstream and its answer back, unless told to lose it."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+    server: LossyProxy
+
+    def _forward(self) -> None:
+        body = self._body()
+        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=START_TIMEOUT)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+            if body or self.command in ("PUT", "POST"):
+                headers["Content-Length"] = str(len(body))
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+        finally:
+            upstream.close()
+        if self.server.should_lose(self.command, self.path, answer.status):
+            self.close_connection = True  # the request landed; its answer never arrives
+            return
+        self.send_response_only(answer.status, answer.reason)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(key, value)
+        length = answer.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b""):  # trailers
+            pass
+        return b"".join(chunks)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests assert what went through, through :attr:`LossyProxy.lost`."""
+
+
+class LossyProxy(http.server.ThreadingHTTPServer):
+    """An HTTP proxy on 127.0.0.1 in front of a store that can lose answers: the request reaches the
+    store, but the client's connection is closed before the answer, as when a network drops it."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Forwarder)
+        host, port = urllib.parse.urlsplit(upstream).netloc.split(":")
+        self.upstream = (host, int(port))
+        self.lost: list[tuple[str, str, int]] = []
+        self._losing: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def lose_next_answer(self, method: str, path_part: str) -> None:
+        """Lose the answer to the next ``method`` request whose path holds ``path_part``."""
+        with self._lock:
+            self._losing.append((method, path_part))
+
+    def should_lose(self, method: str, path: str, status: int) -> bool:
+        with self._lock:
+            for rule in self._losing:
+                if rule[0] == method and rule[1] in urllib.parse.unquote(path):
+                    self._losing.remove(rule)
+                    self.lost.append((method, path, status))
+                    return True
+        return False
+
+
+@contextlib.contextmanager
+def lossy_s3(store: Store) -> Iterator[tuple[Store, LossyProxy]]:
+    """``store`` (an S3 server) reached through a :class:`LossyProxy`; stopped when the block ends."""
+    endpoint = store.storage_options["client_kwargs"]["endpoint_url"]
+    proxy = LossyProxy(endpoint)
+    thread = threading.Thread(target=proxy.serve_forever, name="lossy-proxy", daemon=True)
+    thread.start()
+    try:
+        client_kwargs = {**store.storage_options["client_kwargs"], "endpoint_url": proxy.url}
+        options = {**store.storage_options, "client_kwargs": client_kwargs}
+        yield Store(store.scheme, store.bucket, options), proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        thread.join(START_TIMEOUT)

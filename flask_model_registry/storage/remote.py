@@ -18,6 +18,10 @@ memory:// & other  a lock in this process              a lock in this process   
 ``memory://`` lives in one process, so the lock makes it exact; any other fsspec filesystem is safe
 against writers in this process only.
 
+Clients retry a request whose answer was lost, and the store then refuses the retry of a conditional
+write that had landed. So a refused write is read back: if the object holds exactly our bytes, the
+write counts as done, and an artefact is never deleted once a commit may have named it.
+
 Discovery costs one paged, recursive listing of ``versions/`` per refresh: the listing carries each
 ``metadata.json``'s stamp, and only those whose stamp changed since the last refresh are fetched,
 concurrently with a small bound per store. fsspec's listing caches are off and invalidated before
@@ -309,6 +313,7 @@ class FsspecPublication(Publication):
         self._version = version
         self.artifact_file = f"model-{uuid.uuid4().hex}.pkl"  # racing publishers never share one
         self._artifact = storage._path(version, self.artifact_file)
+        self._committing = False
 
     @contextlib.contextmanager
     def open_artifact(self) -> Iterator[BinaryIO]:
@@ -316,12 +321,18 @@ class FsspecPublication(Publication):
             yield f
 
     def commit(self, metadata: bytes) -> None:
+        self._committing = True
         try:
-            self._storage._objects.create(self._storage._path(self._version, METADATA_FILE), metadata)
+            self._storage.create_once(self._storage._path(self._version, METADATA_FILE), metadata)
         except FileExistsError:
+            self._committing = False  # refused: the metadata there is another publisher's
             raise FsspecStorage.exists_error(self._version) from None
 
     def abort(self) -> None:
+        # A commit that failed without an answer may have landed all the same, and then its
+        # metadata names this artefact: keep it (an unreferenced object at worst).
+        if self._committing:
+            return
         with contextlib.suppress(FileNotFoundError):
             self._storage.fs.rm_file(self._artifact)
 
@@ -422,8 +433,25 @@ class FsspecStorage(Storage):
         """Only what changed since the last scan is asked for; fetched a few at a time."""
         return dict(self._fetch_all({v: self._path(v, METADATA_FILE) for v in versions}))
 
+    def holds(self, path: str, data: bytes) -> bool:
+        """Whether the object at ``path`` is exactly ``data``. A conditional write the store refuses
+        may be our own, retried by the client after its first answer was lost: then it landed."""
+        try:
+            return self._objects.read(path)[0] == data
+        except FileNotFoundError:
+            return False
+
+    def create_once(self, path: str, data: bytes) -> None:
+        """Create the object; FileExistsError if another one is there (not if ours already is)."""
+        try:
+            self._objects.create(path, data)
+        except FileExistsError:
+            if not self.holds(path, data):
+                raise
+
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
-        if not self._objects.replace(self._path(version, METADATA_FILE), data, expected):
+        path = self._path(version, METADATA_FILE)
+        if not self._objects.replace(path, data, expected) and not self.holds(path, data):
             raise ConflictError(f"version {version} changed while being updated")
 
     def begin_publication(self, version: str) -> Publication:
@@ -447,7 +475,7 @@ class FsspecStorage(Storage):
             yield cast(BinaryIO, spool)
 
     def append_event(self, version: str, name: str, data: bytes) -> None:
-        self._objects.create(f"{self._audit}/{version}/{name}", data)
+        self.create_once(f"{self._audit}/{version}/{name}", data)
 
     def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
         prefix = self._audit + "/"
