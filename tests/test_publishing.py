@@ -185,6 +185,16 @@ def test_old_leftovers_of_crashed_writers_are_cleaned_up(
     registry.save_model("1.0.0", "model")
     assert folder_names(registry_root) == [".staging-maybe-still-writing", "1.0.0"]
 
+    audit = registry_root / "audit" / "1.0.0"  # an event's temporary, of a writer killed before its link
+    (audit / ".crashed-long-ago.json.tmp").write_bytes(b'{"action": "set_')
+    (audit / ".maybe-still-writing.json.tmp").write_bytes(b'{"action": "set_')
+    os.utime(audit / ".crashed-long-ago.json.tmp", (two_hours_ago, two_hours_ago))
+    registry.set_stage("1.0.0", "prod")
+    assert [name for name in sorted(os.listdir(audit)) if name.startswith(".")] == [
+        ".maybe-still-writing.json.tmp"
+    ]
+    assert [event["action"] for event in registry.history("1.0.0")] == ["publish", "set_stage"]
+
 
 # Promotions and metadata edits ----------------------------------------------------------------------
 

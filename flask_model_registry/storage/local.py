@@ -24,8 +24,8 @@ from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, St
 from .watch import DirectoryWatcher
 
 STAGING_PREFIX = ".staging-"
-#: A staging folder older than this is taken to be left by a crashed writer and removed.
-STALE_STAGING_SECONDS = 3600.0
+#: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
+STALE_SECONDS = 3600.0
 
 
 def _fsync_dir(path: str) -> None:
@@ -51,6 +51,24 @@ def _remove_dead_temporaries(directory: str) -> None:
         if name.startswith(prefix) and name.endswith(".tmp"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, name))
+
+
+def _remove_stale(directory: str, prefix: str, suffix: str = "") -> None:
+    """Remove the temporaries ``<prefix>…<suffix>`` in ``directory`` older than :data:`STALE_SECONDS`:
+    nothing alive takes that long, so a crashed writer left them."""
+    cutoff = time.time() - STALE_SECONDS
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
 
 
 def _stamp(st: os.stat_result) -> Stamp:
@@ -234,20 +252,8 @@ class LocalStorage(Storage):
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):
             raise self.exists_error(version)
-        self._remove_stale_staging()
+        _remove_stale(self.versions_dir, STAGING_PREFIX)
         return LocalPublication(self, version)
-
-    def _remove_stale_staging(self) -> None:
-        cutoff = time.time() - STALE_STAGING_SECONDS
-        try:
-            entries = list(os.scandir(self.versions_dir))
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name.startswith(STAGING_PREFIX):
-                with contextlib.suppress(OSError):
-                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                        shutil.rmtree(entry.path)
 
     @contextlib.contextmanager
     def open_artifact(self, version: str, file: str) -> Iterator[BinaryIO]:
@@ -265,6 +271,7 @@ class LocalStorage(Storage):
         os.link(tmp, os.path.join(directory, name))  # fails rather than overwrite
         os.unlink(tmp)
         _fsync_dir(directory)
+        _remove_stale(directory, ".", ".tmp")
 
     def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
         audit = os.path.join(self.root, AUDIT_DIR)
