@@ -34,14 +34,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
             return jsonify(error='send {"instances": [[feature, ...], ...]}'), 400
         registry = current_app.registry  # type: ignore[attr-defined]
-        stage = current_app.config["MODEL_STAGE"]
-        model = registry.get_latest_model(stage)
-        version = registry.get_latest_version(stage)
+        served = registry.get_latest(current_app.config["MODEL_STAGE"])  # the model and its version
         try:
-            predictions = model.predict(rows)
+            predictions = served.model.predict(rows)
         except (TypeError, ValueError) as exc:
             return jsonify(error=str(exc)), 400
-        return jsonify(version=version, predictions=predictions)
+        return jsonify(version=served.version, predictions=predictions)
 
     @app.get("/healthz")
     def healthz() -> Any:

@@ -17,7 +17,7 @@ from .errors import (
     VersionNotFoundError,
 )
 from .extension import FlaskModelRegistry
-from .registry import ModelRegistry
+from .registry import LoadedModel, ModelRegistry
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = [
     "FlaskModelRegistry",
     "InvalidMetadataError",
     "InvalidVersionError",
+    "LoadedModel",
     "ModelRegistry",
     "RegistryError",
     "StorageBackendMissingError",

@@ -67,6 +67,13 @@ class Entry(NamedTuple):
         return self.metadata
 
 
+class LoadedModel(NamedTuple):
+    """A model and the version it was loaded from, as :meth:`ModelRegistry.get_latest` serves them."""
+
+    version: str
+    model: Any
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """Every committed version in ascending precedence, as seen at one moment. Never mutated."""
@@ -212,9 +219,9 @@ class ModelRegistry:
         self._models_lock = threading.Lock()
         self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
         self._failures: dict[tuple[str, Stamp], CorruptVersionError] = {}
-        # The entry and model each get_latest_model(stage, prerelease) last served: the fallback
+        # The entry and model each get_latest(stage, prerelease) last served: the fallback
         # when a newer version fails to load, and a shortcut while the entry stays the same.
-        self._served: dict[tuple[str | None, bool], tuple[Entry, Any]] = {}
+        self._served: dict[tuple[str | None, bool], tuple[Entry, LoadedModel]] = {}
         self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
 
     def __repr__(self) -> str:
@@ -279,6 +286,12 @@ class ModelRegistry:
 
     def get_latest_model(self, stage: str | None = None, include_prerelease: bool = False) -> Any:
         """The model of :meth:`get_latest_version`; keeps serving the last good one if it fails."""
+        return self.get_latest(stage, include_prerelease).model
+
+    def get_latest(self, stage: str | None = None, include_prerelease: bool = False) -> LoadedModel:
+        """:meth:`get_latest_model` with the version it comes from, read together: label a prediction
+        with this version, not with a separate :meth:`get_latest_version` that may already be newer
+        (or name a version that failed to load while the last good one is served)."""
         entry = self.snapshot().latest(stage, include_prerelease)
         if entry is None:
             where = f" in stage {stage!r}" if stage is not None else ""
@@ -288,18 +301,18 @@ class ModelRegistry:
         if served is not None and served[0] is entry:  # the hot path: nothing changed
             return served[1]
         try:
-            model = self._model_of(entry)
+            loaded = LoadedModel(entry.version, self._model_of(entry))
         except (CorruptVersionError, StorageUnavailableError) as exc:
             if served is None:
                 raise
             if (entry.version, entry.stamp, slot) not in self._fallbacks_logged:
                 self._fallbacks_logged.add((entry.version, entry.stamp, slot))
                 log.error(
-                    "version %s failed to load (%s); still serving %s", entry.version, exc, served[0].version
+                    "version %s failed to load (%s); still serving %s", entry.version, exc, served[1].version
                 )
             return served[1]
-        self._served[slot] = (entry, model)
-        return model
+        self._served[slot] = (entry, loaded)
+        return loaded
 
     def _model_of(self, entry: Entry) -> Any:
         # A loaded model is the artefact's, not the metadata's: a promotion or a metadata edit

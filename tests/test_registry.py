@@ -312,11 +312,22 @@ def test_a_corrupt_newest_version_keeps_the_last_good_model_in_service(
     with caplog.at_level(logging.ERROR, logger="flask_model_registry"):
         assert registry.get_latest_model() is good
         assert registry.get_latest_model() is good
+        assert registry.get_latest() == ("1.0.0", good)  # the version that is really served
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, "logged once, not on every request"
     assert "1.1.0" in errors[0].getMessage() and "1.0.0" in errors[0].getMessage()
+    assert registry.get_latest_version() == "1.1.0"
     with pytest.raises(CorruptVersionError):
         registry.get_model("1.1.0")
+
+
+def test_get_latest_gives_the_model_and_its_version(published: ModelRegistry) -> None:
+    served = published.get_latest(stage="prod")
+    assert (served.version, served.model) == ("1.0.0", {"weights": [1.0]})
+    assert published.get_latest(include_prerelease=True) == ("2.0.0-rc.1", {"weights": [2.0]})
+    assert published.get_latest().model is published.get_latest_model()
+    with pytest.raises(VersionNotFoundError, match="no version in stage 'archived' to load"):
+        published.get_latest(stage="archived")
 
 
 def test_a_corrupt_newest_version_without_a_good_model_before_raises(

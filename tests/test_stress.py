@@ -49,11 +49,6 @@ def test_wrk_against_two_workers_while_publishing_no_5xx_no_wrong_answer_flat_me
     assert sum(result.wrk.versions.values()) == result.wrk.statuses[200]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="example_app's /predict asks the registry for the latest model, then for the latest version:"
-    " a version published in between labels the old model's prediction with the new version",
-)
 def test_predict_names_the_version_whose_model_predicted(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     ModelRegistry(root).save_model(stress.version_of(0), stress.model_of(0))
