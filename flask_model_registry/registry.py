@@ -212,6 +212,8 @@ class ModelRegistry:
                 md.check_stage(stage, None)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
+        self._unchanged = self.storage.unchanged
+        self._rescanning = False
         self._snapshot = _EMPTY
         self._stale = True  # set after our own writes: a process always reads what it wrote
         self._scanned = False  # whether a scan ever succeeded (there is a state to fall back on)
@@ -219,9 +221,9 @@ class ModelRegistry:
         self._models_lock = threading.Lock()
         self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
         self._failures: dict[tuple[str, Stamp], CorruptVersionError] = {}
-        # The entry and model each get_latest(stage, prerelease) last served: the fallback
-        # when a newer version fails to load, and a shortcut while the entry stays the same.
-        self._served: dict[tuple[str | None, bool], tuple[Entry, LoadedModel]] = {}
+        # What each get_latest(stage, prerelease) last served, and from which snapshot and entry:
+        # the fallback when a newer version fails to load, and the hot path while they stay.
+        self._served: dict[tuple[str | None, bool], tuple[Snapshot, Entry, LoadedModel]] = {}
         self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
 
     def __repr__(self) -> str:
@@ -231,18 +233,25 @@ class ModelRegistry:
 
     def snapshot(self) -> Snapshot:
         """The current state, rescanning first if the storage may have changed."""
+        # Lock-free while nothing happened. The order matters: the probe first, then the flags
+        # (a rescan raises _rescanning before it consumes the storage's signal), then the state.
+        if self._unchanged() and not (self._stale or self._rescanning):
+            return self._snapshot
         with self._lock:
-            if self._stale or self.storage.may_have_changed():
-                self._stale = False
-                try:
+            self._rescanning = True
+            try:
+                if self._stale or self.storage.may_have_changed():
+                    self._stale = False
                     self._snapshot = self._rescan(self._snapshot)
                     self._scanned = True
-                except OSError as exc:
-                    if not self._scanned:  # nothing to fall back on
-                        raise
-                    # A store that fails for a moment (a timeout, a 503) must not take the
-                    # service down: keep the last state and try again at the next refresh.
-                    log.warning("refresh failed, serving the last state: %s", exc)
+            except OSError as exc:
+                if not self._scanned:  # nothing to fall back on
+                    raise
+                # A store that fails for a moment (a timeout, a 503) must not take the
+                # service down: keep the last state and try again at the next refresh.
+                log.warning("refresh failed, serving the last state: %s", exc)
+            finally:
+                self._rescanning = False
             return self._snapshot
 
     def _rescan(self, old: Snapshot) -> Snapshot:
@@ -292,14 +301,18 @@ class ModelRegistry:
         """:meth:`get_latest_model` with the version it comes from, read together: label a prediction
         with this version, not with a separate :meth:`get_latest_version` that may already be newer
         (or name a version that failed to load while the last good one is served)."""
-        entry = self.snapshot().latest(stage, include_prerelease)
+        snap = self.snapshot()
+        slot = (stage, include_prerelease)
+        served = self._served.get(slot)
+        if served is not None and served[0] is snap:  # the hot path: nothing changed
+            return served[2]
+        entry = snap.latest(stage, include_prerelease)
         if entry is None:
             where = f" in stage {stage!r}" if stage is not None else ""
             raise VersionNotFoundError(f"no version{where} to load")
-        slot = (stage, include_prerelease)
-        served = self._served.get(slot)
-        if served is not None and served[0] is entry:  # the hot path: nothing changed
-            return served[1]
+        if served is not None and served[1] is entry:  # a change elsewhere: the same model
+            self._served[slot] = (snap, entry, served[2])
+            return served[2]
         try:
             loaded = LoadedModel(entry.version, self._model_of(entry))
         except (CorruptVersionError, StorageUnavailableError) as exc:
@@ -308,10 +321,10 @@ class ModelRegistry:
             if (entry.version, entry.stamp, slot) not in self._fallbacks_logged:
                 self._fallbacks_logged.add((entry.version, entry.stamp, slot))
                 log.error(
-                    "version %s failed to load (%s); still serving %s", entry.version, exc, served[1].version
+                    "version %s failed to load (%s); still serving %s", entry.version, exc, served[2].version
                 )
-            return served[1]
-        self._served[slot] = (entry, loaded)
+            return served[2]
+        self._served[slot] = (snap, entry, loaded)
         return loaded
 
     def _model_of(self, entry: Entry) -> Any:

@@ -7,6 +7,7 @@ Every test runs twice: with change notification (inotify, the default on Linux) 
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,35 @@ def test_a_version_removed_by_hand(service: ModelRegistry, registry_root: Path) 
     with pytest.raises(VersionNotFoundError):
         service.get_model("1.1.0")
     assert service.get_latest_model() == "one"
+
+
+def test_threads_of_a_service_never_see_a_publication_late(
+    service: ModelRegistry, registry_root: Path
+) -> None:
+    # Readers go lock-free while nothing changed; one of them rescanning must not let the others
+    # answer from the old state after the change was complete.
+    publisher = ModelRegistry(registry_root, watch=False)  # another instance: only the disk tells
+    published = 0
+    late: list[tuple[int, int]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            before = published
+            seen = len(service.list_versions())
+            if seen < before:
+                late.append((before, seen))
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    try:
+        for minor in range(150):
+            publisher.save_model(f"1.{minor}.0", minor)
+            published = minor + 1
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert late == []
+    assert service.get_latest() == ("1.149.0", 149)

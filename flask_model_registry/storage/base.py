@@ -55,6 +55,12 @@ class Storage(abc.ABC):
     def may_have_changed(self) -> bool:
         """Cheap check, done before every read: False only when a rescan would find nothing new."""
 
+    def unchanged(self) -> bool:
+        """The lock-free probe of every read: True only when nothing can have changed since the
+        last scan. It changes no state, so any thread may call it while another one scans; False
+        sends the caller on to :meth:`may_have_changed` under the registry's lock."""
+        return False
+
     @abc.abstractmethod
     def scan(self) -> dict[str, Stamp]:
         """Every committed version (valid name, metadata present) and the stamp of its metadata."""

@@ -146,6 +146,11 @@ class LocalStorage(Storage):
         real = os.path.realpath(path)
         return real == self._real_root or real.startswith(self._real_root + os.sep)
 
+    def unchanged(self) -> bool:
+        if self._watcher.active:
+            return self._watcher.quiet()
+        return self._refresh_interval > 0 and time.monotonic() < self._next_poll
+
     def may_have_changed(self) -> bool:
         if self._watcher.active or self._refresh_interval <= 0:
             return self._watcher.changed()

@@ -411,6 +411,9 @@ class FsspecStorage(Storage):
                 f"{self._label}: listing failed ({type(exc).__name__}); is the store reachable?"
             ) from exc
 
+    def unchanged(self) -> bool:
+        return time.monotonic() < self._next_scan
+
     def may_have_changed(self) -> bool:
         return time.monotonic() >= self._next_scan
 

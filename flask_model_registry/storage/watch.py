@@ -63,10 +63,10 @@ class DirectoryWatcher:
             return
         try:
             if self._inotify is None:
-                self._inotify = INotify(nonblocking=True)
-                self._fd = self._inotify.fileno()
-                self._ready = select.epoll()
-                self._ready.register(self._fd, select.EPOLLIN)
+                inotify, ready = INotify(nonblocking=True), select.epoll()
+                ready.register(inotify.fileno(), select.EPOLLIN)
+                self._fd, self._ready = inotify.fileno(), ready
+                self._inotify = inotify  # last: quiet() reads it first
             self._inotify.add_watch(path, _DIR_MASK)
         except (FileNotFoundError, NotADirectoryError):
             # Nothing will tell us when it appears (a root or versions/ not created yet, a
@@ -98,6 +98,14 @@ class DirectoryWatcher:
         with contextlib.suppress(BlockingIOError):
             self._drain(os.read(self._fd, _READ_SIZE))
         return True
+
+    def quiet(self) -> bool:
+        """True when nothing has happened since the last :meth:`changed` or :meth:`settle`. Reads
+        only, so it is safe beside another thread's scan (which may close the queue: not quiet)."""
+        try:
+            return not self._dirty and self._inotify is not None and not self._ready.poll(0)
+        except (ValueError, OSError):  # closed by forget() in another thread
+            return False
 
     def settle(self) -> None:
         """Called as a rescan starts: what is queued now is seen by that rescan."""
