@@ -280,6 +280,30 @@ def test_an_artefact_linked_inside_the_root_loads(registry: ModelRegistry, regis
     assert registry.get_model("1.0.1") == "shared weights"
 
 
+def test_links_inside_the_root_are_followed(registry: ModelRegistry, registry_root: Path) -> None:
+    registry.save_model("1.0.0", "shared weights", {"owner": "ml"})
+    versions = registry_root / "versions"
+    (versions / "1.0.1").symlink_to("1.0.0")  # a version folder that is a link
+    (versions / "1.0.2").mkdir()  # a metadata.json that is a link
+    (versions / "1.0.2" / "metadata.json").symlink_to("../1.0.0/metadata.json")
+    fresh = ModelRegistry(registry_root)
+    assert fresh.list_versions() == ["1.0.0", "1.0.1", "1.0.2"]
+    assert fresh.get_metadata("1.0.1")["owner"] == fresh.get_metadata("1.0.2")["owner"] == "ml"
+    assert fresh.get_model("1.0.1") == "shared weights"
+
+
+def test_a_metadata_file_linked_from_outside_the_root_is_not_read(
+    registry: ModelRegistry, registry_root: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "hunter2"}')
+    (registry_root / "versions" / "1.0.0").mkdir(parents=True)
+    (registry_root / "versions" / "1.0.0" / "metadata.json").symlink_to(secret)
+    assert registry.list_versions() == []
+    with pytest.raises(VersionNotFoundError):
+        registry.get_metadata("1.0.0")
+
+
 def test_a_version_folder_linked_from_outside_the_root_is_not_a_version(
     registry: ModelRegistry, registry_root: Path, tmp_path: Path
 ) -> None:

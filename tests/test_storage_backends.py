@@ -64,14 +64,14 @@ class Reads:
         name = "fetch" if isinstance(storage, remote.FsspecStorage) else "read_metadata"
         original: Callable[[str], Any] = getattr(storage, name)
 
-        def counted(path: str) -> Any:
+        def counted(path: str, **options: Any) -> Any:
             with self._lock:
                 self.paths.append(path)
                 self._in_flight += 1
                 self.peak = max(self.peak, self._in_flight)
             try:
                 time.sleep(delay)  # long enough for concurrent fetches to overlap
-                return original(path)
+                return original(path, **options)
             finally:
                 with self._lock:
                     self._in_flight -= 1

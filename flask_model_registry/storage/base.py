@@ -9,7 +9,7 @@ changes; the registry above sees only this interface.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
@@ -74,15 +74,22 @@ class Storage(abc.ABC):
 
         A version gone since it was listed is left out; one that cannot be read maps to its error.
         """
-        found: dict[str, tuple[bytes, Stamp] | OSError] = {}
-        for version in versions:
-            try:
-                found[version] = self.read_metadata(version)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:  # a link loop, no permission: broken, but listing goes on
-                found[version] = exc
-        return found
+        return read_each(versions, self.read_metadata)
+
+
+def read_each(
+    versions: Iterable[str], read: Callable[[str], tuple[bytes, Stamp]]
+) -> dict[str, tuple[bytes, Stamp] | OSError]:
+    """``read`` each version's metadata, as :meth:`Storage.read_metadata_many` promises."""
+    found: dict[str, tuple[bytes, Stamp] | OSError] = {}
+    for version in versions:
+        try:
+            found[version] = read(version)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # a link loop, no permission: broken, but listing goes on
+            found[version] = exc
+    return found
 
     @abc.abstractmethod
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
