@@ -264,7 +264,12 @@ class ModelRegistry:
         entries = [previous[v] for v in stamps if v in previous and previous[v].stamp == stamps[v]]
         entries += [_entry_from(v, got) for v, got in fetched.items()]
         entries.sort(key=lambda e: e.key)
-        return Snapshot(tuple(entries), {e.version: e for e in entries})
+        snap = Snapshot(tuple(entries), {e.version: e for e in entries})
+        if self._failures or self._fallbacks_logged:  # forget failures of metadata that is gone
+            current = {(e.version, e.stamp) for e in entries}
+            self._failures = {k: v for k, v in self._failures.items() if k in current}
+            self._fallbacks_logged = {k for k in self._fallbacks_logged if k[:2] in current}
+        return snap
 
     def list_versions(self) -> list[str]:
         """Committed versions in ascending SemVer precedence (build metadata breaks ties)."""
