@@ -255,13 +255,19 @@ class ModelRegistry:
             return self._snapshot
 
     def _rescan(self, old: Snapshot) -> Snapshot:
-        stamps = self.storage.scan()
         previous = old.by_version
-        changed = [v for v, stamp in stamps.items() if v not in previous or previous[v].stamp != stamp]
-        if not changed and len(stamps) == len(previous):
-            return old
-        fetched = self.storage.read_metadata_many(changed) if changed else {}
-        entries = [previous[v] for v in stamps if v in previous and previous[v].stamp == stamps[v]]
+        if previous:
+            stamps = self.storage.scan()
+            changed = [v for v, stamp in stamps.items() if v not in previous or previous[v].stamp != stamp]
+            if not changed and len(stamps) == len(previous):
+                return old
+            fetched = self.storage.read_metadata_many(changed) if changed else {}
+            entries = [previous[v] for v in stamps if v in previous and previous[v].stamp == stamps[v]]
+        else:  # nothing known yet: everything is read, in one pass where the storage can
+            fetched = self.storage.scan_metadata()
+            if not fetched:
+                return old
+            entries = []
         entries += [_entry_from(v, got) for v, got in fetched.items()]
         entries.sort(key=lambda e: e.key)
         snap = Snapshot(tuple(entries), {e.version: e for e in entries})

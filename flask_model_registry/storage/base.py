@@ -65,6 +65,11 @@ class Storage(abc.ABC):
     def scan(self) -> dict[str, Stamp]:
         """Every committed version (valid name, metadata present) and the stamp of its metadata."""
 
+    def scan_metadata(self) -> dict[str, tuple[bytes, Stamp] | OSError]:
+        """:meth:`scan`, then :meth:`read_metadata_many` of every version: the first listing of a
+        registry, which knows nothing yet (a storage may do both in one pass)."""
+        return self.read_metadata_many(self.scan())
+
     @abc.abstractmethod
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
         """The raw ``metadata.json`` of a version and its stamp; FileNotFoundError when missing."""

@@ -180,45 +180,66 @@ class LocalStorage(Storage):
         return True
 
     def scan(self) -> dict[str, Stamp]:
-        self._watcher.settle()  # this scan sees whatever the queued events were about
-        watch = self._watcher.watch
-        watch(self.root)
-        watch(self.versions_dir)
         found: dict[str, Stamp] = {}
-        self._plain = plain = set()
+        with self._listing() as versions_fd:
+            for name in self._folders(versions_fd):
+                try:
+                    st = os.stat(f"{name}/{METADATA_FILE}", dir_fd=versions_fd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                except OSError as exc:
+                    # metadata.json is there but cannot be read (a link loop, no permission): a
+                    # broken version, listed with an error instead of breaking the whole listing.
+                    found[name] = ("unreadable", exc.errno)
+                    continue
+                found[name] = _stamp(st)
+        return found
+
+    def scan_metadata(self) -> dict[str, tuple[bytes, Stamp] | OSError]:
+        """One pass: each version's metadata read as its folder is listed, stamped by the read."""
+        with self._listing() as versions_fd:
+            read = functools.partial(self.read_metadata, versions_fd=versions_fd)
+            return read_each(self._folders(versions_fd), read)
+
+    @contextlib.contextmanager
+    def _listing(self) -> Iterator[int | None]:
+        """``versions/``, open (None if there is none yet) for a listing that sees whatever the
+        watcher had queued; the root and ``versions/`` are watched from now on."""
+        self._watcher.settle()
+        self._watcher.watch(self.root)
+        self._watcher.watch(self.versions_dir)
+        self._plain = set()
         try:
             versions_fd = self._open_versions()
         except (FileNotFoundError, NotADirectoryError):
-            return found
+            yield None
+            return
         try:
-            with os.scandir(versions_fd) as entries:
-                for entry in entries:
-                    name = entry.name
-                    try:
-                        if sort_key(name) is None or not entry.is_dir():
-                            continue
-                        linked = entry.is_symlink()
-                        path = os.path.join(self.versions_dir, name)
-                        if linked and not self._inside_root(path):
-                            continue
-                    except OSError:  # a link loop, no permission: not a usable version folder
-                        continue
-                    watch(path)
-                    try:
-                        st = os.stat(f"{name}/{METADATA_FILE}", dir_fd=versions_fd)
-                    except (FileNotFoundError, NotADirectoryError):
-                        continue
-                    except OSError as exc:
-                        # metadata.json is there but cannot be read (a link loop, no permission):
-                        # a broken version, listed with an error instead of breaking the listing.
-                        found[name] = ("unreadable", exc.errno)
-                        continue
-                    found[name] = _stamp(st)
-                    if not linked:
-                        plain.add(name)
+            yield versions_fd
         finally:
             os.close(versions_fd)
-        return found
+
+    def _folders(self, versions_fd: int | None) -> Iterator[str]:
+        """The version folders in ``versions/``: valid names, directories, links only if they stay
+        inside the root; each one watched, and noted in :attr:`_plain` if not a link."""
+        if versions_fd is None:
+            return
+        with os.scandir(versions_fd) as entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if sort_key(name) is None or not entry.is_dir():
+                        continue
+                    linked = entry.is_symlink()
+                    path = os.path.join(self.versions_dir, name)
+                    if linked and not self._inside_root(path):
+                        continue
+                except OSError:  # a link loop, no permission: not a usable version folder
+                    continue
+                self._watcher.watch(path)
+                if not linked:
+                    self._plain.add(name)
+                yield name
 
     def _open_versions(self) -> int:
         """``versions/``, open: paths relative to it are looked up faster than from ``/``."""
