@@ -392,6 +392,26 @@ def test_discovery_fetches_only_changed_metadata_a_few_at_a_time(registry_target
     assert len(reads.paths) == 1 and "1.3.0" in reads.paths[0], "only the changed metadata"
 
 
+def test_a_storage_of_ones_own_must_implement_the_whole_contract() -> None:
+    class ReadOnly(Storage):  # a storage that forgot how to write
+        def describe(self) -> str:
+            return "read-only"
+
+        def may_have_changed(self) -> bool:
+            return False
+
+        def scan(self) -> dict[str, Any]:
+            return {}
+
+        def read_metadata(self, version: str) -> tuple[bytes, Any]:
+            raise FileNotFoundError(version)
+
+    with pytest.raises(TypeError) as refused:
+        ReadOnly()  # type: ignore[abstract]
+    for method in ("replace_metadata", "begin_publication", "open_artifact", "append_event", "iter_events"):
+        assert method in str(refused.value)
+
+
 # configuration ------------------------------------------------------------------------------------
 
 

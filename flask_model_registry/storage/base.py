@@ -81,21 +81,6 @@ class Storage(abc.ABC):
         """
         return read_each(versions, self.read_metadata)
 
-
-def read_each(
-    versions: Iterable[str], read: Callable[[str], tuple[bytes, Stamp]]
-) -> dict[str, tuple[bytes, Stamp] | OSError]:
-    """``read`` each version's metadata, as :meth:`Storage.read_metadata_many` promises."""
-    found: dict[str, tuple[bytes, Stamp] | OSError] = {}
-    for version in versions:
-        try:
-            found[version] = read(version)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:  # a link loop, no permission: broken, but listing goes on
-            found[version] = exc
-    return found
-
     @abc.abstractmethod
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
         """Atomically replace ``metadata.json`` if its stamp is still ``expected``, else ConflictError."""
@@ -115,3 +100,18 @@ def read_each(
     @abc.abstractmethod
     def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
         """The audit events of one version (or all), as ``(name, data)`` in any order."""
+
+
+def read_each(
+    versions: Iterable[str], read: Callable[[str], tuple[bytes, Stamp]]
+) -> dict[str, tuple[bytes, Stamp] | OSError]:
+    """``read`` each version's metadata, as :meth:`Storage.read_metadata_many` promises."""
+    found: dict[str, tuple[bytes, Stamp] | OSError] = {}
+    for version in versions:
+        try:
+            found[version] = read(version)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # a link loop, no permission: broken, but listing goes on
+            found[version] = exc
+    return found
