@@ -245,7 +245,8 @@ class ModelRegistry:
                     self._snapshot = self._rescan(self._snapshot)
                     self._scanned = True
             except OSError as exc:
-                if not self._scanned:  # nothing to fall back on
+                if not self._scanned:  # nothing to fall back on: the next call tries again
+                    self._stale = True
                     raise
                 # A store that fails for a moment (a timeout, a 503) must not take the
                 # service down: keep the last state and try again at the next refresh.

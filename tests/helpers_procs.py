@@ -241,6 +241,19 @@ class Children:
             child.join(self.TIMEOUT)
 
 
+def count_calls(obj: object, name: str) -> list[None]:
+    """Wrap ``obj.name`` so that each call appends to the returned list."""
+    calls: list[None] = []
+    original = getattr(obj, name)
+
+    def counted(*args: Any) -> Any:
+        calls.append(None)
+        return original(*args)
+
+    setattr(obj, name, counted)
+    return calls
+
+
 # Fault injection: children killed with SIGKILL at random moments (tests/test_faults.py). ----------
 
 #: What the fork server imports once, so that each child it forks starts in milliseconds.

@@ -20,7 +20,7 @@ from typing import Any
 import cloudpickle
 import pytest
 from fsspec.registry import _registry as fsspec_classes
-from helpers_procs import Children, race_to_save, race_to_update
+from helpers_procs import Children, count_calls, race_to_save, race_to_update
 from servers import AZURITE_KEY, RegistryTarget
 
 from flask_model_registry import (
@@ -77,19 +77,6 @@ class Reads:
                     self._in_flight -= 1
 
         setattr(storage, name, counted)
-
-
-def count_calls(obj: object, name: str) -> list[None]:
-    """Wrap ``obj.name`` so that each call appends to the returned list."""
-    calls: list[None] = []
-    original = getattr(obj, name)
-
-    def counted(*args: Any) -> Any:
-        calls.append(None)
-        return original(*args)
-
-    setattr(obj, name, counted)
-    return calls
 
 
 # publishing and reading ---------------------------------------------------------------------------

@@ -420,13 +420,18 @@ class FsspecStorage(Storage):
     def scan(self) -> dict[str, Stamp]:
         """One paged listing gives every version and its metadata's stamp; nothing is fetched."""
         started = time.monotonic()
+        try:
+            listing = self._list(self._versions)
+        except BaseException:  # a store that failed is left alone for an interval: no storm
+            self._next_scan = time.monotonic() + self._refresh_interval
+            raise
+        self._next_scan = started + self._refresh_interval
         prefix = self._versions + "/"
         stamps: dict[str, Stamp] = {}
-        for path, info in self._list(self._versions).items():
+        for path, info in listing.items():
             version, _, name = path.removeprefix(prefix).partition("/")
             if path.startswith(prefix) and name == METADATA_FILE and sort_key(version) is not None:
                 stamps[version] = self._objects.stamp(info)
-        self._next_scan = started + self._refresh_interval
         return stamps
 
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
