@@ -21,12 +21,13 @@ import cloudpickle
 import pytest
 from fsspec.registry import _registry as fsspec_classes
 from helpers_procs import Children, count_calls, race_to_save, race_to_update
-from servers import AZURITE_KEY, RegistryTarget
+from servers import AZURITE_KEY, RegistryTarget, Store
 
 from flask_model_registry import (
     CorruptVersionError,
     ModelRegistry,
     StorageBackendMissingError,
+    StorageUnavailableError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -400,6 +401,20 @@ def test_a_storage_of_ones_own_must_implement_the_whole_contract() -> None:
 
 
 # configuration ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["s3_server", "gcs_server"])
+def test_a_bucket_that_does_not_exist_is_an_error_not_an_empty_registry(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    store: Store = request.getfixturevalue(server)
+    empty = ModelRegistry(store.url("nothing-here-yet"), storage_options=store.storage_options)
+    assert empty.list_versions() == []  # an existing bucket with nothing under the prefix
+    typo = ModelRegistry(f"{store.scheme}://no-such-bucket/registry", storage_options=store.storage_options)
+    with pytest.raises(StorageUnavailableError, match="bucket 'no-such-bucket' does not exist"):
+        typo.list_versions()
+    with pytest.raises(StorageUnavailableError):
+        typo.get_latest_version()  # still, on the next call: nothing to serve
 
 
 @pytest.mark.parametrize(

@@ -400,11 +400,18 @@ class FsspecStorage(Storage):
         return {key: got for key, got in results if got is not None}
 
     def _list(self, path: str) -> dict[str, Mapping[str, Any]]:
-        """Every object below ``path`` with its details, fresh from the store (one paged listing)."""
+        """Every object below ``path`` with its details, fresh from the store (one paged listing).
+
+        S3 and GCS answer a listing in a bucket that does not exist with "not found": that is a
+        misconfigured root, not an empty registry. (Azure lists a missing container as empty.)
+        """
         self.fs.invalidate_cache(path)
         try:
             return self.fs.find(path, detail=True)
         except FileNotFoundError:
+            if isinstance(self._objects, _AsyncObjects):
+                bucket = self.fs.split_path(path)[0]
+                raise StorageUnavailableError(f"{self._label}: bucket {bucket!r} does not exist") from None
             return {}
         except Exception as exc:  # each backend has its own (botocore, azure-core, aiohttp …)
             raise StorageUnavailableError(
