@@ -117,6 +117,15 @@ def _unexpected_error(exc: Exception) -> Response:
     return _error(500, "internal error in the model registry; the server log has the details")
 
 
+@bp.after_request
+def _options_in_json(response: Response) -> Response:
+    """Flask answers ``OPTIONS`` itself, with an empty body: say the same (``Allow``) in JSON."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+        response.set_data(json.dumps({"allow": sorted(response.allow)}))
+        response.mimetype = "application/json"
+    return response
+
+
 # auth ---------------------------------------------------------------------------------------------
 
 

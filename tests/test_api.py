@@ -100,6 +100,18 @@ def test_unknown_paths_and_methods_under_prefix_answer_json(client, published):
     assert "PATCH" in response.headers["Allow"]
 
 
+def test_options_answers_in_json_with_the_allowed_methods(client, published):
+    for path, allowed in [
+        ("/models", ["GET", "HEAD", "OPTIONS"]),
+        ("/models/latest", ["GET", "HEAD", "OPTIONS"]),
+        ("/models/1.0.0", ["GET", "HEAD", "OPTIONS", "PATCH"]),
+    ]:
+        response = client.options(path)
+        assert response.status_code == 200 and response.mimetype == "application/json"
+        assert response.get_json() == {"allow": allowed}
+        assert sorted(response.allow) == allowed
+
+
 def test_host_app_error_pages_stay_untouched(client):
     response = client.get("/not-the-registry")
     assert response.status_code == 404
