@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from helpers_procs import Children, save_until_killed
+from helpers_procs import Children, save_until_killed, save_with_a_pause_before_commit
 
 from flask_model_registry import (
     InvalidMetadataError,
@@ -194,6 +194,24 @@ def test_old_leftovers_of_crashed_writers_are_cleaned_up(
         ".maybe-still-writing.json.tmp"
     ]
     assert [event["action"] for event in registry.history("1.0.0")] == ["publish", "set_stage"]
+
+
+def test_a_very_slow_save_is_not_taken_for_a_crashed_one(
+    registry: ModelRegistry, registry_root: Path, tmp_path: Path, children: Children
+) -> None:
+    ready, resume = tmp_path / "artefact-written", tmp_path / "commit"
+    slow = children.start(save_with_a_pause_before_commit, registry_root, "1.0.0", str(ready), str(resume))
+    children.wait_until(slow, ready)
+    [staging] = (registry_root / "versions").glob(".staging-*")
+    two_hours_ago = time.time() - 7200
+    os.utime(staging, (two_hours_ago, two_hours_ago))  # older than any crash cleanup waits for
+
+    registry.save_model("2.0.0", "a quick save meanwhile, which cleans up")
+    assert staging.exists(), "the slow writer holds its folder: alive, not crashed"
+    resume.touch()
+    slow.join(children.TIMEOUT)
+    assert slow.exitcode == 0
+    assert registry.list_versions() == ["1.0.0", "2.0.0"]
 
 
 # Promotions and metadata edits ----------------------------------------------------------------------

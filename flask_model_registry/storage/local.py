@@ -55,8 +55,8 @@ def _remove_dead_temporaries(directory: str) -> None:
 
 
 def _remove_stale(directory: str, prefix: str, suffix: str = "") -> None:
-    """Remove the temporaries ``<prefix>…<suffix>`` in ``directory`` older than :data:`STALE_SECONDS`:
-    nothing alive takes that long, so a crashed writer left them."""
+    """Remove the temporaries ``<prefix>…<suffix>`` in ``directory`` older than :data:`STALE_SECONDS`,
+    left by crashed writers; a folder a live writer still holds locked (a very slow save) stays."""
     cutoff = time.time() - STALE_SECONDS
     try:
         entries = list(os.scandir(directory))
@@ -64,12 +64,28 @@ def _remove_stale(directory: str, prefix: str, suffix: str = "") -> None:
         return
     for entry in entries:
         if entry.name.startswith(prefix) and entry.name.endswith(suffix):
-            with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path)
-                    else:
-                        os.unlink(entry.path)
+            with contextlib.suppress(OSError):  # BlockingIOError included: its writer is alive
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if not entry.is_dir(follow_symlinks=False):
+                    os.unlink(entry.path)
+                    continue
+                fd = _lock_folder(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    shutil.rmtree(entry.path)
+                finally:
+                    os.close(fd)
+
+
+def _lock_folder(path: str, how: int = fcntl.LOCK_EX) -> int:
+    """Open the folder ``path`` and ``flock`` it; the descriptor (closing it, or dying, unlocks)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, how)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_whole(fd: int) -> tuple[bytes, Stamp]:
@@ -102,6 +118,7 @@ class LocalPublication(Publication):
         self._staging = os.path.join(storage.versions_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
         os.makedirs(storage.versions_dir, exist_ok=True)
         os.mkdir(self._staging)
+        self._held = _lock_folder(self._staging)  # alive: no cleanup removes it, however slow
 
     @contextlib.contextmanager
     def open_artifact(self) -> Iterator[BinaryIO]:
@@ -123,9 +140,16 @@ class LocalPublication(Publication):
                 raise self._storage.exists_error(self._version) from None
             raise
         _fsync_dir(self._storage.versions_dir)
+        self._release()
 
     def abort(self) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
 
 
 class LocalStorage(Storage):
