@@ -64,17 +64,23 @@ def _remove_stale(directory: str, prefix: str, suffix: str = "") -> None:
         return
     for entry in entries:
         if entry.name.startswith(prefix) and entry.name.endswith(suffix):
-            with contextlib.suppress(OSError):  # BlockingIOError included: its writer is alive
+            with contextlib.suppress(OSError):
                 if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
                     continue
                 if not entry.is_dir(follow_symlinks=False):
                     os.unlink(entry.path)
                     continue
-                fd = _lock_folder(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try:
+                    fd = _lock_folder(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive, however slow
+                except OSError:  # a filesystem without flock: the age alone decides
+                    fd = -1
                 try:
                     shutil.rmtree(entry.path)
                 finally:
-                    os.close(fd)
+                    if fd >= 0:
+                        os.close(fd)
 
 
 def _lock_folder(path: str, how: int = fcntl.LOCK_EX) -> int:
@@ -118,7 +124,10 @@ class LocalPublication(Publication):
         self._staging = os.path.join(storage.versions_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
         os.makedirs(storage.versions_dir, exist_ok=True)
         os.mkdir(self._staging)
-        self._held = _lock_folder(self._staging)  # alive: no cleanup removes it, however slow
+        try:
+            self._held = _lock_folder(self._staging)  # alive: no cleanup removes it, however slow
+        except OSError:  # a filesystem without flock: crash cleanup goes by age alone
+            self._held = -1
 
     @contextlib.contextmanager
     def open_artifact(self) -> Iterator[BinaryIO]:
