@@ -44,20 +44,11 @@ def _write_durably(path: str, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _remove_dead_temporaries(directory: str) -> None:
-    """Remove the ``.metadata.json.<id>.tmp`` files of writers killed before their rename. Only a
-    writer holding the version's lock makes one, so while we hold it, any that is there is dead."""
-    prefix = f".{METADATA_FILE}."
-    for name in os.listdir(directory):
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
-
-
-def _remove_stale(directory: str, prefix: str, suffix: str = "") -> None:
-    """Remove the temporaries ``<prefix>…<suffix>`` in ``directory`` older than :data:`STALE_SECONDS`,
-    left by crashed writers; a folder a live writer still holds locked (a very slow save) stays."""
-    cutoff = time.time() - STALE_SECONDS
+def _remove_stale(directory: str, prefix: str, suffix: str = "", max_age: float = STALE_SECONDS) -> None:
+    """Remove the temporaries ``<prefix>…<suffix>`` in ``directory`` older than ``max_age`` seconds
+    (0: all of them), left by crashed writers; a folder a live writer holds locked (a very slow
+    save) stays."""
+    cutoff = time.time() - max_age
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
@@ -65,7 +56,7 @@ def _remove_stale(directory: str, prefix: str, suffix: str = "") -> None:
     for entry in entries:
         if entry.name.startswith(prefix) and entry.name.endswith(suffix):
             with contextlib.suppress(OSError):
-                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                if max_age and entry.stat(follow_symlinks=False).st_mtime >= cutoff:
                     continue
                 if not entry.is_dir(follow_symlinks=False):
                     os.unlink(entry.path)
@@ -338,7 +329,8 @@ class LocalStorage(Storage):
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
                 raise ConflictError(f"version {version} changed while being updated")
-            _remove_dead_temporaries(directory)
+            # Only a writer holding the version's lock makes one: while we hold it, any is dead.
+            _remove_stale(directory, f".{METADATA_FILE}.", ".tmp", max_age=0)
             tmp = os.path.join(directory, f".{METADATA_FILE}.{uuid.uuid4().hex}.tmp")
             try:
                 _write_durably(tmp, data)
