@@ -304,12 +304,17 @@ class WrkFigures:
         return figures
 
 
-def worker_pids(master: int) -> list[int]:
-    """The gunicorn workers: the children of its master process."""
-    pids: list[int] = []
-    for task in Path(f"/proc/{master}/task").iterdir():
-        pids += map(int, (task / "children").read_text().split())
-    return sorted(pids)
+def worker_pids(master: int, expected: int = WORKERS) -> list[int]:
+    """The gunicorn workers, the children of its master process, once it has forked ``expected``
+    of them (the server answers as soon as the first one is up)."""
+    deadline = time.monotonic() + 10
+    while True:
+        pids: list[int] = []
+        for task in Path(f"/proc/{master}/task").iterdir():
+            pids += map(int, (task / "children").read_text().split())
+        if len(pids) >= expected or time.monotonic() > deadline:
+            return sorted(pids)
+        time.sleep(0.05)
 
 
 def rss_kib(pid: int) -> int:
