@@ -25,6 +25,13 @@ from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, St
 from .watch import DirectoryWatcher
 
 STAGING_PREFIX = ".staging-"
+#: Without change notification, one stat pass over the versions answers the calls that arrive within
+#: this many times its own duration (and the refresh interval): polling costs at most ~1/11 of the
+#: time, whatever the number of versions, and a change is seen within that bound.
+POLL_REUSE = 10.0
+#: ``versions/`` changed this recently (ns): its mtime may not tell the next change apart (coarse
+#: kernel timestamps), so it is not trusted until it is older.
+_RACY_NS = 20_000_000
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
 STALE_SECONDS = 3600.0
 
@@ -160,7 +167,8 @@ class LocalStorage(Storage):
     def __init__(self, root: str, *, watch: bool = True, refresh_interval: float = 0.0) -> None:
         self.root = os.path.abspath(root)
         self._refresh_interval = refresh_interval
-        self._next_poll = 0.0
+        self._next_poll = 0.0  # without notification: when the last stat pass stops answering
+        self._probed: Stamp | None = None  # ... and what versions/ looked like as it began
         self.versions_dir = os.path.join(self.root, VERSIONS_DIR)
         self._real_root = os.path.realpath(self.root)
         self._watcher = DirectoryWatcher(enabled=watch)
@@ -192,16 +200,30 @@ class LocalStorage(Storage):
     def unchanged(self) -> bool:
         if self._watcher.active:
             return self._watcher.quiet()
-        return self._refresh_interval > 0 and time.monotonic() < self._next_poll
+        return self._polled_recently()
 
     def may_have_changed(self) -> bool:
-        if self._watcher.active or self._refresh_interval <= 0:
+        if self._watcher.active:
             return self._watcher.changed()
-        now = time.monotonic()  # polling, throttled as the user asked
-        if now < self._next_poll:
-            return False
-        self._next_poll = now + self._refresh_interval
-        return True
+        return not self._polled_recently()
+
+    def _polled_recently(self) -> bool:
+        """Without notification: whether the last stat pass still answers. It does for
+        :data:`POLL_REUSE` times its own duration (or the refresh interval, if longer), as long as
+        ``versions/`` itself is unchanged: a version folder added, renamed or removed is seen at once,
+        a metadata.json rewritten inside its folder within that bound."""
+        probed = self._probed
+        return time.monotonic() < self._next_poll and probed is not None and self._probe() == probed
+
+    def _probe(self) -> Stamp | None:
+        """``versions/`` as one ``stat`` sees it (None if missing or just changed: not to be trusted)."""
+        try:
+            st = os.stat(self.versions_dir)
+        except OSError:
+            return None
+        if time.time_ns() - st.st_mtime_ns < _RACY_NS:
+            return None
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
     def scan(self) -> dict[str, Stamp]:
         found: dict[str, Stamp] = {}
@@ -229,6 +251,7 @@ class LocalStorage(Storage):
     def _listing(self) -> Iterator[int | None]:
         """``versions/``, open (None if there is none yet) for a listing that sees whatever the
         watcher had queued; the root and ``versions/`` are watched from now on."""
+        started, probe = time.monotonic(), self._probe()
         self._watcher.settle()
         self._watcher.watch(self.root)
         self._watcher.watch(self.versions_dir)
@@ -236,12 +259,15 @@ class LocalStorage(Storage):
         try:
             versions_fd = self._open_versions()
         except (FileNotFoundError, NotADirectoryError):
-            yield None
-            return
+            versions_fd = None
         try:
             yield versions_fd
         finally:
-            os.close(versions_fd)
+            if versions_fd is not None:
+                os.close(versions_fd)
+        ended = time.monotonic()
+        self._probed = probe
+        self._next_poll = ended + max(self._refresh_interval, POLL_REUSE * (ended - started))
 
     def _folders(self, versions_fd: int | None) -> Iterator[str]:
         """The version folders in ``versions/``: valid names, directories, links only if they stay

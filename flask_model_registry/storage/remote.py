@@ -54,7 +54,8 @@ from ..errors import (
     VersionExistsError,
 )
 from ..versioning import sort_key
-from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
+from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Read, Stamp, Storage
+from .manifest import DEFAULT_FULL_REFRESH, MANIFEST_FILE, ManifestDiscovery
 
 #: Seconds a change made by another host may stay unseen on object storage, unless configured.
 DEFAULT_REFRESH_INTERVAL = 2.0
@@ -102,24 +103,32 @@ class _Objects:
         stamp = self.stamp(self.fs.info(path))  # stamp first: a newer body can only fail a CAS
         return self.fs.cat_file(path), stamp
 
-    def create(self, path: str, data: bytes) -> None:
-        """Write the object only if there is none; FileExistsError otherwise."""
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        """:meth:`read`, unless the object's stamp is still ``stamp`` (None): one small request."""
+        if self.stamp(self.fs.info(path)) == stamp:
+            return None
+        return self.read(path)
+
+    def create(self, path: str, data: bytes) -> Stamp:
+        """Write the object only if there is none (FileExistsError otherwise); its new stamp."""
         with self._lock:
             if self.fs.exists(path):
                 raise FileExistsError(path)
             self.fs.pipe_file(path, data)
+            return self.stamp(self.fs.info(path))
 
-    def replace(self, path: str, data: bytes, expected: Stamp) -> bool:
-        """Overwrite the object only if its stamp is still ``expected``; False if not (or gone)."""
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
+        """Overwrite the object only if its stamp is still ``expected``: its new stamp, or None if
+        the stamp was another (or the object is gone)."""
         with self._lock:
             try:
                 current = self.stamp(self.fs.info(path))
             except FileNotFoundError:
-                return False
+                return None
             if current != expected:
-                return False
+                return None
             self.fs.pipe_file(path, data)
-            return True
+            return self.stamp(self.fs.info(path))
 
 
 class _AsyncObjects(_Objects):
@@ -146,38 +155,47 @@ class _S3Objects(_AsyncObjects):
     def stamp(self, info: Mapping[str, Any]) -> Stamp:
         return info["ETag"]
 
-    async def _read(self, path: str) -> tuple[bytes, Stamp]:
+    async def _read(self, path: str, **condition: str) -> tuple[bytes, Stamp]:
         bucket, key, _ = self.fs.split_path(path)
-        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **condition)
         body = response["Body"]
         try:
             return await body.read(), response["ETag"]
         finally:
             body.close()
 
-    def _put(self, path: str, data: bytes, **condition: str) -> str | None:
-        """PutObject under ``condition``: None when written, else why the condition failed."""
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        try:
+            return sync(self.fs.loop, self._read, path, IfNoneMatch=str(stamp))
+        except OSError as exc:
+            if _s3_error_code(exc) in ("304", "NotModified"):
+                return None
+            raise
+
+    def _put(self, path: str, data: bytes, **condition: str) -> tuple[str | None, Stamp]:
+        """PutObject under ``condition``: (None, the new ETag) when written, else why not."""
         bucket, key, _ = self.fs.split_path(path)
         try:
-            self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+            response = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
         except OSError as exc:
             code = _s3_error_code(exc)
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
-                return code
+                return code, None
             raise
-        return None
+        return None, response["ETag"]
 
-    def create(self, path: str, data: bytes) -> None:
+    def create(self, path: str, data: bytes) -> Stamp:
         for attempt in range(_S3_BUSY_RETRIES):
-            code = self._put(path, data, IfNoneMatch="*")
+            code, etag = self._put(path, data, IfNoneMatch="*")
             if code != "ConditionalRequestConflict":
                 break
             time.sleep(0.05 * (attempt + 1))  # 409: another conditional write is in flight; retry
         if code is not None:  # taken, or still being taken by another writer
             raise FileExistsError(path)
+        return etag
 
-    def replace(self, path: str, data: bytes, expected: Stamp) -> bool:
-        return self._put(path, data, IfMatch=str(expected)) is None
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
+        return self._put(path, data, IfMatch=str(expected))[1]
 
 
 class _AzureObjects(_AsyncObjects):
@@ -190,38 +208,47 @@ class _AzureObjects(_AsyncObjects):
         container, blob, _ = self.fs.split_path(path)
         return self.fs.service_client.get_blob_client(container=container, blob=blob)
 
-    async def _read(self, path: str) -> tuple[bytes, Stamp]:
+    async def _read(self, path: str, **condition: Any) -> tuple[bytes, Stamp]:
         from azure.core.exceptions import ResourceNotFoundError
 
         async with self._client(path) as client:
             try:
-                stream = await client.download_blob()
+                stream = await client.download_blob(**condition)
             except ResourceNotFoundError:
                 raise FileNotFoundError(path) from None
             return await stream.readall(), stream.properties.etag
 
-    async def _upload(self, path: str, data: bytes, **conditions: Any) -> None:
-        async with self._client(path) as client:
-            await client.upload_blob(data, **conditions)
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotModifiedError
 
-    def create(self, path: str, data: bytes) -> None:
+        condition = {"etag": stamp, "match_condition": MatchConditions.IfModified}
+        try:
+            return sync(self.fs.loop, self._read, path, **condition)
+        except (ResourceNotModifiedError, ResourceModifiedError):  # 304 (Azurite: 412): the same
+            return None
+
+    async def _upload(self, path: str, data: bytes, **conditions: Any) -> Stamp:
+        async with self._client(path) as client:
+            return (await client.upload_blob(data, **conditions))["etag"]
+
+    def create(self, path: str, data: bytes) -> Stamp:
         from azure.core.exceptions import ResourceExistsError
 
         try:
-            sync(self.fs.loop, self._upload, path, data, overwrite=False)
+            return sync(self.fs.loop, self._upload, path, data, overwrite=False)
         except ResourceExistsError:
             raise FileExistsError(path) from None
 
-    def replace(self, path: str, data: bytes, expected: Stamp) -> bool:
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
         condition = {"etag": expected, "match_condition": MatchConditions.IfNotModified}
         try:
-            sync(self.fs.loop, self._upload, path, data, overwrite=True, **condition)
+            return sync(self.fs.loop, self._upload, path, data, overwrite=True, **condition)
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+            return None
 
 
 class _GCSObjects(_AsyncObjects):
@@ -232,12 +259,21 @@ class _GCSObjects(_AsyncObjects):
     def stamp(self, info: Mapping[str, Any]) -> Stamp:
         return str(info["generation"])
 
-    async def _read(self, path: str) -> tuple[bytes, Stamp]:
+    async def _read(self, path: str, **condition: str) -> tuple[bytes, Stamp]:
         bucket, key, _ = self.fs.split_path(path)
-        headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media")
+        headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media", **condition)
         return data, headers["X-Goog-Generation"]
 
-    def _upload(self, path: str, data: bytes, generation: str) -> None:
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        """The object's metadata first (``ifGenerationNotMatch``: 304 on GCS; a small JSON answer
+        on emulators that ignore it), then its bytes only if the generation moved on."""
+        bucket, key, _ = self.fs.split_path(path)
+        _, answer = self.fs.call("GET", "b/{}/o/{}", bucket, key, ifGenerationNotMatch=str(stamp))
+        if not answer or str(json.loads(answer)["generation"]) == str(stamp):
+            return None
+        return self.read(path)
+
+    def _upload(self, path: str, data: bytes, generation: str) -> Stamp:
         """A multipart upload that the store refuses (412, FileExistsError) unless the object's
         generation is ``generation`` ("0": no object)."""
         from gcsfs.core import quote
@@ -253,7 +289,7 @@ class _GCSObjects(_AsyncObjects):
                 f"\r\n--{boundary}--".encode(),
             ]
         )
-        self.fs.call(
+        answer = self.fs.call(
             "POST",
             f"{self.fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
             uploadType="multipart",
@@ -262,16 +298,16 @@ class _GCSObjects(_AsyncObjects):
             data=body,
             json_out=True,
         )
+        return str(answer["generation"])
 
-    def create(self, path: str, data: bytes) -> None:
-        self._upload(path, data, "0")
+    def create(self, path: str, data: bytes) -> Stamp:
+        return self._upload(path, data, "0")
 
-    def replace(self, path: str, data: bytes, expected: Stamp) -> bool:
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
         try:
-            self._upload(path, data, str(expected))
+            return self._upload(path, data, str(expected))
         except (FileExistsError, FileNotFoundError):
-            return False
-        return True
+            return None
 
 
 _OBJECTS: dict[str, type[_Objects]] = {
@@ -323,10 +359,11 @@ class FsspecPublication(Publication):
     def commit(self, metadata: bytes) -> None:
         self._committing = True
         try:
-            self._storage.create_once(self._storage._path(self._version, METADATA_FILE), metadata)
+            stamp = self._storage.create_once(self._storage._path(self._version, METADATA_FILE), metadata)
         except FileExistsError:
             self._committing = False  # refused: the metadata there is another publisher's
             raise FsspecStorage.exists_error(self._version) from None
+        self._storage.discovery.record(self._version, metadata, stamp)
 
     def abort(self) -> None:
         # A commit that failed without an answer may have landed all the same, and then its
@@ -343,6 +380,8 @@ class FsspecStorage(Storage):
     ``storage_options`` go to the fsspec filesystem unchanged (after defaults that turn off its
     instance and listing caches). ``refresh_interval`` bounds how long a change made elsewhere stays
     unseen: :data:`DEFAULT_REFRESH_INTERVAL` on object storage, 0 on ``memory://`` (in-process).
+    ``full_refresh``: seconds between full listings, which find copies made without the registry
+    (:data:`~.manifest.DEFAULT_FULL_REFRESH`); 0 lists at every refresh.
     """
 
     def __init__(
@@ -351,6 +390,7 @@ class FsspecStorage(Storage):
         *,
         storage_options: Mapping[str, Any] | None = None,
         refresh_interval: float | None = None,
+        full_refresh: float | None = None,
     ) -> None:
         scheme = root.partition("://")[0]
         cls = filesystem_class(scheme)
@@ -367,6 +407,13 @@ class FsspecStorage(Storage):
             refresh_interval = 0.0 if scheme == "memory" else DEFAULT_REFRESH_INTERVAL
         self._refresh_interval = refresh_interval
         self._next_scan = 0.0
+        self.discovery = ManifestDiscovery(
+            self._objects,
+            f"{self.root}/{MANIFEST_FILE}",
+            list_stamps=self.scan,
+            fetch=self.read_metadata_many,
+            full_refresh=DEFAULT_FULL_REFRESH if full_refresh is None else full_refresh,
+        )
 
     def describe(self) -> str:
         return self._label
@@ -424,15 +471,25 @@ class FsspecStorage(Storage):
     def may_have_changed(self) -> bool:
         return time.monotonic() >= self._next_scan
 
-    def scan(self) -> dict[str, Stamp]:
-        """One paged listing gives every version and its metadata's stamp; nothing is fetched."""
+    def refresh(self, known: Mapping[str, Stamp]) -> tuple[list[str], dict[str, Read]] | None:
+        """The manifest first (one conditional request while nothing changed), a full listing
+        every ``full_refresh`` seconds (see :mod:`.manifest`)."""
         started = time.monotonic()
         try:
-            listing = self._list(self._versions)
-        except BaseException:  # a store that failed is left alone for an interval: no storm
+            changes = self.discovery.refresh(known)
+        except BaseException as exc:  # a store that failed is left alone for an interval: no storm
             self._next_scan = time.monotonic() + self._refresh_interval
+            if isinstance(exc, Exception) and not isinstance(exc, StorageUnavailableError):
+                raise StorageUnavailableError(  # each backend has its own (botocore, azure-core …)
+                    f"{self._label}: no answer ({type(exc).__name__}); is the store reachable?"
+                ) from exc
             raise
         self._next_scan = started + self._refresh_interval
+        return changes
+
+    def scan(self) -> dict[str, Stamp]:
+        """One paged listing gives every version and its metadata's stamp; nothing is fetched."""
+        listing = self._list(self._versions)
         prefix = self._versions + "/"
         stamps: dict[str, Stamp] = {}
         for path, info in listing.items():
@@ -448,26 +505,33 @@ class FsspecStorage(Storage):
         """Only what changed since the last scan is asked for; fetched a few at a time."""
         return dict(self._fetch_all({v: self._path(v, METADATA_FILE) for v in versions}))
 
-    def holds(self, path: str, data: bytes) -> bool:
-        """Whether the object at ``path`` is exactly ``data``. A conditional write the store refuses
-        may be our own, retried by the client after its first answer was lost: then it landed."""
+    def holds(self, path: str, data: bytes) -> Stamp | None:
+        """The object's stamp if it is exactly ``data``, else None. A conditional write the store
+        refuses may be our own, retried by the client after its first answer was lost: it landed."""
         try:
-            return self._objects.read(path)[0] == data
+            found, stamp = self._objects.read(path)
         except FileNotFoundError:
-            return False
+            return None
+        return stamp if found == data else None
 
-    def create_once(self, path: str, data: bytes) -> None:
-        """Create the object; FileExistsError if another one is there (not if ours already is)."""
+    def create_once(self, path: str, data: bytes) -> Stamp:
+        """Create the object (its stamp); FileExistsError if another one is there (not if ours is)."""
         try:
-            self._objects.create(path, data)
+            return self._objects.create(path, data)
         except FileExistsError:
-            if not self.holds(path, data):
+            stamp = self.holds(path, data)
+            if stamp is None:
                 raise
+            return stamp
 
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
         path = self._path(version, METADATA_FILE)
-        if not self._objects.replace(path, data, expected) and not self.holds(path, data):
-            raise ConflictError(f"version {version} changed while being updated")
+        stamp = self._objects.replace(path, data, expected)
+        if stamp is None:
+            stamp = self.holds(path, data)
+            if stamp is None:
+                raise ConflictError(f"version {version} changed while being updated")
+        self.discovery.record(version, data, stamp)
 
     def begin_publication(self, version: str) -> Publication:
         if self.fs.exists(self._path(version, METADATA_FILE)):
