@@ -169,6 +169,7 @@ class LocalStorage(Storage):
         self._refresh_interval = refresh_interval
         self._next_poll = 0.0  # without notification: when the last stat pass stops answering
         self._probed: Stamp | None = None  # ... and what versions/ looked like as it began
+        self._pass_seconds = 0.0  # how long the last pass took
         self.versions_dir = os.path.join(self.root, VERSIONS_DIR)
         self._real_root = os.path.realpath(self.root)
         self._watcher = DirectoryWatcher(enabled=watch)
@@ -206,6 +207,14 @@ class LocalStorage(Storage):
         if self._watcher.active:
             return self._watcher.changed()
         return not self._polled_recently()
+
+    @property
+    def staleness_bound(self) -> float:
+        """The most seconds a change made by another process may stay unseen right now: 0 with
+        notification; without, the refresh interval or :data:`POLL_REUSE` times the last pass."""
+        if self._watcher.active:
+            return 0.0
+        return max(self._refresh_interval, POLL_REUSE * self._pass_seconds)
 
     def _polled_recently(self) -> bool:
         """Without notification: whether the last stat pass still answers. It does for
@@ -266,8 +275,8 @@ class LocalStorage(Storage):
             if versions_fd is not None:
                 os.close(versions_fd)
         ended = time.monotonic()
-        self._probed = probe
-        self._next_poll = ended + max(self._refresh_interval, POLL_REUSE * (ended - started))
+        self._probed, self._pass_seconds = probe, ended - started
+        self._next_poll = ended + self.staleness_bound
 
     def _folders(self, versions_fd: int | None) -> Iterator[str]:
         """The version folders in ``versions/``: valid names, directories, links only if they stay
