@@ -302,14 +302,22 @@ class ManifestDiscovery:
 
     # writing ------------------------------------------------------------------------------------
 
-    def record(self, version: str, data: bytes, stamp: Stamp) -> None:
-        """Add a write that has just been committed (``version``'s metadata is now ``data``, its
-        object's stamp ``stamp``) to the manifest: compare-and-swap, retried. A failure is logged,
-        never raised (the write itself happened): this registry then lists in full next time, and
-        others find the change at their next full listing."""
+    def record(self, version: str, metadata_path: str) -> None:
+        """Bring ``version``'s entry up to date after a write to its metadata (at ``metadata_path``):
+        compare-and-swap, retried. The metadata object is read after the manifest, so an entry is
+        never replaced by an older state of that object when writers race. A failure is logged, never
+        raised (the write itself happened): this registry then lists in full at its next refresh,
+        and others find the change at their next full listing."""
         try:
             for attempt in range(_CAS_ATTEMPTS):
                 current, current_stamp = self._read(None)  # type: ignore[misc]
+                try:
+                    data, stamp = self._objects.read(metadata_path)
+                except FileNotFoundError:
+                    return
+                entry = current.entries.get(version) if current is not None else None
+                if entry is not None and entry.stamp == stamp:
+                    return  # a racing writer recorded this state (or a newer one is on its way)
                 base = current if current is not None else Manifest(0, {})
                 replacing = current_stamp if current is not None else None
                 updated = base.with_changes({version: (data, stamp)}, replacing).encode()

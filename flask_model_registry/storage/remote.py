@@ -359,11 +359,12 @@ class FsspecPublication(Publication):
     def commit(self, metadata: bytes) -> None:
         self._committing = True
         try:
-            stamp = self._storage.create_once(self._storage._path(self._version, METADATA_FILE), metadata)
+            path = self._storage._path(self._version, METADATA_FILE)
+            self._storage.create_once(path, metadata)
         except FileExistsError:
             self._committing = False  # refused: the metadata there is another publisher's
             raise FsspecStorage.exists_error(self._version) from None
-        self._storage.discovery.record(self._version, metadata, stamp)
+        self._storage.discovery.record(self._version, path)
 
     def abort(self) -> None:
         # A commit that failed without an answer may have landed all the same, and then its
@@ -526,12 +527,9 @@ class FsspecStorage(Storage):
 
     def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
         path = self._path(version, METADATA_FILE)
-        stamp = self._objects.replace(path, data, expected)
-        if stamp is None:
-            stamp = self.holds(path, data)
-            if stamp is None:
-                raise ConflictError(f"version {version} changed while being updated")
-        self.discovery.record(version, data, stamp)
+        if self._objects.replace(path, data, expected) is None and self.holds(path, data) is None:
+            raise ConflictError(f"version {version} changed while being updated")
+        self.discovery.record(version, path)
 
     def begin_publication(self, version: str) -> Publication:
         if self.fs.exists(self._path(version, METADATA_FILE)):
