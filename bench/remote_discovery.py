@@ -144,7 +144,7 @@ def run(n: int) -> None:
             for what, (took, counts) in results.items()
         ]
     )
-    pages = -(-(2 * n + 1) // 1000)
+    pages = -(-(2 * n) // 1000)
     full = 1440 * pages * PRICE["LIST"] / 1000  # one full listing a minute (full_refresh=60)
     print(
         f"\nper replica per day at refresh_interval={REFRESH_INTERVAL:g} s, S3 prices"
