@@ -94,13 +94,29 @@ def _render(payload: Any) -> tuple[bytes, str]:
 
 def _respond(rendered: tuple[bytes, str]) -> Response:
     body, etag = rendered
-    conditional = "If-None-Match" in request.headers  # parsed only when sent
-    if conditional and request.method in ("GET", "HEAD") and etag in request.if_none_match:
-        response = current_app.response_class(status=304)
-    else:
-        response = current_app.response_class(body, mimetype="application/json")
+    headers = request.headers  # a PATCH checks its preconditions before the change, not here
+    if ("If-None-Match" in headers or "If-Match" in headers) and request.method in ("GET", "HEAD"):
+        failed = _failed_precondition(etag)
+        if failed == 412:
+            return _error(412, "If-Match: the answer has changed since that ETag")
+        if failed == 304:
+            response = current_app.response_class(status=304)
+            response.set_etag(etag)
+            return response
+    response = current_app.response_class(body, mimetype="application/json")
     response.set_etag(etag)
     return response
+
+
+def _failed_precondition(etag: str) -> int | None:
+    """RFC 9110 §13.2.2 for a resource whose strong ETag is ``etag``: ``If-Match`` by strong
+    comparison (a list, or ``*``), then ``If-None-Match`` by weak comparison (``W/"x"`` matches
+    ``"x"``). The status of a failed precondition (412, or 304 for a read), None when it holds."""
+    if "If-Match" in request.headers and not request.if_match.contains(etag):
+        return 412
+    if "If-None-Match" in request.headers and request.if_none_match.contains_weak(etag):
+        return 304 if request.method in ("GET", "HEAD") else 412
+    return None
 
 
 def _sorted_methods(value: str) -> str:
@@ -211,10 +227,15 @@ def _bool_arg(name: str) -> bool:
 # views --------------------------------------------------------------------------------------------
 
 
+def _version_item(version: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The answer for one version, whose ETag a conditional PATCH compares with."""
+    return {"version": version, "metadata": metadata}
+
+
 def _item(entry: Entry) -> dict[str, Any]:
     if entry.metadata is None:
         return {"version": entry.version, "error": entry.error}
-    return {"version": entry.version, "metadata": entry.metadata}
+    return _version_item(entry.version, entry.metadata)
 
 
 def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> tuple[bytes, str]:
@@ -272,8 +293,15 @@ def model_history(version: str) -> Response:
 
 @bp.patch("/<model_version:version>")
 def patch_model(version: str) -> Response:
-    """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags."""
+    """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags.
+
+    ``If-Match`` / ``If-None-Match`` are checked against the metadata the change replaces, inside
+    the registry's compare-and-swap (412, nothing changed); the answer's ``ETag`` is the one the
+    next ``GET`` of the version answers with.
+    """
     check_version(version)
+    if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
+        return _error(428, "this server requires If-Match: send the ETag of the version's last GET")
     if request.mimetype not in _JSON_TYPES:
         return _error(415, "send the patch as application/json or application/merge-patch+json")
     data = request.stream.read(MAX_METADATA_BYTES + 1)
@@ -283,9 +311,15 @@ def patch_model(version: str) -> Response:
         changes = json.loads(data)
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
-    registry = get_registry()
-    metadata = registry.update_metadata(version, changes, actor=_actor())
-    return _respond(_render({"version": version, "metadata": metadata}))
+
+    def precondition(current: dict[str, Any]) -> bool:
+        return _failed_precondition(_render(_version_item(version, current))[1]) is None
+
+    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
+    metadata = get_registry().update_metadata(
+        version, changes, actor=_actor(), expected=precondition if conditional else None
+    )
+    return _respond(_render(_version_item(version, metadata)))
 
 
 @bp.get("/openapi.json")
