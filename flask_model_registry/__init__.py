@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from .errors import (
     CorruptVersionError,
+    InvalidArgumentError,
     InvalidMetadataError,
     InvalidVersionError,
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
+    VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -24,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CorruptVersionError",
     "FlaskModelRegistry",
+    "InvalidArgumentError",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
@@ -31,6 +34,7 @@ __all__ = [
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",
+    "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",
