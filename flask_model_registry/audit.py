@@ -87,6 +87,13 @@ def check_limit(value: object) -> int | None:
     return value
 
 
+def check_actor(actor: object) -> str:
+    """``actor`` if it can be recorded, else :class:`InvalidMetadataError` (before any write)."""
+    if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR_LENGTH:
+        raise InvalidMetadataError(f"actor must be a string of 1 to {MAX_ACTOR_LENGTH} characters")
+    return actor
+
+
 def sha256_of(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
@@ -157,8 +164,7 @@ class AuditTrail:
         """Check the event, settle what dead writers of ``version`` left, and write the event as
         pending, with an id above every event of the version: call it after reading the metadata
         that ``old`` is, and before the change. Raises (and nothing was written) if it cannot."""
-        if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR_LENGTH:
-            raise InvalidMetadataError(f"actor must be a string of 1 to {MAX_ACTOR_LENGTH} characters")
+        check_actor(actor)
         event = {
             "id": "0" * 20 + "-" + "0" * 12,
             "time": _now(),
@@ -247,7 +253,7 @@ class AuditTrail:
             pending = Pending(self, json.loads(data), data)
             age = (time.time_ns() - int(event_id[:20])) / 1e9
             if chain["after"] == expect:
-                self.finalise(pending)
+                pending.finalise()
                 expect = chain["before"]
                 landed_after = True
             elif chain["before"] == current and not landed_after and age < PENDING_GRACE_SECONDS:

@@ -454,7 +454,7 @@ class ModelRegistry:
         check_version(version)
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
-        actor = actor or default_actor()
+        actor = audit.check_actor(actor or default_actor())
         publication = self.storage.begin_publication(version)
         pending = None
         try:
@@ -514,6 +514,7 @@ class ModelRegistry:
     ) -> dict[str, Any]:
         check_version(version)
         patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        actor = audit.check_actor(actor or default_actor())
         for attempt in range(_CAS_ATTEMPTS):
             try:
                 data, stamp = self.storage.read_metadata(version)
@@ -527,7 +528,7 @@ class ModelRegistry:
                 return _copy_json(updated)
             new = md.dumps(updated)
             before, after = md.changed_keys(current, updated)
-            pending = self.audit.prepare(action, version, before, after, actor or default_actor(), data, new)
+            pending = self.audit.prepare(action, version, before, after, actor, data, new)
             try:
                 self.storage.replace_metadata(version, new, stamp)
             except ConflictError:

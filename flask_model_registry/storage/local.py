@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import os
 import shutil
 import time
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from ..errors import ConflictError, VersionExistsError
+from ..errors import ConflictError, StorageUnavailableError, VersionAliasError, VersionExistsError
 from ..versioning import sort_key
 from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage, read_each
 from .watch import DirectoryWatcher
@@ -312,11 +313,28 @@ class LocalStorage(Storage):
         finally:
             os.close(versions_fd)
 
+    def _lock_name(self, version: str) -> str:
+        """The lock of a version's folder: its own name, or for a folder linked elsewhere in the root,
+        a name of the folder it leads to (two links to one folder share one lock). A link to
+        another version's folder (an alias) is refused: writes go through the version's own name."""
+        directory = self.version_dir(version)
+        if not os.path.islink(directory):
+            return version
+        real = os.path.realpath(directory)
+        if os.path.dirname(real) == os.path.realpath(self.versions_dir) and sort_key(os.path.basename(real)):
+            raise VersionAliasError(
+                f"version {version} is an alias of {os.path.basename(real)}: change it through that name"
+            )
+        return "link-" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
     @contextlib.contextmanager
     def _lock(self, version: str) -> Iterator[None]:
         lock_dir = os.path.join(self.root, ".locks")
         os.makedirs(lock_dir, exist_ok=True)
-        fd = os.open(os.path.join(lock_dir, f"{version}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        if not self._inside_root(lock_dir):
+            raise StorageUnavailableError(f"{self.describe()}: .locks links outside the registry root")
+        path = os.path.join(lock_dir, f"{self._lock_name(version)}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -400,10 +418,10 @@ class LocalStorage(Storage):
             os.unlink(self._audit_path(name))
 
     def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
-        directory = self._audit_folder(folder)
         try:
+            directory = self._audit_folder(folder)
             st = os.stat(directory)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError):  # none, or linked out of the root
             return []
         # A sorted listing is kept while the folder is unchanged; one changed within the last
         # second may change again within the same timestamp tick, so it is not kept yet.
