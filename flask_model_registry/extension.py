@@ -3,18 +3,21 @@
 Follows the usual extension pattern: ``init_app`` may be called for several apps (each gets its own
 registry, from its own config), nothing app-specific is kept on the extension object, and the
 registry is reachable as ``app.registry`` / ``current_app.registry`` and
-``app.extensions["model_registry"]``.
+``app.extensions["model_registry"]``; named models (``MODEL_REGISTRY_MODELS``) as the read-only
+mapping ``app.registries``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .context import EXTENSION_KEY, get_registry
+from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
+from .named import open_registries
 from .registry import DEFAULT_MODEL_CACHE_SIZE, ModelRegistry
 
 #: Every config key the extension reads, with its default (set with ``app.config.setdefault``).
@@ -28,6 +31,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MODEL_REGISTRY_STAGES": None,
     "MODEL_REGISTRY_MODEL_CACHE_SIZE": DEFAULT_MODEL_CACHE_SIZE,
     "MODEL_REGISTRY_WATCH": True,
+    "MODEL_REGISTRY_MODELS": None,
 }
 
 
@@ -47,6 +51,7 @@ class FlaskModelRegistry:
         for key, value in CONFIG_DEFAULTS.items():
             app.config.setdefault(key, value)
         config = app.config
+        named = open_registries(config)  # checked first: a bad name or value builds nothing
         registry = ModelRegistry(
             config["MODEL_REGISTRY_ROOT"],
             storage_options=config["MODEL_REGISTRY_STORAGE_OPTIONS"],
@@ -56,7 +61,9 @@ class FlaskModelRegistry:
             watch=config["MODEL_REGISTRY_WATCH"],
         )
         app.extensions[EXTENSION_KEY] = registry
+        app.extensions[NAMED_KEY] = named
         app.registry = registry  # type: ignore[attr-defined]
+        app.registries = named  # type: ignore[attr-defined]
         if config["MODEL_REGISTRY_API_ENABLED"]:
             register_api(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
@@ -65,3 +72,8 @@ class FlaskModelRegistry:
     def registry(self) -> ModelRegistry:
         """The registry of the current app (needs an app context)."""
         return get_registry()
+
+    @property
+    def registries(self) -> Mapping[str, ModelRegistry]:
+        """The named registries of the current app (needs an app context)."""
+        return get_registries()
