@@ -16,20 +16,8 @@ from flask_model_registry import named as named_module
 
 
 @pytest.fixture
-def model_roots(tmp_path: Path) -> dict[str, Path]:
-    """The roots of the two named models of the ``app`` fixture."""
-    return {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
-
-
-@pytest.fixture
-def app_config(model_roots: dict[str, Path]) -> dict[str, Any]:
-    """A two-model service beside the default registry, as the README sets one up."""
-    return {
-        "MODEL_REGISTRY_MODELS": {
-            "fraud": str(model_roots["fraud"]),
-            "churn": {"root": str(model_roots["churn"]), "stages": ["staging", "prod"]},
-        }
-    }
+def app_config(named_models: dict[str, Any]) -> dict[str, Any]:
+    return named_models
 
 
 def make_app(models: Any, **config: Any) -> Flask:

@@ -380,7 +380,14 @@ class FsspecStorage(Storage):
 
     def fetch(self, path: str) -> tuple[bytes, Stamp]:
         """One GET: the object's bytes and stamp. Every metadata and audit read goes through here."""
-        return self._objects.read(path)
+        try:
+            return self._objects.read(path)
+        except OSError:  # not found, refused: about this object
+            raise
+        except Exception as exc:  # each backend has its own (botocore, azure-core, aiohttp …)
+            raise StorageUnavailableError(
+                f"{self._label}: a read failed ({type(exc).__name__}); is the store reachable?"
+            ) from exc
 
     def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp]]:
         """Fetch many objects (a key: its path), a few at a time; those gone since listed are left out."""
