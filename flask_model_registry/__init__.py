@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from .context import get_registry
 from .errors import (
+    ConfigError,
     CorruptVersionError,
     InvalidMetadataError,
     InvalidVersionError,
+    PreconditionFailedError,
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
@@ -25,12 +27,14 @@ from .registry import LoadedModel, ModelRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "CorruptVersionError",
     "FlaskModelRegistry",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
     "ModelRegistry",
+    "PreconditionFailedError",
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",

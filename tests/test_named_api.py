@@ -307,3 +307,17 @@ def test_a_named_model_whose_store_is_down_answers_503_while_the_others_answer(
     assert client.get("/models/churn/latest", headers=AUTH).get_json()["version"] == "3.0.0"
     # a service that read the model before the outage keeps serving its last state
     assert running.test_client().get("/models/fraud/latest", headers=AUTH).status_code == 200
+
+
+@pytest.mark.usefixtures("twins")
+def test_patch_preconditions_on_a_named_model(app: Flask, client, json_error):
+    app.config["MODEL_REGISTRY_API_TOKEN"] = TOKEN
+    etag = client.get("/models/fraud/1.0.0", headers=AUTH).headers["ETag"]
+    stale = client.patch("/models/fraud/1.0.0", json={"stage": "x"}, headers={**AUTH, "If-Match": '"old"'})
+    assert stale.status_code == 412 and json_error(stale)
+    assert app.registries["fraud"].get_metadata("1.0.0")["stage"] == "prod"  # nothing changed
+    fresh = client.patch("/models/fraud/1.0.0", json={"stage": "x"}, headers={**AUTH, "If-Match": etag})
+    assert fresh.status_code == 200
+    app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] = True
+    required = client.patch("/models/fraud/1.0.0", json={"stage": "y"}, headers=AUTH)
+    assert required.status_code == 428 and json_error(required)

@@ -11,8 +11,14 @@ import pytest
 from flask import Flask, current_app
 
 import flask_model_registry
-from flask_model_registry import FlaskModelRegistry, ModelRegistry, UnknownModelError, get_registry
-from flask_model_registry import named as named_module
+from flask_model_registry import (
+    ConfigError,
+    FlaskModelRegistry,
+    ModelRegistry,
+    UnknownModelError,
+    extension,
+    get_registry,
+)
 
 
 @pytest.fixture
@@ -100,7 +106,7 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
             calls[root] = kwargs
             super().__init__(root, **kwargs)
 
-    monkeypatch.setattr(named_module, "ModelRegistry", Recording)
+    monkeypatch.setattr(extension, "ModelRegistry", Recording)
     return calls
 
 
@@ -125,7 +131,7 @@ def test_a_dict_sets_a_models_own_settings_and_the_rest_come_from_the_app(tmp_pa
         MODEL_REGISTRY_STORAGE_OPTIONS={"anon": True},  # the default's store: not passed on
     )
     assert opened[str(tmp_path / "plain")] == {
-        "refresh_interval": 3,
+        "refresh_interval": 3.0,
         "allowed_stages": ["staging", "prod"],
         "model_cache_size": 2,
         "watch": True,
@@ -169,22 +175,24 @@ def test_the_longest_name_and_every_allowed_character_work(tmp_path: Path):
         ({"stages": ["prod"]}, "needs a 'root'"),
         ({"root": "/x", "rot": "/y"}, "unknown key 'rot'"),
         ({"root": "/x", "refresh_interval": -1}, "['refresh_interval']"),
-        ({"root": "/x", "refresh_interval": "5"}, "['refresh_interval']"),
+        ({"root": "/x", "refresh_interval": "soon"}, "['refresh_interval']"),
         ({"root": "/x", "refresh_interval": True}, "['refresh_interval']"),
         ({"root": "/x", "refresh_interval": float("nan")}, "['refresh_interval']"),
-        ({"root": "/x", "stages": "prod"}, "['stages']"),
+        ({"root": "/x", "stages": 5}, "['stages']"),
         ({"root": "/x", "stages": ["no spaces"]}, "['stages']"),
         ({"root": "/x", "stages": [5]}, "['stages']"),
         ({"root": "/x", "model_cache_size": -1}, "['model_cache_size']"),
         ({"root": "/x", "model_cache_size": 1.5}, "['model_cache_size']"),
-        ({"root": "/x", "watch": "no"}, "['watch']"),
+        ({"root": "/x", "watch": "maybe"}, "['watch']"),
+        ({"root": "/x", "model_cache_size": True}, "['model_cache_size']"),
         ({"root": "/x", "storage_options": "anon"}, "['storage_options']"),
     ],
 )
 def test_a_bad_value_is_a_value_error_naming_the_key(spec: Any, where: str):
-    with pytest.raises(ValueError, match="MODEL_REGISTRY_MODELS") as caught:
+    with pytest.raises(ConfigError) as caught:
         make_app({"fraud": spec})
-    assert where in str(caught.value)
+    assert isinstance(caught.value, ValueError) and caught.value.key == "MODEL_REGISTRY_MODELS"
+    assert str(caught.value).startswith("MODEL_REGISTRY_MODELS") and where in str(caught.value)
 
 
 @pytest.mark.parametrize("models", [["fraud"], "not json", '["fraud"]', 5])
