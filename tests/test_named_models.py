@@ -239,3 +239,43 @@ def test_bad_json_in_the_environment_is_a_value_error(monkeypatch: pytest.Monkey
     app.config.from_prefixed_env()
     with pytest.raises(ValueError, match="MODEL_REGISTRY_MODELS is not valid JSON"):
         FlaskModelRegistry(app)
+
+
+# the README's two-model service -------------------------------------------------------------------
+
+
+class Scorer:
+    """A stand-in model that says which model and version it is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def predict(self, rows: list[list[float]]) -> list[str]:
+        return [self.name for _ in rows]
+
+
+def test_the_readme_two_model_service(s3_server, registry_root: Path, tmp_path: Path):
+    fraud_root = s3_server.url(f"fraud-{tmp_path.name}")
+    app = Flask(__name__)
+    app.config["MODEL_REGISTRY_ROOT"] = str(registry_root)
+    app.config["MODEL_REGISTRY_MODELS"] = {
+        "fraud": {"root": fraud_root, "storage_options": s3_server.storage_options, "refresh_interval": 0},
+        "churn": {"root": str(tmp_path / "churn"), "stages": ["staging", "prod"], "refresh_interval": 5},
+    }
+    FlaskModelRegistry(app)
+
+    @app.post("/fraud/predict")
+    def predict_fraud():
+        served = get_registry("fraud").get_latest("prod")
+        return {"version": served.version, "score": served.model.predict([[1.0]])}
+
+    trainer = ModelRegistry(fraud_root, storage_options=s3_server.storage_options)
+    trainer.save_model("1.0.0", Scorer("fraud v1"), {"stage": "prod"})
+    app.registry.save_model("1.0.0", Scorer("default"), {"stage": "prod"})
+    client = app.test_client()
+    assert client.post("/fraud/predict").get_json() == {"version": "1.0.0", "score": ["fraud v1"]}
+    trainer.save_model("1.1.0", Scorer("fraud v2"), {"stage": "prod"})  # picked up, no restart
+    assert client.post("/fraud/predict").get_json() == {"version": "1.1.0", "score": ["fraud v2"]}
+    assert app.registry.get_latest_model("prod").name == "default"
+    with app.app_context():
+        assert current_app.registries["churn"].allowed_stages == {"staging", "prod"}
