@@ -55,7 +55,7 @@ _CAS_ATTEMPTS = 50
 class Objects(Protocol):
     """The single-object requests the manifest needs (``remote._Objects`` and its subclasses)."""
 
-    def read(self, path: str) -> tuple[bytes, Stamp]: ...
+    def read(self, path: str, limit: int | None = ...) -> tuple[bytes, Stamp]: ...
 
     def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None: ...
 
@@ -211,7 +211,7 @@ class ManifestDiscovery:
         stamp is still ``stamp``."""
         try:
             if stamp is None:
-                data, new_stamp = self._objects.read(self.path)
+                data, new_stamp = self._objects.read(self.path, None)
             else:
                 got = self._objects.read_if_changed(self.path, stamp)
                 if got is None:
