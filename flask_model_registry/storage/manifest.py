@@ -198,6 +198,10 @@ class ManifestDiscovery:
         self._fetch = fetch
         self.full_refresh = full_refresh
         self._stamp: Stamp | None = None  # of the manifest object last read
+        # Versions the last full listing showed newer than the manifest read before it: an entry
+        # recorded since may hold an older state (a racing writer's), so their next change is
+        # read from the object itself.
+        self._ahead: set[str] = set()
         self._next_full = 0.0  # monotonic time of the next full listing; 0: the next refresh
 
     def force_full(self) -> None:
@@ -235,10 +239,12 @@ class ManifestDiscovery:
                 if not changed:
                     return None
                 kept = [v for v in known if v not in changed]
+                own = [v for v, e in changed.items() if e.metadata is None or v in self._ahead]
+                self._ahead.difference_update(changed)
                 fetched: dict[str, Read] = {
                     v: (e.metadata, e.stamp) for v, e in changed.items() if e.metadata is not None
                 }
-                fetched.update(self._fetch([v for v, e in changed.items() if e.metadata is None]))
+                fetched.update(self._fetch(own))
                 return kept, fetched
             return self._full(known, manifest, stamp)  # not a successor of the last one: confirm all
         return self._full(known, *self._read(None))  # type: ignore[misc]
@@ -263,6 +269,7 @@ class ManifestDiscovery:
                 missing.append(version)
         fetched.update(self._fetch(missing))
         self._stamp, self._next_full = stamp, started + self.full_refresh
+        self._ahead = {v for v, listed_stamp in listed.items() if _stamp_of(entries.get(v)) != listed_stamp}
         stale = len(missing) > REPAIR_THRESHOLD or len(entries) > len(listed) + REPAIR_THRESHOLD
         if (manifest is None and listed) or stale:
             self._repair(manifest, stamp, kept, fetched)
@@ -342,3 +349,7 @@ class ManifestDiscovery:
 
 
 _NOTHING = object()
+
+
+def _stamp_of(entry: Entry | None) -> Stamp | None:
+    return entry.stamp if entry is not None else None
