@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from ..errors import ConflictError, VersionExistsError
+from ..errors import ConflictError, StorageUnavailableError, VersionExistsError
 from ..versioning import sort_key
 from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage, read_each
 from .watch import DirectoryWatcher
@@ -236,6 +236,10 @@ class LocalStorage(Storage):
         try:
             versions_fd = self._open_versions()
         except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
+                raise StorageUnavailableError(
+                    "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)", location=self.root
+                ) from None
             yield None
             return
         try:
