@@ -14,6 +14,7 @@ import fcntl
 import functools
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -21,12 +22,24 @@ from typing import BinaryIO
 
 from ..errors import ConflictError, StorageUnavailableError, VersionExistsError
 from ..versioning import sort_key
-from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage, read_each
+from .base import (
+    AUDIT_DIR,
+    MAX_METADATA_READ_BYTES,
+    METADATA_FILE,
+    VERSIONS_DIR,
+    Publication,
+    Stamp,
+    Storage,
+    read_each,
+)
 from .watch import DirectoryWatcher
 
 STAGING_PREFIX = ".staging-"
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
 STALE_SECONDS = 3600.0
+#: How every file is opened for reading: a FIFO or a device never blocks the open (nor becomes a
+#: controlling terminal); what is not a regular file is then refused by :func:`_require_regular`.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def _fsync_dir(path: str) -> None:
@@ -85,14 +98,22 @@ def _lock_folder(path: str, how: int = fcntl.LOCK_EX) -> int:
     return fd
 
 
-def _read_whole(fd: int) -> tuple[bytes, Stamp]:
-    """Everything in the open file ``fd`` (then closed) and its stamp."""
+def _require_regular(fd: int) -> os.stat_result:
+    """The ``fstat`` of ``fd``; an OSError if it is not a regular file (a FIFO, a device, a folder)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    return st
+
+
+def _read_whole(fd: int, limit: int = MAX_METADATA_READ_BYTES) -> tuple[bytes, Stamp]:
+    """The open regular file ``fd`` (then closed), but no more than ``limit`` + 1 bytes, and its stamp."""
     try:
-        st = os.fstat(fd)
-        chunks = [os.read(fd, st.st_size + 1)]  # one read, unless short or the file grew meanwhile
+        st = _require_regular(fd)
+        chunks = [os.read(fd, min(st.st_size, limit) + 1)]  # one read, unless short or grown meanwhile
         size = len(chunks[0])
-        while size != st.st_size:
-            chunk = os.read(fd, 1 << 16)
+        while size != st.st_size and size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -233,19 +254,33 @@ class LocalStorage(Storage):
         self._watcher.watch(self.root)
         self._watcher.watch(self.versions_dir)
         self._plain = set()
+        with self._rearmed_on_failure():
+            try:
+                versions_fd = self._open_versions()
+            except (FileNotFoundError, NotADirectoryError):
+                if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
+                    raise StorageUnavailableError(
+                        "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
+                        location=self.root,
+                    ) from None
+                yield None
+                return
+            try:
+                yield versions_fd
+            finally:
+                os.close(versions_fd)
+
+    @contextlib.contextmanager
+    def _rearmed_on_failure(self) -> Iterator[None]:
+        """A listing that fails has consumed the watcher's signal without seeing the change: say
+        "maybe changed" again, so that the next call rescans instead of serving the old state."""
         try:
-            versions_fd = self._open_versions()
-        except (FileNotFoundError, NotADirectoryError):
-            if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
-                raise StorageUnavailableError(
-                    "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)", location=self.root
-                ) from None
-            yield None
-            return
-        try:
-            yield versions_fd
-        finally:
-            os.close(versions_fd)
+            yield
+        except BaseException:
+            self._watcher.forget()
+            if self._refresh_interval > 0:
+                self._next_poll = 0.0
+            raise
 
     def _folders(self, versions_fd: int | None) -> Iterator[str]:
         """The version folders in ``versions/``: valid names, directories, links only if they stay
@@ -277,7 +312,7 @@ class LocalStorage(Storage):
         """Open ``path`` (relative to ``versions_fd`` if given) for reading, without following a
         link that leads out of the root."""
         try:
-            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=versions_fd)
+            return os.open(path, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=versions_fd)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
@@ -285,7 +320,7 @@ class LocalStorage(Storage):
             path = os.path.join(self.versions_dir, path)
         if not self._inside_root(path):
             raise FileNotFoundError(errno.ENOENT, "link leads out of the registry root")
-        return os.open(path, os.O_RDONLY)
+        return os.open(path, _READ_FLAGS)
 
     def _metadata_path(self, version: str) -> str:
         """``versions/<version>/metadata.json``, refusing a version folder linked out of the root."""
@@ -303,14 +338,15 @@ class LocalStorage(Storage):
         return _read_whole(self._open_inside(self._metadata_path(version)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
-        try:
-            versions_fd = self._open_versions()
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        try:
-            return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
-        finally:
-            os.close(versions_fd)
+        with self._rearmed_on_failure():
+            try:
+                versions_fd = self._open_versions()
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+            try:
+                return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
+            finally:
+                os.close(versions_fd)
 
     @contextlib.contextmanager
     def _lock(self, version: str) -> Iterator[None]:
@@ -356,7 +392,13 @@ class LocalStorage(Storage):
         path = os.path.join(self.version_dir(version), file)
         if not self._inside_root(path):  # unpickling runs code: only ever from the root
             raise FileNotFoundError(errno.ENOENT, "artefact lies outside the registry root")
-        with open(path, "rb") as f:
+        fd = os.open(path, _READ_FLAGS)
+        try:
+            _require_regular(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as f:
             yield f
 
     def append_event(self, version: str, name: str, data: bytes) -> None:

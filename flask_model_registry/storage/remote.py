@@ -54,7 +54,7 @@ from ..errors import (
     VersionExistsError,
 )
 from ..versioning import sort_key
-from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
+from .base import AUDIT_DIR, MAX_METADATA_READ_BYTES, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
 
 #: Seconds a change made by another host may stay unseen on object storage, unless configured.
 DEFAULT_REFRESH_INTERVAL = 2.0
@@ -98,9 +98,10 @@ class _Objects:
         return (None, info.get("size"))
 
     def read(self, path: str) -> tuple[bytes, Stamp]:
-        """The object's bytes and stamp; FileNotFoundError when missing."""
+        """The object's bytes (no more than :data:`MAX_METADATA_READ_BYTES` + 1) and stamp;
+        FileNotFoundError when missing, PermissionError when the store refuses it (403, archived)."""
         stamp = self.stamp(self.fs.info(path))  # stamp first: a newer body can only fail a CAS
-        return self.fs.cat_file(path), stamp
+        return self.fs.cat_file(path, start=0, end=MAX_METADATA_READ_BYTES + 1), stamp
 
     def create(self, path: str, data: bytes) -> None:
         """Write the object only if there is none; FileExistsError otherwise."""
@@ -150,8 +151,16 @@ class _S3Objects(_AsyncObjects):
         bucket, key, _ = self.fs.split_path(path)
         response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
         body = response["Body"]
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await body.read(), response["ETag"]
+            while size <= MAX_METADATA_READ_BYTES:  # a larger object is read no further
+                chunk = await body.read(MAX_METADATA_READ_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks), response["ETag"]
         finally:
             body.close()
 
@@ -195,7 +204,9 @@ class _AzureObjects(_AsyncObjects):
 
         async with self._client(path) as client:
             try:
-                stream = await client.download_blob()
+                # A ranged read (the SDK answers an empty blob's 416 itself): a larger blob is read
+                # no further than the limit + 1 bytes.
+                stream = await client.download_blob(offset=0, length=MAX_METADATA_READ_BYTES + 1)
             except ResourceNotFoundError:
                 raise FileNotFoundError(path) from None
             return await stream.readall(), stream.properties.etag
@@ -235,7 +246,7 @@ class _GCSObjects(_AsyncObjects):
     async def _read(self, path: str) -> tuple[bytes, Stamp]:
         bucket, key, _ = self.fs.split_path(path)
         headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media")
-        return data, headers["X-Goog-Generation"]
+        return data[: MAX_METADATA_READ_BYTES + 1], headers["X-Goog-Generation"]
 
     def _upload(self, path: str, data: bytes, generation: str) -> None:
         """A multipart upload that the store refuses (412, FileExistsError) unless the object's
@@ -345,6 +356,8 @@ class FsspecStorage(Storage):
     unseen: :data:`DEFAULT_REFRESH_INTERVAL` on object storage, 0 on ``memory://`` (in-process).
     """
 
+    private_artifacts = True  # each load streams the artefact into a spooled file of its own
+
     def __init__(
         self,
         root: str,
@@ -382,14 +395,17 @@ class FsspecStorage(Storage):
         """One GET: the object's bytes and stamp. Every metadata and audit read goes through here."""
         return self._objects.read(path)
 
-    def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp]]:
-        """Fetch many objects (a key: its path), a few at a time; those gone since listed are left out."""
+    def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
+        """Fetch many objects (a key: its path), a few at a time; those gone since listed are left
+        out, those the store refuses to give (403, an archived storage class) map to the error."""
 
-        def one(item: tuple[str, str]) -> tuple[str, tuple[bytes, Stamp] | None]:
+        def one(item: tuple[str, str]) -> tuple[str, tuple[bytes, Stamp] | OSError | None]:
             try:
                 return item[0], self.fetch(item[1])
             except FileNotFoundError:
                 return item[0], None
+            except PermissionError as exc:
+                return item[0], exc
 
         workers = min(self.concurrency, len(paths))
         if workers <= 1:
@@ -500,5 +516,6 @@ class FsspecStorage(Storage):
             wanted = owner == version if version is not None else sort_key(owner) is not None
             if path.startswith(prefix) and wanted and name and "/" not in name and name[0] != ".":
                 paths[path] = name
-        for path, (data, _) in self._fetch_all({p: p for p in paths}).items():
-            yield paths[path], data
+        for path, got in self._fetch_all({p: p for p in paths}).items():
+            if not isinstance(got, OSError):
+                yield paths[path], got[0]
