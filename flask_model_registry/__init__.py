@@ -1,20 +1,25 @@
 """Discover, serve and promote versioned models from a Flask app.
 
 ``ModelRegistry`` is the registry itself (local disk or object storage); ``FlaskModelRegistry`` wires
-it into an app as ``app.registry``, with a ``/models`` JSON API and a ``flask models`` CLI.
+it into an app as ``app.registry`` (named models, ``MODEL_REGISTRY_MODELS``: ``app.registries`` and
+``get_registry(name)``), with a ``/models`` JSON API and a ``flask models`` CLI.
 """
 
 from __future__ import annotations
 
+from .context import get_registry
 from .errors import (
     ConfigError,
     CorruptVersionError,
+    InvalidArgumentError,
     InvalidMetadataError,
     InvalidVersionError,
     PreconditionFailedError,
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
+    UnknownModelError,
+    VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -27,6 +32,7 @@ __all__ = [
     "ConfigError",
     "CorruptVersionError",
     "FlaskModelRegistry",
+    "InvalidArgumentError",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
@@ -35,7 +41,10 @@ __all__ = [
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",
+    "UnknownModelError",
+    "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",
+    "get_registry",
 ]

@@ -2,7 +2,9 @@
 
 Every failure (a registry error, any ``OSError`` such as a read-only registry) prints as one
 ``Error: …`` line with exit status 1, never a traceback; the CLI, unlike the HTTP API, may name the
-path at fault. Every reading command takes ``--json``, in the HTTP API's shapes.
+path at fault. Every reading command takes ``--json``, in the HTTP API's shapes. Every subcommand
+takes ``--model NAME``: a named model (``MODEL_REGISTRY_MODELS``) instead of the default registry; a
+subcommand reaches the registry it is about through :func:`selected_registry`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,50 @@ import click
 from flask.cli import AppGroup
 
 from .answers import entry_item, version_item
-from .context import get_registry
-from .errors import InvalidMetadataError, RegistryError, StorageUnavailableError
+from .context import get_registries, get_registry
+from .errors import InvalidMetadataError, RegistryError, StorageUnavailableError, UnknownModelError
 from .metadata import check_stage
-
-models_cli = AppGroup("models", help="List, inspect, promote and verify registry versions.")
+from .registry import ModelRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
+_MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
+
+
+def _model_option(command: F) -> F:
+    """Add ``--model NAME`` to ``command``; an unknown name is one ``Error:`` line naming it."""
+
+    @click.option(
+        "--model",
+        "model_name",
+        metavar="NAME",
+        help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
+    )
+    @wraps(command)
+    def run(*args: Any, model_name: str | None, **kwargs: Any) -> Any:
+        try:
+            get_registry(model_name)
+        except UnknownModelError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.get_current_context().meta[_MODEL] = model_name
+        return command(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+class _ModelsGroup(AppGroup):
+    """A command group whose every subcommand takes ``--model NAME``."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+        decorate = super().command(*args, **kwargs)
+        return lambda command: decorate(_model_option(command))
+
+
+def selected_registry() -> ModelRegistry:
+    """The registry the running subcommand is about: ``--model NAME``'s, else the default one."""
+    return get_registry(click.get_current_context().meta.get(_MODEL))
+
+
+models_cli = _ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -80,8 +119,9 @@ def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tu
 @JSON_OPTION
 @_clean_errors
 def list_command(stage: str | None, as_json: bool) -> None:
-    """List every version in ascending order, with its stage and flags."""
-    entries = [e for e in get_registry().snapshot().entries if stage is None or e.stage == stage]
+    """List every version in ascending order, with its stage and flags (and, for the default
+    registry, which named models there are)."""
+    entries = [e for e in selected_registry().snapshot().entries if stage is None or e.stage == stage]
     if as_json:
         _echo_json([entry_item(e) for e in entries])
         return
@@ -94,6 +134,8 @@ def list_command(stage: str | None, as_json: bool) -> None:
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(3)]
         click.echo("  ".join([*cells, row[3]]).rstrip())
+    if click.get_current_context().meta.get(_MODEL) is None and get_registries():
+        click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 
 
 @models_cli.command("latest")
@@ -104,7 +146,7 @@ def list_command(stage: str | None, as_json: bool) -> None:
 def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
     """Print the latest version; exit status 1 when there is none, or when its metadata is broken
     (a deploy script must not pick a broken version)."""
-    entry = get_registry().snapshot().latest(stage, prerelease)
+    entry = selected_registry().snapshot().latest(stage, prerelease)
     if entry is None:
         raise click.ClickException("no version" + (f" in stage {stage!r}" if stage else "") + " yet")
     metadata = entry.require_metadata()
@@ -120,7 +162,7 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @_clean_errors
 def show_command(version: str, as_json: bool) -> None:
     """Print a version's metadata as JSON (``--json``: ``{"version", "metadata"}``, as the API)."""
-    metadata = get_registry().get_metadata(version)
+    metadata = selected_registry().get_metadata(version)
     _echo_json(version_item(version, metadata) if as_json else metadata)
 
 
@@ -131,7 +173,7 @@ def show_command(version: str, as_json: bool) -> None:
 @_clean_errors
 def promote_command(version: str, stage: str, actor: str | None) -> None:
     """Move VERSION to STAGE (recorded in the audit trail)."""
-    get_registry().set_stage(version, stage, actor=actor)
+    selected_registry().set_stage(version, stage, actor=actor)
     click.echo(f"{version} is now in stage {stage!r}")
 
 
@@ -141,7 +183,7 @@ def promote_command(version: str, stage: str, actor: str | None) -> None:
 @_clean_errors
 def demote_command(version: str, actor: str | None) -> None:
     """Take VERSION out of its stage (recorded in the audit trail)."""
-    get_registry().set_stage(version, None, actor=actor)
+    selected_registry().set_stage(version, None, actor=actor)
     click.echo(f"{version} is now in no stage")
 
 
@@ -172,7 +214,7 @@ def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -
         if key in changes:
             raise click.BadParameter(f"{key!r} is given twice")
         changes[key] = value
-    metadata = get_registry().update_metadata(version, changes, actor=actor)
+    metadata = selected_registry().update_metadata(version, changes, actor=actor)
     _echo_json(metadata)
 
 
@@ -182,7 +224,7 @@ def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -
 @_clean_errors
 def history_command(version: str | None, as_json: bool) -> None:
     """Print the audit trail (of one version, or all), oldest first."""
-    events = get_registry().history(version)
+    events = selected_registry().history(version)
     if as_json:
         _echo_json(events)
         return
@@ -200,7 +242,7 @@ def history_command(version: str | None, as_json: bool) -> None:
 def verify_command(as_json: bool) -> None:
     """Re-hash every artefact against its recorded sha256, reporting each version; exit status 1
     if any fails (missing, unreadable, not a file, mismatch, broken metadata)."""
-    registry = get_registry()
+    registry = selected_registry()
     results = []
     for version in registry.list_versions():
         try:

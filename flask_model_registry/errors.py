@@ -22,6 +22,18 @@ class InvalidMetadataError(RegistryError, ValueError):
     http_status = 400
 
 
+class InvalidArgumentError(RegistryError, ValueError):
+    """An argument out of range or of the wrong form, such as a history ``limit`` or ``before``."""
+
+    http_status = 400
+
+
+class VersionAliasError(RegistryError):
+    """A write through a version folder that is a link to another version's folder (an alias)."""
+
+    http_status = 409
+
+
 class VersionNotFoundError(RegistryError, LookupError):
     """No committed version of that name, or nothing that qualifies as latest."""
 
@@ -63,6 +75,15 @@ class StorageUnavailableError(RegistryError, OSError):
         #: The full path or URL at fault, for the operator (the CLI prints it). Never part of the
         #: message, which the HTTP API shows.
         self.location = location
+
+
+class UnknownModelError(RegistryError, KeyError):
+    """No named model of that name in ``MODEL_REGISTRY_MODELS``."""
+
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class StorageBackendMissingError(RegistryError, ImportError):
