@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
+from .answers import entry_item, version_item
 from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
 from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
@@ -264,24 +265,13 @@ def _bool_arg(name: str) -> bool:
 # views --------------------------------------------------------------------------------------------
 
 
-def _version_item(version: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The answer for one version, whose ETag a conditional PATCH compares with."""
-    return {"version": version, "metadata": metadata}
-
-
-def _item(entry: Entry) -> dict[str, Any]:
-    if entry.metadata is None:
-        return {"version": entry.version, "error": entry.error}
-    return _version_item(entry.version, entry.metadata)
-
-
 def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> tuple[bytes, str]:
     return snap.memo(("api", *key), lambda: _render(payload()))
 
 
 def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
     entry.require_metadata()  # a corrupt version answers 500 with the reason
-    return _respond(_memo(snap, ("entry", entry.version), lambda: _item(entry)))
+    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry)))
 
 
 def _route(rule: str, method: str) -> Callable[[View], View]:
@@ -314,7 +304,7 @@ def list_models(registry: ModelRegistry) -> Response:
         return _respond(_render([]))
 
     def items() -> list[dict[str, Any]]:
-        return [_item(e) for e in snap.entries if stage is None or e.stage == stage]
+        return [entry_item(e) for e in snap.entries if stage is None or e.stage == stage]
 
     return _respond(_memo(snap, ("list", stage), items))
 
@@ -376,13 +366,13 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(_version_item(version, current))[1]) is None
+        return _failed_precondition(_render(version_item(version, current))[1]) is None
 
     conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
     metadata = registry.update_metadata(
         version, changes, actor=_actor(), expected=precondition if conditional else None
     )
-    return _respond(_render(_version_item(version, metadata)))
+    return _respond(_render(version_item(version, metadata)))
 
 
 @bp.get("/openapi.json")
