@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import servers
-from flask import Flask
+from flask import Flask, url_for
 from test_store_outage import FAIL_FAST
 
 from flask_model_registry import FlaskModelRegistry, ModelRegistry
@@ -228,6 +228,16 @@ def test_named_models_follow_the_url_prefix(registry_root: Path, model_roots: di
     client = app.test_client()
     assert client.get("/api/v1/fraud/latest").get_json()["version"] == "1.0.0"
     assert client.get("/models/fraud/latest").mimetype == "text/html"  # not ours
+
+
+def test_url_for_builds_the_default_or_the_named_route(app: Flask):
+    with app.test_request_context():
+        assert url_for("model_registry.show_model", version="1.0.0") == "/models/1.0.0"
+        assert url_for("model_registry.show_model", version="1.0.0", model="fraud") == "/models/fraud/1.0.0"
+        assert url_for("model_registry.list_models", model=None) == "/models"
+        assert url_for("model_registry.model_history", model="churn", version="1.0.0") == (
+            "/models/churn/1.0.0/history"
+        )
 
 
 # each named model refreshes on its own ------------------------------------------------------------
