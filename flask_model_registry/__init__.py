@@ -11,6 +11,7 @@ from .context import get_registry
 from .errors import (
     ConfigError,
     CorruptVersionError,
+    InvalidArgumentError,
     InvalidMetadataError,
     InvalidVersionError,
     PreconditionFailedError,
@@ -18,6 +19,7 @@ from .errors import (
     StorageBackendMissingError,
     StorageUnavailableError,
     UnknownModelError,
+    VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "ConfigError",
     "CorruptVersionError",
     "FlaskModelRegistry",
+    "InvalidArgumentError",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
@@ -39,6 +42,7 @@ __all__ = [
     "StorageBackendMissingError",
     "StorageUnavailableError",
     "UnknownModelError",
+    "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",

@@ -23,7 +23,7 @@ from werkzeug.routing import BaseConverter
 
 from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
-from .errors import InvalidMetadataError, RegistryError, VersionNotFoundError
+from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
 from .registry import Entry, ModelRegistry, Snapshot
 from .versioning import check_version
@@ -330,8 +330,13 @@ def show_model(registry: ModelRegistry, version: str) -> Response:
 
 @_route("/<version>/history", "GET")
 def model_history(registry: ModelRegistry, version: str) -> Response:
-    """``GET /models/<version>/history``: that version's audit events, oldest first."""
-    return _respond(_render(registry.history(check_version(version))))
+    """``GET /models/<version>/history?limit=&before=``: that version's audit events, oldest first
+    (the newest ``limit`` older than event ``before``)."""
+    limit = _arg("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 6):
+        raise InvalidArgumentError("query parameter 'limit' must be a whole number from 1 to 10000")
+    page = registry.history(check_version(version), int(limit) if limit else None, _arg("before"))
+    return _respond(_render(page))
 
 
 @_route("/<version>", "PATCH")

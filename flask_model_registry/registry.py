@@ -17,7 +17,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from typing import IO, Any, NamedTuple
 
 import cloudpickle
 
+from . import audit
 from . import metadata as md
 from .errors import (
     ConflictError,
@@ -121,6 +121,7 @@ class ModelRegistry:
         if self.allowed_stages is not None:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
+        self.audit = audit.AuditTrail(self.storage)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
@@ -337,7 +338,9 @@ class ModelRegistry:
         check_version(version)
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
+        actor = audit.check_actor(actor or default_actor())
         publication = self.storage.begin_publication(version)
+        pending = None
         try:
             with publication.open_artifact() as f:
                 writer = _HashingWriter(f)
@@ -355,12 +358,28 @@ class ModelRegistry:
                 },
                 **user,
             }
-            publication.commit(md.dumps(written))
+            data = md.dumps(written)
+            pending = self.audit.prepare("publish", version, {}, written, actor, None, data)
+            publication.commit(data)
         except BaseException:
             publication.abort()
+            if pending is not None and not self._landed(version, data):
+                pending.discard()
+            elif pending is not None:  # committed, then failed (a lost answer): it happened
+                pending.finalise()
+                self._stale = True
+                return _copy_json(written)
             raise
-        self._record("publish", version, {}, written, actor)
+        self._stale = True
+        pending.finalise()
         return _copy_json(written)
+
+    def _landed(self, version: str, data: bytes) -> bool:
+        """Whether ``version``'s metadata.json is now ``data``: a change that raised may have landed."""
+        try:
+            return self.storage.read_metadata(version)[0] == data
+        except OSError:
+            return False
 
     def set_stage(
         self, version: str, stage: str | None, *, actor: str | None = None, expected: Expected | None = None
@@ -400,6 +419,7 @@ class ModelRegistry:
     ) -> dict[str, Any]:
         check_version(version)
         patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        actor = audit.check_actor(actor or default_actor())
         for attempt in range(_CAS_ATTEMPTS):
             try:
                 data, stamp = self.storage.read_metadata(version)
@@ -421,45 +441,54 @@ class ModelRegistry:
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return _copy_json(updated)
+            new = md.dumps(updated)
+            before, after = md.changed_keys(current, updated)
+            pending = self.audit.prepare(action, version, before, after, actor, data, new)
             try:
-                self.storage.replace_metadata(version, md.dumps(updated), stamp)
+                self.storage.replace_metadata(version, new, stamp)
             except ConflictError:
+                pending.discard()
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
-            before, after = md.changed_keys(current, updated)
-            self._record(action, version, before, after, actor)
+            except BaseException:
+                if not self._landed(version, new):
+                    pending.discard()
+                    raise
+            self._stale = True
+            pending.finalise()
             return _copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
     # audit ----------------------------------------------------------------------------------------
 
-    def _record(self, action: str, version: str, before: dict, after: dict, actor: str | None) -> None:
-        event = {
-            "time": _now(),
-            "action": action,
-            "version": version,
-            "actor": actor or default_actor(),
-            "before": before,
-            "after": after,
-        }
-        self._stale = True
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
-        self.storage.append_event(version, name, md.dumps(event))
-
-    def history(self, version: str | None = None) -> list[dict[str, Any]]:
-        """Audit events (of one version, or all), oldest first."""
+    def history(
+        self, version: str | None = None, limit: int | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit events (of one version, or all), oldest first: the newest ``limit`` of those older
+        than the event whose id is ``before`` (all of them by default). Each has a unique ``id``,
+        ordered as the changes happened."""
         if version is not None:
             check_version(version)
-        events = sorted(self.storage.iter_events(version), key=lambda item: item[0])
+        limit = audit.check_limit(limit)
+        if before is not None:
+            audit.check_event_id(before)
+        events = self.audit.page(version, limit, before)
         if version is not None and not events and version not in self.snapshot().by_version:
             raise VersionNotFoundError(f"version {version} not found")
-        parsed = []
-        for _, data in events:
-            try:
-                parsed.append(md.loads(data))
-            except ValueError:
-                log.warning("skipping an unreadable audit event of %s", version or "the registry")
-        return parsed
+        return events
+
+    # resources ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free what the registry holds (the change notification's descriptors); idempotent. A
+        registry closed and used again keeps working, validating its cache without notification."""
+        self.storage.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _holds(expected: Expected, current: dict[str, Any]) -> bool:

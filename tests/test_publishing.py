@@ -185,7 +185,7 @@ def test_old_leftovers_of_crashed_writers_are_cleaned_up(
     registry.save_model("1.0.0", "model")
     assert folder_names(registry_root) == [".staging-maybe-still-writing", "1.0.0"]
 
-    audit = registry_root / "audit" / "1.0.0"  # an event's temporary, of a writer killed before its link
+    audit = registry_root / "audit" / ".pending"  # event temporaries, of writers killed before the link
     (audit / ".crashed-long-ago.json.tmp").write_bytes(b'{"action": "set_')
     (audit / ".maybe-still-writing.json.tmp").write_bytes(b'{"action": "set_')
     os.utime(audit / ".crashed-long-ago.json.tmp", (two_hours_ago, two_hours_ago))
