@@ -8,10 +8,14 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import servers
 from flask import Flask, url_for
+from hypothesis import given
+from hypothesis import strategies as st
+from test_fuzz import fuzz, version_strings
 from test_store_outage import FAIL_FAST
 
 from flask_model_registry import FlaskModelRegistry, ModelRegistry
@@ -331,3 +335,30 @@ def test_patch_preconditions_on_a_named_model(app: Flask, client, json_error):
     app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] = True
     required = client.patch("/models/fraud/1.0.0", json={"stage": "y"}, headers=AUTH)
     assert required.status_code == 428 and json_error(required)
+
+
+@fuzz
+@given(
+    name=st.from_regex(r"[a-z][a-z0-9_-]{0,70}", fullmatch=True) | version_strings,
+    version=version_strings,
+)
+def test_any_name_and_version_in_the_url_get_a_json_answer(
+    app: Flask, client, json_error, model_roots: dict[str, Path], name: str, version: str
+):
+    app.config["MODEL_REGISTRY_API_TOKEN"] = TOKEN
+    if not app.registries["fraud"].list_versions():
+        app.registries["fraud"].save_model("1.0.0", "m")
+    segment, quoted = (quote(part.encode("utf-8", "surrogatepass"), safe="") for part in (name, version))
+    for method, url in [
+        ("GET", f"/models/{segment}"),
+        ("GET", f"/models/{segment}/latest"),
+        ("GET", f"/models/{segment}/{quoted}"),
+        ("GET", f"/models/{segment}/{quoted}/history"),
+        ("PATCH", f"/models/{segment}/{quoted}"),
+    ]:
+        response = client.open(url, method=method, json={"note": "fuzz"}, headers=AUTH)
+        assert response.status_code < 500, (method, url, response.data[:300])
+        assert response.mimetype == "application/json"
+        assert str(model_roots["fraud"]) not in response.get_data(as_text=True)
+        if response.status_code >= 400:
+            json_error(response)
