@@ -421,20 +421,20 @@ class FsspecStorage(Storage):
 
     def fetch(self, path: str) -> tuple[bytes, Stamp]:
         """One GET: the object's bytes and stamp. Every metadata and audit read goes through here."""
-        with self._reaching("a read"):
+        with self._store_errors("a read"):
             return self._objects.read(path)
 
     @contextlib.contextmanager
-    def _reaching(self, what: str) -> Iterator[None]:
-        """A request that fails for want of the store (not an ``OSError`` about one object, such as
-        not found or refused) is :class:`StorageUnavailableError`: a 503, never a 500."""
+    def _store_errors(self, doing: str) -> Iterator[None]:
+        """Errors about one object (OSError: not found, refused) pass; any other failure of the store
+        (each backend has its own: botocore, azure-core, aiohttp …) is a StorageUnavailableError."""
         try:
             yield
         except OSError:
             raise
-        except Exception as exc:  # each backend has its own (botocore, azure-core, aiohttp …)
+        except Exception as exc:
             raise StorageUnavailableError(
-                f"{self._label}: {what} failed ({type(exc).__name__}); is the store reachable?"
+                f"{self._label}: {doing} failed ({type(exc).__name__}); is the store reachable?"
             ) from exc
 
     def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
@@ -555,17 +555,18 @@ class FsspecStorage(Storage):
         return self.fetch(f"{self._audit}/{name}")[0]
 
     def audit_delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), self._store_errors("deleting an audit event"):
             self.fs.rm_file(f"{self._audit}/{name}")
 
     def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
         path = f"{self._audit}/{folder}".rstrip("/")
-        with self._reaching("listing the audit trail"):
+        with self._store_errors("listing the audit trail"):
             names = self._objects.list_names(path, start_after, limit)
         if names is None:  # no ordered, paged listing: list it all
             self.fs.invalidate_cache(path)
             try:
-                listed = self.fs.ls(path, detail=False)
+                with self._store_errors("listing the audit trail"):
+                    listed = self.fs.ls(path, detail=False)
             except FileNotFoundError:
                 listed = []
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
