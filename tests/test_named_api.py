@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
@@ -15,6 +16,7 @@ import servers
 from flask import Flask, url_for
 from hypothesis import given
 from hypothesis import strategies as st
+from servers_gunicorn import get, gunicorn
 from test_fuzz import fuzz, version_strings
 from test_store_outage import FAIL_FAST
 
@@ -362,3 +364,22 @@ def test_any_name_and_version_in_the_url_get_a_json_answer(
         assert str(model_roots["fraud"]) not in response.get_data(as_text=True)
         if response.status_code >= 400:
             json_error(response)
+
+
+def test_a_two_model_service_under_real_gunicorn(s3_named, registry_root: Path, model_roots: dict[str, Path]):
+    fraud = s3_named(refresh_interval=0.2)
+    models = {"fraud": fraud, "churn": str(model_roots["churn"])}
+    ModelRegistry(registry_root).save_model("1.0.0", "default model", {"stage": "prod"})
+    trainer = ModelRegistry(fraud["root"], storage_options=fraud["storage_options"])
+    trainer.save_model("2.0.0", "fraud model", {"stage": "prod"})
+    ModelRegistry(model_roots["churn"]).save_model("3.0.0", "churn model")
+    env = {"MODEL_REGISTRY_ROOT": str(registry_root), "FLASK_MODEL_REGISTRY_MODELS": json.dumps(models)}
+    with gunicorn(env, workers=2) as base:
+        status, body = get(f"{base}/models/fraud/latest?stage=prod")
+        assert (status, body["version"]) == (200, "2.0.0")
+        assert get(f"{base}/models/latest")[1]["version"] == "1.0.0"
+        assert [v["version"] for v in get(f"{base}/models/churn")[1]] == ["3.0.0"]
+        status, body = get(f"{base}/models/nope/latest")
+        assert status == 404 and "nope" in body["error"]["message"]
+        trainer.save_model("2.1.0", "newer fraud model")  # every worker sees it within the interval
+        wait_for(lambda: all(get(f"{base}/models/fraud/latest")[1]["version"] == "2.1.0" for _ in range(6)))
