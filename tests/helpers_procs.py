@@ -398,3 +398,21 @@ def promote_in_turns(root: str, version: str, name: str, count: int, started: An
     started.set()
     for n in range(count or 100_000):
         registry.set_stage(version, f"{name}-{n}", actor=name)
+
+
+def update_through(root: Path, version: str, keys: list[str], go: Any, results: Any) -> None:
+    """Wait for ``go``, then set each of ``keys`` through the folder name ``version`` (which may be
+    an alias); report ``(acknowledged keys, refused keys)``."""
+    from flask_model_registry import VersionAliasError
+
+    registry = ModelRegistry(root)
+    go.wait(PATIENCE)
+    acknowledged, refused = [], []
+    for key in keys:
+        try:
+            registry.update_metadata(version, {key: True})
+        except VersionAliasError:
+            refused.append(key)
+        else:
+            acknowledged.append(key)
+    results.put((acknowledged, refused))
