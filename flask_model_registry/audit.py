@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from . import metadata as md
 from .errors import InvalidArgumentError, InvalidMetadataError
 from .storage import Storage
 
@@ -244,13 +245,13 @@ class AuditTrail:
             name = f"{PENDING}/{event_id}@{version}.json"
             try:
                 data = self.storage.audit_read(name)
-                chain = json.loads(data)[_CHAIN]
+                chain = md.loads(data)[_CHAIN]
             except FileNotFoundError:
                 continue  # settled by someone else meanwhile
             except (ValueError, KeyError, TypeError):
                 self.storage.audit_delete(name)
                 continue
-            pending = Pending(self, json.loads(data), data)
+            pending = Pending(self, md.loads(data), data)
             age = (time.time_ns() - int(event_id[:20])) / 1e9
             if chain["after"] == expect:
                 pending.finalise()
@@ -270,7 +271,7 @@ class AuditTrail:
                 self._events.move_to_end(name)
                 return event
         try:
-            event = json.loads(self.storage.audit_read(name))
+            event = md.loads(self.storage.audit_read(name))
         except FileNotFoundError:
             return None
         except ValueError:

@@ -20,6 +20,9 @@ METADATA_FILE = "metadata.json"
 DEFAULT_ARTIFACT_FILE = "model.pkl"
 VERSIONS_DIR = "versions"
 AUDIT_DIR = "audit"
+#: The most bytes of a ``metadata.json`` (or an audit event) that are read: a larger file is read no
+#: further than this + 1 bytes, and listed as an ``error`` entry. Writes stop at 256 KiB.
+MAX_METADATA_READ_BYTES = 1 << 20
 
 
 class Publication(abc.ABC):
@@ -46,6 +49,10 @@ class Storage(abc.ABC):
 
     #: Whether local file paths are real paths (artefacts can be opened in place).
     is_local: bool = False
+    #: Whether :meth:`open_artifact` yields a private copy that no other writer can change (then
+    #: it is hashed and unpickled in place; otherwise it is read into memory once, and the bytes
+    #: unpickled are exactly the bytes hashed).
+    private_artifacts: bool = False
 
     @abc.abstractmethod
     def describe(self) -> str:

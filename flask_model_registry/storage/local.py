@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +24,16 @@ from typing import BinaryIO
 
 from ..errors import ConflictError, StorageUnavailableError, VersionAliasError, VersionExistsError
 from ..versioning import sort_key
-from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage, read_each
+from .base import (
+    AUDIT_DIR,
+    MAX_METADATA_READ_BYTES,
+    METADATA_FILE,
+    VERSIONS_DIR,
+    Publication,
+    Stamp,
+    Storage,
+    read_each,
+)
 from .watch import DirectoryWatcher
 
 STAGING_PREFIX = ".staging-"
@@ -31,6 +41,9 @@ STAGING_PREFIX = ".staging-"
 TEMPORARIES = ".pending"
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
 STALE_SECONDS = 3600.0
+#: How every file is opened for reading: a FIFO or a device never blocks the open (nor becomes a
+#: controlling terminal); what is not a regular file is then refused by :func:`_require_regular`.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def _fsync_dir(path: str) -> None:
@@ -89,14 +102,22 @@ def _lock_folder(path: str, how: int = fcntl.LOCK_EX) -> int:
     return fd
 
 
-def _read_whole(fd: int) -> tuple[bytes, Stamp]:
-    """Everything in the open file ``fd`` (then closed) and its stamp."""
+def _require_regular(fd: int) -> os.stat_result:
+    """The ``fstat`` of ``fd``; an OSError if it is not a regular file (a FIFO, a device, a folder)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    return st
+
+
+def _read_whole(fd: int, limit: int = MAX_METADATA_READ_BYTES) -> tuple[bytes, Stamp]:
+    """The open regular file ``fd`` (then closed), but no more than ``limit`` + 1 bytes, and its stamp."""
     try:
-        st = os.fstat(fd)
-        chunks = [os.read(fd, st.st_size + 1)]  # one read, unless short or the file grew meanwhile
+        st = _require_regular(fd)
+        chunks = [os.read(fd, min(st.st_size, limit) + 1)]  # one read, unless short or grown meanwhile
         size = len(chunks[0])
-        while size != st.st_size:
-            chunk = os.read(fd, 1 << 16)
+        while size != st.st_size and size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
             if not chunk:
                 break
             chunks.append(chunk)
@@ -273,15 +294,28 @@ class LocalStorage(Storage):
         for path in (self.root, self.versions_dir, *_link_parents(self.versions_dir)):
             self._watcher.watch(path)
         self._plain = set()
+        with self._rearmed_on_failure():
+            try:
+                versions_fd = self._open_versions()
+            except (FileNotFoundError, NotADirectoryError):
+                yield None
+                return
+            try:
+                yield versions_fd
+            finally:
+                os.close(versions_fd)
+
+    @contextlib.contextmanager
+    def _rearmed_on_failure(self) -> Iterator[None]:
+        """A listing that fails has consumed the watcher's signal without seeing the change: say
+        "maybe changed" again, so that the next call rescans instead of serving the old state."""
         try:
-            versions_fd = self._open_versions()
-        except (FileNotFoundError, NotADirectoryError):
-            yield None
-            return
-        try:
-            yield versions_fd
-        finally:
-            os.close(versions_fd)
+            yield
+        except BaseException:
+            self._watcher.forget()
+            if self._refresh_interval > 0:
+                self._next_poll = 0.0
+            raise
 
     def _watch_folders(self, names: list[str], committed: Iterable[str]) -> None:
         """Watch the version folders: every one still being written (its commit must be seen at
@@ -330,7 +364,7 @@ class LocalStorage(Storage):
         """Open ``path`` (relative to ``versions_fd`` if given) for reading, without following a
         link that leads out of the root."""
         try:
-            return os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=versions_fd)
+            return os.open(path, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=versions_fd)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
@@ -338,7 +372,7 @@ class LocalStorage(Storage):
             path = os.path.join(self.versions_dir, path)
         if not self._inside_root(path):
             raise FileNotFoundError(errno.ENOENT, "link leads out of the registry root")
-        return os.open(path, os.O_RDONLY)
+        return os.open(path, _READ_FLAGS)
 
     def _metadata_path(self, version: str) -> str:
         """``versions/<version>/metadata.json``, refusing a version folder linked out of the root."""
@@ -356,14 +390,15 @@ class LocalStorage(Storage):
         return _read_whole(self._open_inside(self._metadata_path(version)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
-        try:
-            versions_fd = self._open_versions()
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        try:
-            return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
-        finally:
-            os.close(versions_fd)
+        with self._rearmed_on_failure():
+            try:
+                versions_fd = self._open_versions()
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
+            try:
+                return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
+            finally:
+                os.close(versions_fd)
 
     def _lock_name(self, version: str) -> str:
         """The lock of a version's folder: its own name, or for a folder linked elsewhere in the root,
@@ -429,7 +464,13 @@ class LocalStorage(Storage):
         self._real_root = os.path.realpath(self.root)  # the root may be a link, switched since
         if not self._inside_root(path):  # unpickling runs code: only ever from the root
             raise FileNotFoundError(errno.ENOENT, "artefact lies outside the registry root")
-        with open(path, "rb") as f:
+        fd = os.open(path, _READ_FLAGS)
+        try:
+            _require_regular(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as f:
             yield f
 
     def _audit_folder(self, folder: str) -> str:

@@ -54,7 +54,7 @@ from ..errors import (
     VersionExistsError,
 )
 from ..versioning import sort_key
-from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
+from .base import AUDIT_DIR, MAX_METADATA_READ_BYTES, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
 
 #: Seconds a change made by another host may stay unseen on object storage, unless configured.
 DEFAULT_REFRESH_INTERVAL = 2.0
@@ -98,9 +98,10 @@ class _Objects:
         return (None, info.get("size"))
 
     def read(self, path: str) -> tuple[bytes, Stamp]:
-        """The object's bytes and stamp; FileNotFoundError when missing."""
+        """The object's bytes (no more than :data:`MAX_METADATA_READ_BYTES` + 1) and stamp;
+        FileNotFoundError when missing, PermissionError when the store refuses it (403, archived)."""
         stamp = self.stamp(self.fs.info(path))  # stamp first: a newer body can only fail a CAS
-        return self.fs.cat_file(path), stamp
+        return self.fs.cat_file(path, start=0, end=MAX_METADATA_READ_BYTES + 1), stamp
 
     def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
         """Names right inside ``path``, ascending, after ``start_after``, at most ``limit``, in as few
@@ -155,8 +156,16 @@ class _S3Objects(_AsyncObjects):
         bucket, key, _ = self.fs.split_path(path)
         response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
         body = response["Body"]
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await body.read(), response["ETag"]
+            while size <= MAX_METADATA_READ_BYTES:  # a larger object is read no further
+                chunk = await body.read(MAX_METADATA_READ_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks), response["ETag"]
         finally:
             body.close()
 
@@ -223,7 +232,9 @@ class _AzureObjects(_AsyncObjects):
 
         async with self._client(path) as client:
             try:
-                stream = await client.download_blob()
+                # A ranged read (the SDK answers an empty blob's 416 itself): a larger blob is read
+                # no further than the limit + 1 bytes.
+                stream = await client.download_blob(offset=0, length=MAX_METADATA_READ_BYTES + 1)
             except ResourceNotFoundError:
                 raise FileNotFoundError(path) from None
             return await stream.readall(), stream.properties.etag
@@ -263,7 +274,7 @@ class _GCSObjects(_AsyncObjects):
     async def _read(self, path: str) -> tuple[bytes, Stamp]:
         bucket, key, _ = self.fs.split_path(path)
         headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media")
-        return data, headers["X-Goog-Generation"]
+        return data[: MAX_METADATA_READ_BYTES + 1], headers["X-Goog-Generation"]
 
     def _upload(self, path: str, data: bytes, generation: str) -> None:
         """A multipart upload that the store refuses (412, FileExistsError) unless the object's
@@ -373,6 +384,8 @@ class FsspecStorage(Storage):
     unseen: :data:`DEFAULT_REFRESH_INTERVAL` on object storage, 0 on ``memory://`` (in-process).
     """
 
+    private_artifacts = True  # each load streams the artefact into a spooled file of its own
+
     def __init__(
         self,
         root: str,
@@ -408,16 +421,33 @@ class FsspecStorage(Storage):
 
     def fetch(self, path: str) -> tuple[bytes, Stamp]:
         """One GET: the object's bytes and stamp. Every metadata and audit read goes through here."""
-        return self._objects.read(path)
+        with self._store_errors("a read"):
+            return self._objects.read(path)
 
-    def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp]]:
-        """Fetch many objects (a key: its path), a few at a time; those gone since listed are left out."""
+    @contextlib.contextmanager
+    def _store_errors(self, doing: str) -> Iterator[None]:
+        """Errors about one object (OSError: not found, refused) pass; any other failure of the store
+        (each backend has its own: botocore, azure-core, aiohttp …) is a StorageUnavailableError."""
+        try:
+            yield
+        except OSError:
+            raise
+        except Exception as exc:
+            raise StorageUnavailableError(
+                f"{self._label}: {doing} failed ({type(exc).__name__}); is the store reachable?"
+            ) from exc
 
-        def one(item: tuple[str, str]) -> tuple[str, tuple[bytes, Stamp] | None]:
+    def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
+        """Fetch many objects (a key: its path), a few at a time; those gone since listed are left
+        out, those the store refuses to give (403, an archived storage class) map to the error."""
+
+        def one(item: tuple[str, str]) -> tuple[str, tuple[bytes, Stamp] | OSError | None]:
             try:
                 return item[0], self.fetch(item[1])
             except FileNotFoundError:
                 return item[0], None
+            except PermissionError as exc:
+                return item[0], exc
 
         workers = min(self.concurrency, len(paths))
         if workers <= 1:
@@ -525,16 +555,18 @@ class FsspecStorage(Storage):
         return self.fetch(f"{self._audit}/{name}")[0]
 
     def audit_delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), self._store_errors("deleting an audit event"):
             self.fs.rm_file(f"{self._audit}/{name}")
 
     def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
         path = f"{self._audit}/{folder}".rstrip("/")
-        names = self._objects.list_names(path, start_after, limit)
+        with self._store_errors("listing the audit trail"):
+            names = self._objects.list_names(path, start_after, limit)
         if names is None:  # no ordered, paged listing: list it all
             self.fs.invalidate_cache(path)
             try:
-                listed = self.fs.ls(path, detail=False)
+                with self._store_errors("listing the audit trail"):
+                    listed = self.fs.ls(path, detail=False)
             except FileNotFoundError:
                 listed = []
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
