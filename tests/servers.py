@@ -186,6 +186,7 @@ def moto_s3(*, own_process: bool = False) -> Iterator[Store]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _serialise_moto_puts()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -193,6 +194,25 @@ def moto_s3(*, own_process: bool = False) -> Iterator[Store]:
         yield _s3_with_bucket(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+def _serialise_moto_puts() -> None:
+    """moto checks ``If-Match`` / ``If-None-Match`` and then writes, with no lock between: two
+    conditional PutObjects racing in its threaded server can both succeed, which S3 never allows.
+    One lock around PutObject gives the emulator S3's atomic conditional writes."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response.put_object, "serialised", False):
+        return
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    put_object.serialised = True  # type: ignore[attr-defined]
+    S3Response.put_object = put_object  # type: ignore[method-assign]
 
 
 def azurite_command() -> list[str]:
