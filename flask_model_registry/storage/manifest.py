@@ -53,7 +53,7 @@ _CAS_ATTEMPTS = 50
 
 
 class Objects(Protocol):
-    """The single-object requests the manifest needs (``remote._Objects`` and its subclasses)."""
+    """The single-object requests the manifest needs (:class:`.objects.Objects` and its subclasses)."""
 
     def read(self, path: str, limit: int | None = ...) -> tuple[bytes, Stamp]: ...
 
