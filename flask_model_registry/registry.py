@@ -447,7 +447,7 @@ class ModelRegistry:
             before, after = md.changed_keys(current, updated)
             pending = self.audit.prepare(action, version, before, after, actor, data, new)
             try:
-                self.storage.replace_metadata(version, new, stamp)
+                wrote = self.storage.replace_metadata(version, new, stamp)
             except ConflictError:
                 pending.discard()
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -456,8 +456,12 @@ class ModelRegistry:
                 if not self._landed(version, new):
                     pending.discard()
                     raise
+                wrote = True
             self._stale = True
-            pending.finalise()
+            if wrote is False and self.audit.recorded_elsewhere(pending):
+                pending.discard()  # another writer made the same change at once: its event records it
+            else:
+                pending.finalise()
             return _copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 

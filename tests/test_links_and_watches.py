@@ -243,3 +243,15 @@ def test_a_registry_used_as_a_context_manager_leaks_nothing(registry_root: Path,
         gc.collect()
     with pytest.raises(OSError):
         os.fstat(fd)
+
+
+def test_a_dropped_registry_frees_its_descriptor_quietly(registry_root: Path, published) -> None:
+    registry = ModelRegistry(registry_root)
+    registry.list_versions()
+    fd = inotify_fd(registry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        del registry
+        gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
