@@ -192,6 +192,7 @@ def test_named_stages_reject_typos(app: Flask, client, json_error):
         ("GET", "/nope/1.0.0/history"),
         ("GET", "/nope/history"),
         ("PATCH", "/nope/1.0.0"),
+        ("PATCH", "/nope"),
         ("GET", "/fraud-2/latest"),
     ],
 )
@@ -221,8 +222,9 @@ def test_names_start_with_a_letter_and_versions_with_a_digit(app: Flask, client)
 def test_without_named_models_the_default_api_is_unchanged(registry_root: Path, json_error):
     client = make_app(registry_root, None).test_client()
     for bad in ("abc", "v1", "latest-ish"):  # a name-shaped segment is still read as a bad version
-        response = client.get(f"/models/{bad}")
-        assert response.status_code == 400 and bad in json_error(response)["message"]
+        for method in ("GET", "PATCH"):
+            response = client.open(f"/models/{bad}", method=method, json={"stage": "prod"})
+            assert response.status_code == 400 and bad in json_error(response)["message"]
     response = client.get("/models/abc/latest")
     assert response.status_code == 404
     assert "no model named 'abc'" in json_error(response)["message"]
