@@ -56,7 +56,7 @@ class _ModelsGroup(AppGroup):
                     help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
                 )
             )
-            cmd.callback = with_appcontext(_selecting_model(cmd.callback))
+            cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
         super().add_command(cmd, name)
 
 
