@@ -15,7 +15,8 @@ from flask import Flask
 from .api import register_api
 from .cli import models_cli
 from .context import EXTENSION_KEY, get_registry
-from .registry import DEFAULT_MODEL_CACHE_SIZE, ModelRegistry
+from .monitoring import init_monitoring
+from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, ModelRegistry
 
 #: Every config key the extension reads, with its default (set with ``app.config.setdefault``).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -28,6 +29,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MODEL_REGISTRY_STAGES": None,
     "MODEL_REGISTRY_MODEL_CACHE_SIZE": DEFAULT_MODEL_CACHE_SIZE,
     "MODEL_REGISTRY_WATCH": True,
+    "MODEL_REGISTRY_CANARY_WEIGHT": DEFAULT_CANARY_WEIGHT,
 }
 
 
@@ -54,12 +56,14 @@ class FlaskModelRegistry:
             allowed_stages=config["MODEL_REGISTRY_STAGES"],
             model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
             watch=config["MODEL_REGISTRY_WATCH"],
+            canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
         )
         app.extensions[EXTENSION_KEY] = registry
         app.registry = registry  # type: ignore[attr-defined]
         if config["MODEL_REGISTRY_API_ENABLED"]:
             register_api(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
+        init_monitoring(app, config["MODEL_REGISTRY_API_ENABLED"] and config["MODEL_REGISTRY_URL_PREFIX"])
 
     @property
     def registry(self) -> ModelRegistry:

@@ -31,6 +31,7 @@ import cloudpickle
 
 from . import metadata as md
 from .errors import ConflictError, CorruptVersionError, StorageUnavailableError, VersionNotFoundError
+from .events import Observers, RegistryObserver
 from .storage import Stamp, Storage, open_storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
 from .versioning import SortKey, check_version, is_prerelease, sort_key
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: How many loaded models :meth:`ModelRegistry.get_model` keeps by default.
 DEFAULT_MODEL_CACHE_SIZE = 4
+#: The share of traffic a version flagged ``"canary": true`` takes in :meth:`ModelRegistry.route`.
+DEFAULT_CANARY_WEIGHT = 0.1
 _CHUNK = 1 << 20
 _CAS_ATTEMPTS = 50
 _SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -196,6 +199,7 @@ class ModelRegistry:
         model_cache_size: int = DEFAULT_MODEL_CACHE_SIZE,
         watch: bool = True,
         storage: Storage | None = None,
+        canary_weight: float = DEFAULT_CANARY_WEIGHT,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -225,6 +229,12 @@ class ModelRegistry:
         # the fallback when a newer version fails to load, and the hot path while they stay.
         self._served: dict[tuple[str | None, bool], tuple[Snapshot, Entry, LoadedModel]] = {}
         self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
+        self._observers = Observers()
+        #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
+        self.last_refresh_error: Exception | None = None
+        from .routing import Router  # above the registry: it imports this module
+
+        self._router = Router(self, self._observers, canary_weight)
 
     def __repr__(self) -> str:
         return f"<ModelRegistry {self.storage.describe()}>"
@@ -242,9 +252,14 @@ class ModelRegistry:
             try:
                 if self._stale or self.storage.may_have_changed():
                     self._stale = False
-                    self._snapshot = self._rescan(self._snapshot)
+                    old, self._snapshot = self._snapshot, self._rescan(self._snapshot)
                     self._scanned = True
+                    self.last_refresh_error = None
+                    if self._snapshot is not old:
+                        self._observers.notify("refreshed", self, len(self._snapshot.entries))
             except OSError as exc:
+                self.last_refresh_error = exc
+                self._observers.notify("refresh_failed", self, exc)
                 if not self._scanned:  # nothing to fall back on: the next call tries again
                     self._stale = True
                     raise
@@ -339,6 +354,22 @@ class ModelRegistry:
         self._served[slot] = (snap, entry, loaded)
         return loaded
 
+    def route(
+        self, key: str | bytes | int | None = None, stage: str | None = None, include_prerelease: bool = False
+    ) -> LoadedModel:
+        """The model a request goes to while a canary takes a share of ``stage``'s traffic: the
+        stable version or the canary, the same for the same ``key`` everywhere (random without one).
+        See :mod:`flask_model_registry.routing`; ``get_latest*`` ignore canaries."""
+        return self._router.route(key, stage, include_prerelease)
+
+    def add_observer(self, observer: RegistryObserver) -> None:
+        """Tell ``observer`` of loads, refreshes and routing answers (see :mod:`.events`)."""
+        self._observers.add(observer)
+
+    def remove_observer(self, observer: RegistryObserver) -> None:
+        """Stop telling ``observer``."""
+        self._observers.remove(observer)
+
     def _model_of(self, entry: Entry) -> Any:
         # A loaded model is the artefact's, not the metadata's: a promotion or a metadata edit
         # must not reload it. Versions that record no sha256 fall back to the metadata stamp.
@@ -364,11 +395,17 @@ class ModelRegistry:
                 failure = self._failures.get(failure_key)
                 if failure is not None:
                     raise failure
+                started = time.perf_counter()
                 try:
                     model = self._load(entry.version, file, sha)
-                except CorruptVersionError as exc:
-                    self._failures[failure_key] = exc
+                except (CorruptVersionError, StorageUnavailableError) as exc:
+                    self._observers.notify(
+                        "model_load_failed", self, entry.version, time.perf_counter() - started, exc
+                    )
+                    if isinstance(exc, CorruptVersionError):
+                        self._failures[failure_key] = exc
                     raise
+                self._observers.notify("model_loaded", self, entry.version, time.perf_counter() - started)
                 with self._models_lock:
                     models[cache_key] = model
                     while len(models) > self._model_cache_size:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from servers_gunicorn import REPO, get, gunicorn
 
 from example_app import create_app
 from flask_model_registry import ModelRegistry
+from flask_model_registry.routing import share
 
 
 @pytest.fixture
@@ -34,10 +36,24 @@ def test_bundled_registry_loads_on_a_fresh_checkout():
     assert registry.get_latest_version("prod") == "1.0.0"
 
 
-def test_predict_uses_the_latest_model(bundled_copy: Path):
+def key_on(canary: str, on_it: bool, weight: float = 0.1) -> str:
+    """A routing key that lands on ``canary`` (or off it) at ``weight``."""
+    return next(f"user-{n}" for n in range(1000) if (share(f"user-{n}", canary) < weight) == on_it)
+
+
+def test_predict_routes_between_the_stable_version_and_the_canary(bundled_copy: Path):
+    # The bundled 1.1.0 is flagged "canary": true: 10% of the traffic (the default weight).
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
-    response = client.post("/predict", json={"instances": [[1, 0, 0], [0, 0, 0]]})
-    assert response.get_json() == {"version": "1.1.0", "predictions": [0.38 + 0.47, 0.38]}
+    on_canary, on_stable = key_on("1.1.0", True), key_on("1.1.0", False)
+    body = {"instances": [[1, 0, 0], [0, 0, 0]]}
+    for _ in range(3):  # sticky, by header or by body field
+        answer = client.post("/predict", json=body, headers={"X-Routing-Key": on_canary}).get_json()
+        assert answer == {"version": "1.1.0", "predictions": [0.38 + 0.47, 0.38]}
+        answer = client.post("/predict", json={**body, "routing_key": on_stable}).get_json()
+        assert answer == {"version": "1.0.0", "predictions": [0.5 + 0.42, 0.5]}
+    versions = Counter(client.post("/predict", json=body).get_json()["version"] for _ in range(400))
+    assert set(versions) == {"1.0.0", "1.1.0"} and versions["1.1.0"] < versions["1.0.0"]
+    assert client.post("/predict", json={**body, "routing_key": [1]}).status_code == 400
     assert client.post("/predict", json={"instances": [[1]]}).status_code == 400
     assert client.post("/predict", data="nope").status_code == 400
 
@@ -45,7 +61,8 @@ def test_predict_uses_the_latest_model(bundled_copy: Path):
 def test_predict_can_follow_a_stage(bundled_copy: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MODEL_STAGE", "prod")
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
-    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == "1.0.0"
+    body = {"instances": [[0, 0, 0]], "routing_key": key_on("1.1.0", False)}  # not on the canary
+    assert client.post("/predict", json=body).get_json()["version"] == "1.0.0"
 
 
 def test_gunicorn_serves_and_follows_new_versions(bundled_copy: Path):
