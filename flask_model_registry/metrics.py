@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -99,6 +100,11 @@ def collectors() -> Collectors:
     )
 
 
+#: (model, stage) -> the version this process last served there (what served_info shows).
+_served: dict[tuple[str, str], str] = {}
+_served_lock = threading.Lock()
+
+
 class RegistryMetrics(RegistryObserver):
     """Counts one registry's events into :func:`collectors`, as model ``model``."""
 
@@ -106,7 +112,6 @@ class RegistryMetrics(RegistryObserver):
         self.model = model
         self._metrics = collectors()
         self._routed: dict[tuple[str, str], Any] = {}  # labelled children, looked up once
-        self._served: dict[str, str] = {}  # stage -> version last served there
         self._remove_stale = not multiprocess_mode()  # a file's sample cannot be removed: zeroed
 
     def model_loaded(self, registry: ModelRegistry, version: str, seconds: float) -> None:
@@ -132,9 +137,15 @@ class RegistryMetrics(RegistryObserver):
         if child is None:
             child = self._routed[(stage, version)] = self._metrics.routed.labels(self.model, stage, version)
         child.inc()
-        last = self._served.get(stage)
-        if last != version:
-            self._served[stage] = version
+        if _served.get((self.model, stage)) != version:
+            self._serve(stage, version)
+
+    def _serve(self, stage: str, version: str) -> None:
+        with _served_lock:
+            last = _served.get((self.model, stage))
+            if last == version:
+                return
+            _served[(self.model, stage)] = version
             info = self._metrics.served_info
             if last is not None:
                 info.labels(self.model, stage, last).set(0)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("model_registry_monitoring", __name__)
 
-#: The ``metrics`` extension state of an app: which of its registries are observed.
+#: ``app.extensions`` key: the app's registries, each with its metrics observer.
 METRICS_KEY = "model_registry_metrics"
 
 
@@ -37,7 +37,7 @@ def init_monitoring(app: Flask, prefix: str | None) -> None:
         pass
     else:
         app.extensions[METRICS_KEY] = [
-            metrics.observe(registry, model) for model, registry in _registries(app)
+            (metrics.observe(registry, model), registry) for model, registry in _registries(app)
         ]
     if prefix:
         app.register_blueprint(bp, url_prefix="/" + prefix.strip("/"))
@@ -97,8 +97,8 @@ def metrics_text() -> Response:
         from .metrics import exposition
     except ImportError:
         return _error(501, "metrics need prometheus_client: pip install 'flask-model-registry[metrics]'")
-    for _, registry in _registries(current_app):  # the versions gauge as of now
+    for observer, registry in current_app.extensions.get(METRICS_KEY, ()):  # gauges as of now
         with contextlib.suppress(Exception):  # a failure is counted and /health reports it
-            registry.snapshot()
+            observer.refreshed(registry, len(registry.snapshot().entries))
     body, content_type = exposition()
     return current_app.response_class(body, content_type=content_type)

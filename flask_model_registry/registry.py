@@ -253,10 +253,10 @@ class ModelRegistry:
                 if self._stale or self.storage.may_have_changed():
                     self._stale = False
                     old, self._snapshot = self._snapshot, self._rescan(self._snapshot)
-                    self._scanned = True
                     self.last_refresh_error = None
-                    if self._snapshot is not old:
+                    if self._snapshot is not old or not self._scanned:
                         self._observers.notify("refreshed", self, len(self._snapshot.entries))
+                    self._scanned = True
             except OSError as exc:
                 self.last_refresh_error = exc
                 self._observers.notify("refresh_failed", self, exc)

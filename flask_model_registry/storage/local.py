@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from ..errors import ConflictError, VersionExistsError
+from ..errors import ConflictError, StorageUnavailableError, VersionExistsError
 from ..versioning import sort_key
 from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage, read_each
 from .watch import DirectoryWatcher
@@ -165,6 +165,7 @@ class LocalStorage(Storage):
         self._real_root = os.path.realpath(self.root)
         self._watcher = DirectoryWatcher(enabled=watch)
         self._plain: set[str] = set()  # version folders the last scan saw as directories, not links
+        self._root_seen = False  # whether a listing found the root (so that its loss is an error)
 
     def describe(self) -> str:
         return f"local registry {os.path.basename(self.root) or self.root!r}"
@@ -236,8 +237,16 @@ class LocalStorage(Storage):
         try:
             versions_fd = self._open_versions()
         except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.root):
+                if self._root_seen:  # it was there: a lost mount or volume, not "no versions"
+                    raise StorageUnavailableError(
+                        f"the root of the {self.describe()} has disappeared"
+                    ) from None
+            else:
+                self._root_seen = True
             yield None
             return
+        self._root_seen = True
         try:
             yield versions_fd
         finally:
