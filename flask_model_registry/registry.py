@@ -255,11 +255,11 @@ class ModelRegistry:
                     old, self._snapshot = self._snapshot, self._rescan(self._snapshot)
                     self.last_refresh_error = None
                     if self._snapshot is not old or not self._scanned:
-                        self._observers.notify("refreshed", self, len(self._snapshot.entries))
+                        self._observers.each("refreshed", self, len(self._snapshot.entries))
                     self._scanned = True
             except OSError as exc:
                 self.last_refresh_error = exc
-                self._observers.notify("refresh_failed", self, exc)
+                self._observers.each("refresh_failed", self, exc)
                 if not self._scanned:  # nothing to fall back on: the next call tries again
                     self._stale = True
                     raise
@@ -399,13 +399,13 @@ class ModelRegistry:
                 try:
                     model = self._load(entry.version, file, sha)
                 except (CorruptVersionError, StorageUnavailableError) as exc:
-                    self._observers.notify(
+                    self._observers.each(
                         "model_load_failed", self, entry.version, time.perf_counter() - started, exc
                     )
                     if isinstance(exc, CorruptVersionError):
                         self._failures[failure_key] = exc
                     raise
-                self._observers.notify("model_loaded", self, entry.version, time.perf_counter() - started)
+                self._observers.each("model_loaded", self, entry.version, time.perf_counter() - started)
                 with self._models_lock:
                     models[cache_key] = model
                     while len(models) > self._model_cache_size:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import random
 import threading
+from random import random as _random
 from typing import Any, NamedTuple
 
 from .errors import CorruptVersionError, StorageUnavailableError, VersionNotFoundError
@@ -34,6 +34,8 @@ from .versioning import is_prerelease
 log = logging.getLogger(__name__)
 
 _SCALE = float(1 << 64)
+#: How many string keys a decision remembers the answer of (forgotten all at once when full).
+KEY_MEMO_SIZE = 65_536
 
 RoutingKey = str | bytes | int
 
@@ -100,14 +102,31 @@ def plan(snap: Snapshot, stage: str | None, include_prerelease: bool, default: f
     return Plan(stable, canary, weight, tuple(refused))
 
 
-class Decision(NamedTuple):
-    """The loaded models a stage's traffic goes to, for one snapshot."""
+class Decision:
+    """The loaded models a stage's traffic goes to, for one snapshot, and the answer already given
+    to each recent string key (so a returning key costs a dict lookup, not a hash)."""
 
-    snapshot: Snapshot
-    stable: LoadedModel
-    canary: LoadedModel | None
-    weight: float
-    prefix: bytes  # the canary version and a NUL: what each key is hashed after
+    __slots__ = ("answers", "canary", "prefix", "snapshot", "stable", "weight")
+
+    def __init__(
+        self, snapshot: Snapshot, stable: LoadedModel, canary: LoadedModel | None, weight: float
+    ) -> None:
+        self.snapshot = snapshot
+        self.stable = stable
+        self.canary = canary
+        self.weight = weight
+        self.prefix = canary.version.encode() + b"\0" if canary is not None else b""
+        self.answers: dict[str, LoadedModel] = {}
+
+    def pick(self, key: RoutingKey) -> LoadedModel:
+        """The answer for ``key`` (the hash of the module docstring), remembered for string keys."""
+        assert self.canary is not None
+        answer = self.canary if _share(_key_bytes(key), self.prefix) < self.weight else self.stable
+        if type(key) is str:
+            if len(self.answers) >= KEY_MEMO_SIZE:
+                self.answers.clear()
+            self.answers[key] = answer
+        return answer
 
 
 def share(key: RoutingKey, canary_version: str) -> float:
@@ -135,6 +154,7 @@ class Router:
 
     def __init__(self, registry: ModelRegistry, observers: Observers, default_weight: float) -> None:
         self._registry = registry
+        self._snapshot = registry.snapshot
         self._observers = observers
         self.default_weight = check_weight(default_weight)
         self._decisions: dict[tuple[str | None, bool], Decision] = {}
@@ -142,22 +162,20 @@ class Router:
         self._logged: set[tuple[str, object, str]] = set()
 
     def route(self, key: RoutingKey | None, stage: str | None, include_prerelease: bool) -> LoadedModel:
-        snap = self._registry.snapshot()
+        snap = self._snapshot()
         decision = self._decisions.get((stage, include_prerelease))
         if decision is None or decision.snapshot is not snap:
             decision = self._decide(snap, stage, include_prerelease)
-        answer = decision.stable
-        canary = decision.canary
-        if canary is not None:
-            if key is None:
-                if random.random() < decision.weight:
-                    answer = canary
-            else:
-                raw = key.encode("utf-8", "surrogatepass") if type(key) is str else _key_bytes(key)
-                if _share(raw, decision.prefix) < decision.weight:
-                    answer = canary
-        if self._observers.subscribed:
-            self._observers.notify("routed", self._registry, stage, answer.version)
+        if decision.canary is None:
+            answer = decision.stable
+        elif key is None:
+            answer = decision.canary if _random() < decision.weight else decision.stable
+        else:
+            answer = decision.answers.get(key) if type(key) is str else None
+            if answer is None:
+                answer = decision.pick(key)
+        if self._observers.routed:
+            self._observers.each("routed", self._registry, stage, answer.version)
         return answer
 
     def _decide(self, snap: Snapshot, stage: str | None, include_prerelease: bool) -> Decision:
@@ -180,9 +198,7 @@ class Router:
                 raise VersionNotFoundError(f"no version{where} to route to")
             stable = self._load_stable(found.stable, previous, slot)
             canary = self._load_canary(found.canary, stable) if found.canary is not None else None
-            decision = Decision(
-                snap, stable, canary, found.weight, canary.version.encode() + b"\0" if canary else b""
-            )
+            decision = Decision(snap, stable, canary, found.weight)
             if stage is None or stage in snap.stages:  # no state kept per made-up stage name
                 self._decisions[slot] = decision
             return decision
