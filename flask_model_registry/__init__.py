@@ -1,18 +1,25 @@
 """Discover, serve and promote versioned models from a Flask app.
 
 ``ModelRegistry`` is the registry itself (local disk or object storage); ``FlaskModelRegistry`` wires
-it into an app as ``app.registry``, with a ``/models`` JSON API and a ``flask models`` CLI.
+it into an app as ``app.registry`` (named models, ``MODEL_REGISTRY_MODELS``: ``app.registries`` and
+``get_registry(name)``), with a ``/models`` JSON API and a ``flask models`` CLI.
 """
 
 from __future__ import annotations
 
+from .context import get_registry
 from .errors import (
+    ConfigError,
     CorruptVersionError,
+    InvalidArgumentError,
     InvalidMetadataError,
     InvalidVersionError,
+    PreconditionFailedError,
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
+    UnknownModelError,
+    VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -22,16 +29,22 @@ from .registry import LoadedModel, ModelRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "CorruptVersionError",
     "FlaskModelRegistry",
+    "InvalidArgumentError",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
     "ModelRegistry",
+    "PreconditionFailedError",
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",
+    "UnknownModelError",
+    "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",
+    "get_registry",
 ]

@@ -3,34 +3,25 @@
 Follows the usual extension pattern: ``init_app`` may be called for several apps (each gets its own
 registry, from its own config), nothing app-specific is kept on the extension object, and the
 registry is reachable as ``app.registry`` / ``current_app.registry`` and
-``app.extensions["model_registry"]``.
+``app.extensions["model_registry"]``; named models (``MODEL_REGISTRY_MODELS``, as Flask-SQLAlchemy's
+``SQLALCHEMY_BINDS``) as the read-only mapping ``app.registries``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .context import EXTENSION_KEY, get_registry
+from .config import CONFIG_DEFAULTS, load_config, registry_arguments
+from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
 from .monitoring import init_monitoring
-from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, ModelRegistry
+from .registry import ModelRegistry
 
-#: Every config key the extension reads, with its default (set with ``app.config.setdefault``).
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "MODEL_REGISTRY_ROOT": None,
-    "MODEL_REGISTRY_URL_PREFIX": "/models",
-    "MODEL_REGISTRY_API_ENABLED": True,
-    "MODEL_REGISTRY_API_TOKEN": None,
-    "MODEL_REGISTRY_STORAGE_OPTIONS": None,
-    "MODEL_REGISTRY_REFRESH_INTERVAL": None,
-    "MODEL_REGISTRY_STAGES": None,
-    "MODEL_REGISTRY_MODEL_CACHE_SIZE": DEFAULT_MODEL_CACHE_SIZE,
-    "MODEL_REGISTRY_WATCH": True,
-    "MODEL_REGISTRY_CANARY_WEIGHT": DEFAULT_CANARY_WEIGHT,
-}
+__all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
 
 
 class FlaskModelRegistry:
@@ -41,13 +32,13 @@ class FlaskModelRegistry:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Build the app's registry from its ``MODEL_REGISTRY_*`` config; register API and CLI."""
+        """Build the app's registry from its ``MODEL_REGISTRY_*`` config (app config first, then the
+        environment, each parsed by type: :class:`ConfigError` on a bad value); register API and CLI."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "FlaskModelRegistry is already initialised on this app; call init_app once per app"
             )
-        for key, value in CONFIG_DEFAULTS.items():
-            app.config.setdefault(key, value)
+        load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
         registry = ModelRegistry(
             config["MODEL_REGISTRY_ROOT"],
@@ -58,8 +49,16 @@ class FlaskModelRegistry:
             watch=config["MODEL_REGISTRY_WATCH"],
             canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
         )
+        named = MappingProxyType(
+            {
+                name: ModelRegistry(**registry_arguments(config, settings))
+                for name, settings in (config["MODEL_REGISTRY_MODELS"] or {}).items()
+            }
+        )
         app.extensions[EXTENSION_KEY] = registry
+        app.extensions[NAMED_KEY] = named
         app.registry = registry  # type: ignore[attr-defined]
+        app.registries = named  # type: ignore[attr-defined]
         if config["MODEL_REGISTRY_API_ENABLED"]:
             register_api(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
@@ -69,3 +68,8 @@ class FlaskModelRegistry:
     def registry(self) -> ModelRegistry:
         """The registry of the current app (needs an app context)."""
         return get_registry()
+
+    @property
+    def registries(self) -> Mapping[str, ModelRegistry]:
+        """The named registries of the current app (needs an app context)."""
+        return get_registries()

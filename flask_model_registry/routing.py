@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 
 from .errors import CorruptVersionError, StorageUnavailableError, VersionNotFoundError
 from .events import Observers
-from .registry import Entry, LoadedModel, ModelRegistry, Snapshot
+from .registry import LoadedModel, ModelRegistry
+from .snapshot import Entry, Snapshot
 from .versioning import is_prerelease
 
 log = logging.getLogger(__name__)

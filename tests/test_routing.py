@@ -239,5 +239,5 @@ def test_the_flask_config_sets_the_default_weight(registry_root: Path, registry:
     assert abs(split(app.registry)["1.1.0"] / len(KEYS) - 0.5) <= TOLERANCE  # type: ignore[attr-defined]
     bad = Flask("service")
     bad.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_CANARY_WEIGHT=2)
-    with pytest.raises(ValueError, match="canary_weight"):
+    with pytest.raises(ValueError, match="MODEL_REGISTRY_CANARY_WEIGHT"):
         FlaskModelRegistry(bad)

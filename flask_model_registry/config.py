@@ -1,0 +1,279 @@
+"""The extension's ``MODEL_REGISTRY_*`` config keys, read and parsed by type.
+
+Config often comes from the environment as strings (``app.config.from_prefixed_env()`` turns
+``FLASK_MODEL_REGISTRY_API_ENABLED=False`` into the *string* ``"False"``, which Python finds true),
+so every key is parsed by its type at ``init_app``, and a value that is not of it is a
+:class:`ConfigError` naming the key, never a silent default.
+
+Where a value comes from, first match wins: the app's config (set in code, ``from_object``,
+``from_prefixed_env()`` …), then the registry's own environment variable of the same name
+(``MODEL_REGISTRY_API_ENABLED=false``), then the default. The parsed value is written back to the
+app's config, so ``app.config`` shows what the extension uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, InvalidMetadataError
+from .metadata import check_stage
+from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
+from .routing import check_weight
+
+PREFIX = "MODEL_REGISTRY_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_SECRET = frozenset({"API_TOKEN", "STORAGE_OPTIONS"})  # never echoed in an error
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # from_prefixed_env parses "1" as JSON: 1
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("a boolean: true/false, 1/0, yes/no or on/off (any letter case)")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("a number of seconds") from None
+    else:
+        raise ValueError("a number of seconds")
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("a finite number of seconds, 0 or more")
+    return number
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError("a whole number, 0 or more")
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    raise ValueError("a whole number, 0 or more")
+
+
+def _weight(value: Any) -> float:
+    """A share of traffic: a number in (0, 1] (``0.05``, or ``"0.05"`` from the environment)."""
+    try:
+        return check_weight(value)
+    except ValueError:
+        raise ValueError("a number in (0, 1], such as 0.05") from None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _token(value: Any) -> str | None:
+    """A secret; ``False``, ``""`` and ``None`` mean none. Anything but a string is refused rather
+    than turned into one: ``from_prefixed_env()`` reads ``FLASK_..._API_TOKEN=1e3`` as the number
+    1000.0, whose text is no longer the token."""
+    if value is None or value is False or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"a string, not {type(value).__name__} (from_prefixed_env() parses a token that looks like"
+            " JSON; quote it: FLASK_MODEL_REGISTRY_API_TOKEN='\"...\"')"
+        )
+    return value
+
+
+def _json_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("JSON") from None
+    return value
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """A mapping, or a JSON object in a string: ``{"anon": true}``."""
+    value = _json_text(value)
+    if not isinstance(value, Mapping):
+        raise ValueError("a JSON object")
+    return dict(value)
+
+
+def _names(value: Any) -> list[str]:
+    """A list of names: a list, a JSON array, or a comma-separated string (``staging,prod``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = (
+            _json_text(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        )
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of names: a JSON array of strings or a comma-separated string")
+    return list(value)
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, with ``None`` (or an empty string, or ``null``) meaning "not set"."""
+
+    def parse_optional(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+            return None
+        return parse(value)
+
+    return parse_optional
+
+
+def _stage_names(value: Any) -> list[str]:
+    names = _names(value)
+    for name in names:
+        try:
+            check_stage(name, None)
+        except InvalidMetadataError as exc:
+            raise ValueError(f"a list of stage names ({exc})") from None
+    return names
+
+
+# named models -------------------------------------------------------------------------------------
+
+MODELS_KEY = PREFIX + "MODELS"
+#: What a model name looks like; a version never does (it starts with a digit), which is how the
+#: HTTP routes tell ``<prefix>/<name>`` from ``<prefix>/<version>``.
+NAME_PATTERN = r"[a-z][a-z0-9_-]{0,63}"
+#: Words of the API's own under the URL prefix, which no model may be named.
+RESERVED_NAMES = frozenset({"latest", "openapi.json", "ui", "health", "metrics"})
+_NAME = re.compile(NAME_PATTERN)
+
+#: Each setting a named model's dict may hold: the ``ModelRegistry`` argument it sets, the app-wide
+#: key it defaults to (None: its own only; options for one store mean nothing to another), and its
+#: parser. A new ``ModelRegistry`` argument a named model may set is one more row.
+MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
+    "root": ("root", None, _text),
+    "storage_options": ("storage_options", None, _optional(json_object)),
+    "refresh_interval": ("refresh_interval", "REFRESH_INTERVAL", _optional(_number)),
+    "stages": ("allowed_stages", "STAGES", _optional(_stage_names)),
+    "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
+    "watch": ("watch", "WATCH", _bool),
+    "canary_weight": ("canary_weight", "CANARY_WEIGHT", _weight),
+}
+
+
+def check_model_name(name: Any) -> str:
+    """``name`` if it can name a model (and a URL segment), else a :class:`ConfigError` saying why."""
+    where = f"{MODELS_KEY}: model name {name!r}"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            MODELS_KEY, f"{where} must be a lowercase letter, then up to 63 of a-z, 0-9, '_' and '-'"
+        )
+    if name in RESERVED_NAMES:
+        words = ", ".join(sorted(RESERVED_NAMES))
+        raise ConfigError(MODELS_KEY, f"{where} is one of the API's own words ({words})")
+    return name
+
+
+def _model(name: str, spec: Any) -> dict[str, Any]:
+    where = f"{MODELS_KEY}[{name!r}]"
+    if not isinstance(spec, Mapping):
+        spec = {"root": spec}
+    elif "root" not in spec:
+        raise ConfigError(MODELS_KEY, f"{where} needs a 'root'")
+    unknown = sorted(map(repr, set(spec) - set(MODEL_SETTINGS)))
+    if unknown:
+        known = ", ".join(MODEL_SETTINGS)
+        raise ConfigError(MODELS_KEY, f"{where}: unknown key {', '.join(unknown)} (known: {known})")
+    settings = {}
+    for key, value in spec.items():
+        try:
+            settings[key] = MODEL_SETTINGS[key][2](value)
+        except ValueError as exc:
+            shown = "the value" if key == "storage_options" else repr(value)[:80]
+            raise ConfigError(MODELS_KEY, f"{where}[{key!r}]: {shown} must be {exc}") from None
+    return settings
+
+
+def parse_models(value: Any) -> dict[str, dict[str, Any]]:
+    """``MODEL_REGISTRY_MODELS``, a mapping (or its JSON text) name → root, or name → dict of
+    settings: each model's checked settings, ``{name: {"root": …, "stages": …}}``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(MODELS_KEY, f"{MODELS_KEY} is not valid JSON ({exc})") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            MODELS_KEY, f"{MODELS_KEY} must map model names to roots or dicts, not {type(value).__name__}"
+        )
+    return {check_model_name(name): _model(name, spec) for name, spec in value.items()}
+
+
+def registry_arguments(config: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ModelRegistry`` arguments of a named model: its own settings, the rest from the
+    app-wide keys of the (loaded) ``config``."""
+    arguments = {}
+    for key, (argument, app_wide, _) in MODEL_SETTINGS.items():
+        if key in settings:
+            arguments[argument] = settings[key]
+        elif app_wide is not None and config.get(PREFIX + app_wide) is not None:
+            arguments[argument] = config[PREFIX + app_wide]
+    return arguments
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default and how a value of it is parsed."""
+
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+#: Every key the extension reads (without the ``MODEL_REGISTRY_`` prefix): default and parser.
+KEYS: dict[str, Key] = {
+    "ROOT": Key(None, _optional(_text)),
+    "URL_PREFIX": Key("/models", _text),
+    "API_ENABLED": Key(True, _bool),
+    "API_TOKEN": Key(None, _token),
+    "STORAGE_OPTIONS": Key(None, _optional(json_object)),
+    "REFRESH_INTERVAL": Key(None, _optional(_number)),
+    "STAGES": Key(None, _optional(_names)),
+    "MODEL_CACHE_SIZE": Key(DEFAULT_MODEL_CACHE_SIZE, _count),
+    "WATCH": Key(True, _bool),
+    "REQUIRE_IF_MATCH": Key(False, _bool),
+    "MODELS": Key(None, _optional(parse_models)),
+    "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+}
+
+#: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.
+CONFIG_DEFAULTS: dict[str, Any] = {PREFIX + name: key.default for name, key in KEYS.items()}
+
+
+def load_config(config: MutableMapping[str, Any], environ: Mapping[str, str] | None = None) -> None:
+    """Set every missing key of ``config`` from ``environ`` (else its default), then parse every key
+    by type in place; :class:`ConfigError` names the first key whose value is not of its type."""
+    environ = os.environ if environ is None else environ
+    for name, key in KEYS.items():
+        full = PREFIX + name
+        source = "app.config" if full in config else f"the environment variable {full}"
+        config.setdefault(full, environ.get(full, key.default))
+        try:
+            config[full] = key.parse(config[full])
+        except ConfigError:  # already names the key and what is wrong
+            raise
+        except ValueError as exc:
+            shown = "the value" if name in _SECRET else repr(config[full])[:80]
+            raise ConfigError(full, f"{full}: {shown} (from {source}) must be {exc}") from None
