@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,33 @@ def test_the_collectors_can_join_the_apps_own_registry(counted: ModelRegistry):
     counted.route("k", "prod")
     text = generate_latest(own).decode()
     assert 'model_registry_routed_total{model="",stage="prod"' in text
+
+
+def test_named_models_are_labelled_and_checked(tmp_path: Path, json_error: Callable):
+    fraud_root = tmp_path / "fraud"
+    fraud = ModelRegistry(fraud_root)
+    fraud.save_model("2.0.0", "fraud stable", {"stage": "prod"})
+    fraud.save_model("2.1.0", "fraud canary", {"canary": 0.5})
+    app = Flask("service")
+    app.config.update(
+        MODEL_REGISTRY_ROOT=str(tmp_path / "default"), MODEL_REGISTRY_MODELS={"fraud": str(fraud_root)}
+    )
+    FlaskModelRegistry(app)
+    client = app.test_client()
+    before = scrape(client)
+    served = Counter(app.registries["fraud"].route(f"user-{n}", "prod").version for n in range(100))  # type: ignore[attr-defined]
+    after = scrape(client)
+    for version in ("2.0.0", "2.1.0"):
+        counted = grew(
+            before, after, "model_registry_routed_total", model="fraud", stage="prod", version=version
+        )
+        assert counted == served[version] > 0
+    assert [
+        s.labels["model"]
+        for s in after["model_registry_served_info"].samples
+        if s.labels["version"].startswith("2.")
+    ] == ["fraud"]
+    assert client.get("/models/health").status_code == 200
+    fraud_root.rename(tmp_path / "gone")
+    error = json_error(client.get("/models/health"))
+    assert error["code"] == 503 and "fraud" in error["message"]
