@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -97,3 +100,23 @@ def test_two_workers_add_up(bundled_copy: Path):
             assert time.monotonic() < deadline, "the dead worker's served_info stayed"
             time.sleep(0.2)
         assert total(after, "model_registry_routed_total") == sent
+
+
+def healthcheck_command() -> list[str]:
+    """The Dockerfile's ``HEALTHCHECK`` command (compose runs the same one)."""
+    lines = (REPO / "Dockerfile").read_text().split("HEALTHCHECK", 1)[1].split("\n")
+    command = next(line.strip() for line in lines if line.strip().startswith("CMD "))[4:]
+    compose = (REPO / "docker-compose.yml").read_text()
+    assert command.split(" -c ")[1].strip('"') in compose, "compose checks health the same way"
+    return shlex.split(command)
+
+
+def test_the_container_healthcheck_follows_the_registry(bundled_copy: Path):
+    with gunicorn({"MODEL_REGISTRY_ROOT": str(bundled_copy)}, workers=1) as base:
+        argv = [arg.replace("http://127.0.0.1:8000", base) for arg in healthcheck_command()]
+        argv[0] = sys.executable
+        assert subprocess.run(argv, timeout=30).returncode == 0
+        bundled_copy.rename(bundled_copy.with_name("unmounted"))
+        assert subprocess.run(argv, timeout=30, capture_output=True).returncode != 0
+        bundled_copy.with_name("unmounted").rename(bundled_copy)
+        assert subprocess.run(argv, timeout=30).returncode == 0
