@@ -185,8 +185,14 @@ class Router:
             previous = self._decisions.get(slot)
             if previous is not None and previous.snapshot is snap:
                 return previous  # another thread decided meanwhile
-            memo_key = ("route", stage, include_prerelease, self.default_weight)
-            found = snap.memo(memo_key, lambda: plan(snap, stage, include_prerelease, self.default_weight))
+            known = stage is None or stage in snap.stages  # no state kept per made-up stage name
+            if known:
+                memo_key = ("route", stage, include_prerelease, self.default_weight)
+                found = snap.memo(
+                    memo_key, lambda: plan(snap, stage, include_prerelease, self.default_weight)
+                )
+            else:
+                found = plan(snap, stage, include_prerelease, self.default_weight)
             self._forget_gone(snap)
             for entry in found.refused:
                 self._log_once(
@@ -200,7 +206,7 @@ class Router:
             stable = self._load_stable(found.stable, previous, slot)
             canary = self._load_canary(found.canary, stable) if found.canary is not None else None
             decision = Decision(snap, stable, canary, found.weight)
-            if stage is None or stage in snap.stages:  # no state kept per made-up stage name
+            if known:
                 self._decisions[slot] = decision
             return decision
 

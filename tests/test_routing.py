@@ -241,3 +241,12 @@ def test_the_flask_config_sets_the_default_weight(registry_root: Path, registry:
     bad.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_CANARY_WEIGHT=2)
     with pytest.raises(ValueError, match="MODEL_REGISTRY_CANARY_WEIGHT"):
         FlaskModelRegistry(bad)
+
+
+def test_made_up_stage_names_leave_no_state_behind(rollout: ModelRegistry):
+    rollout.route("k", "prod")
+    for n in range(100):
+        with pytest.raises(VersionNotFoundError):
+            rollout.route("k", f"typo-{n}")
+    assert set(rollout._router._decisions) == {("prod", False)}
+    assert not any(key[0] == "route" and key[1].startswith("typo") for key in rollout.snapshot()._memo)
