@@ -11,16 +11,13 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
-import logging
 from collections.abc import Iterator
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app
+from werkzeug.exceptions import HTTPException, default_exceptions
 
+from .api import _authorize, _error, _options_in_json, _unexpected_error, _view_http_error
 from .registry import ModelRegistry
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("model_registry_monitoring", __name__)
 
@@ -49,15 +46,12 @@ def _registries(app: Flask) -> Iterator[tuple[str, ModelRegistry]]:
     yield from getattr(app, "registries", {}).items()
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"error": {"code": status, "message": message}}, separators=(",", ":"))
-    return current_app.response_class(body, status=status, mimetype="application/json", headers=headers)
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception) -> Response:
-    log.exception("unexpected error in %s", request.path)
-    return _error(500, "internal error in the model registry; the server log has the details")
+# JSON answers as the API's own: errors whatever handlers the host registers, OPTIONS in JSON.
+bp.register_error_handler(HTTPException, _view_http_error)
+for _code in default_exceptions:
+    bp.register_error_handler(_code, _view_http_error)
+bp.register_error_handler(Exception, _unexpected_error)
+bp.after_request(_options_in_json)
 
 
 @bp.after_request
@@ -84,15 +78,9 @@ def health() -> Response:
 @bp.get("/metrics")
 def metrics_text() -> Response:
     """The Prometheus text format of the package's metrics, summed over every gunicorn worker."""
-    token = current_app.config.get("MODEL_REGISTRY_API_TOKEN")
-    if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), str(token).encode()):
-            return _error(
-                401,
-                "a valid 'Authorization: Bearer <token>' header is required",
-                {"WWW-Authenticate": 'Bearer realm="models"'},
-            )
+    refused = _authorize()  # the token rules of every read
+    if refused is not None:
+        return refused
     try:
         from .metrics import exposition
     except ImportError:

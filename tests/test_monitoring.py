@@ -242,3 +242,17 @@ def test_named_models_are_labelled_and_checked(tmp_path: Path, json_error: Calla
     fraud_root.rename(tmp_path / "gone")
     error = json_error(client.get("/models/health"))
     assert error["code"] == 503 and "fraud" in error["message"]
+
+
+def test_json_whatever_handlers_the_host_registers(registry_root: Path, json_error: Callable):
+    app = Flask("host")
+    app.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_API_TOKEN="t")
+    for handled in (404, 405, 500, Exception):
+        app.register_error_handler(handled, lambda exc: ("<h1>host page</h1>", 418))
+    FlaskModelRegistry(app)
+    client = app.test_client()
+    assert json_error(client.post("/models/health"))["code"] == 405
+    assert json_error(client.get("/models/metrics/x", headers={"Authorization": "Bearer t"}))["code"] == 404
+    preflight = client.options("/models/metrics")  # a CORS preflight: no token, nothing but Allow
+    assert preflight.status_code == 200 and preflight.get_json() == {"allow": ["GET", "HEAD", "OPTIONS"]}
+    assert client.get("/elsewhere").data == b"<h1>host page</h1>"
