@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flask_model_registry import FlaskModelRegistry, LoadedModel, ModelRegistry, VersionNotFoundError
 from flask_model_registry.routing import share
@@ -250,3 +252,12 @@ def test_made_up_stage_names_leave_no_state_behind(rollout: ModelRegistry):
             rollout.route("k", f"typo-{n}")
     assert set(rollout._router._decisions) == {("prod", False)}
     assert not any(key[0] == "route" and key[1].startswith("typo") for key in rollout.snapshot()._memo)
+
+
+@given(key=st.text() | st.binary() | st.integers())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_key_gets_one_version_and_keeps_it(rollout: ModelRegistry, key: str | bytes | int):
+    first = rollout.route(key, "prod").version
+    assert first in {"1.0.0", "1.1.0"}
+    assert rollout.route(key, "prod").version == first
+    assert first == ("1.1.0" if share(key, "1.1.0") < 0.2 else "1.0.0")
