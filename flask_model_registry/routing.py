@@ -13,15 +13,14 @@ and a canary, by the ``canary`` weight in the canary's metadata.
   big-endian integer over 2**64, is below the weight: the same in every process and on every host,
   and a key keeps its canary while the weight only grows. Without a key the split is random.
 - The decision (which versions, which models, which weight) is made once per registry state and
-  per ``(stage, include_prerelease)``; a warm ``route`` costs a freshness check, a dict lookup and
-  at most one hash.
+  per ``(stage, include_prerelease)``; a warm ``route`` costs a freshness check, a dict lookup and,
+  for a string key not seen since the last change, one hash (the decision remembers the rest).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from random import random as _random
 from typing import Any, NamedTuple
@@ -41,7 +40,7 @@ KEY_MEMO_SIZE = 65_536
 RoutingKey = str | bytes | int
 
 
-def check_weight(value: Any, what: str = "canary_weight") -> float:
+def check_weight(value: Any) -> float:
     """A default canary weight as configured: a number (or a numeric string, from the environment)
     in (0, 1]; a clear ``ValueError`` otherwise."""
     number = value
@@ -49,9 +48,9 @@ def check_weight(value: Any, what: str = "canary_weight") -> float:
         try:
             number = float(value)
         except ValueError:
-            raise ValueError(f"{what} must be a number in (0, 1], got {value!r}") from None
+            raise ValueError(f"canary_weight must be a number in (0, 1], got {value!r}") from None
     if isinstance(number, bool) or not isinstance(number, int | float) or not 0 < number <= 1:
-        raise ValueError(f"{what} must be a number in (0, 1], got {value!r}")
+        raise ValueError(f"canary_weight must be a number in (0, 1], got {value!r}")
     return float(number)
 
 
@@ -63,7 +62,7 @@ def weight_of(metadata: dict[str, Any], default: float) -> float | bool | None:
         return None
     if value is True:
         return default
-    if type(value) in (int, float) and 0 < value <= 1 and not math.isnan(value):
+    if type(value) in (int, float) and 0 < value <= 1:  # NaN compares false: refused
         return float(value)
     return False
 
