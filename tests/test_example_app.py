@@ -41,8 +41,8 @@ def key_on(canary: str, on_it: bool, weight: float = 0.1) -> str:
     return next(f"user-{n}" for n in range(1000) if (share(f"user-{n}", canary) < weight) == on_it)
 
 
-def test_predict_routes_between_the_stable_version_and_the_canary(bundled_copy: Path):
-    # The bundled 1.1.0 is flagged "canary": true: 10% of the traffic (the default weight).
+def test_predict_serves_prod_with_the_canary_taking_its_share(bundled_copy: Path, json_error):
+    # prod is 1.0.0; the bundled 1.1.0 (staging) is flagged "canary": true: 10% of prod's traffic.
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
     on_canary, on_stable = key_on("1.1.0", True), key_on("1.1.0", False)
     body = {"instances": [[1, 0, 0], [0, 0, 0]]}
@@ -53,16 +53,44 @@ def test_predict_routes_between_the_stable_version_and_the_canary(bundled_copy: 
         assert answer == {"version": "1.0.0", "predictions": [0.5 + 0.42, 0.5]}
     versions = Counter(client.post("/predict", json=body).get_json()["version"] for _ in range(400))
     assert set(versions) == {"1.0.0", "1.1.0"} and versions["1.1.0"] < versions["1.0.0"]
-    assert client.post("/predict", json={**body, "routing_key": [1]}).status_code == 400
-    assert client.post("/predict", json={"instances": [[1]]}).status_code == 400
-    assert client.post("/predict", data="nope").status_code == 400
+    for bad in (
+        {"json": {"instances": [[1]]}},
+        {"data": "nope"},
+        {"json": {"rows": []}},
+        {"json": {**body, "routing_key": [1]}},
+    ):
+        response = client.post("/predict", **bad)
+        assert response.status_code == 400
+        json_error(response)
 
 
-def test_predict_can_follow_a_stage(bundled_copy: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MODEL_STAGE", "prod")
+# "": every version: 1.0.0 is the highest without a weight, 1.1.0 its canary (a key off it here)
+@pytest.mark.parametrize(("stage", "version"), [("staging", "1.1.0"), ("", "1.0.0"), ("prod", "1.0.0")])
+def test_predict_serves_the_stage_chosen_by_model_stage(bundled_copy: Path, monkeypatch, stage, version):
+    monkeypatch.setenv("MODEL_STAGE", stage)
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
     body = {"instances": [[0, 0, 0]], "routing_key": key_on("1.1.0", False)}  # not on the canary
-    assert client.post("/predict", json=body).get_json()["version"] == "1.0.0"
+    assert client.post("/predict", json=body).get_json()["version"] == version
+    monkeypatch.setenv("FLASK_MODEL_STAGE", "staging")  # app config (from_prefixed_env) wins
+    client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
+    assert client.post("/predict", json=body).get_json()["version"] == "1.1.0"
+
+
+def test_a_bad_model_stage_is_an_error_at_start_up(bundled_copy: Path):
+    with pytest.raises(ValueError, match="stage"):
+        create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "MODEL_STAGE": "no such stage!"})
+
+
+def test_predict_errors_are_json(tmp_path: Path, json_error):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, status in ((empty, 404), (tmp_path / "typo", 503)):
+        client = create_app({"MODEL_REGISTRY_ROOT": str(root), "TESTING": True}).test_client()
+        response = client.post("/predict", json={"instances": [[1, 2, 3]]})
+        assert response.status_code == status
+        assert str(tmp_path) not in json_error(response)["message"]
+    assert json_error(client.get("/no-such-page"))["code"] == 404
+    assert json_error(client.get("/predict"))["code"] == 405
 
 
 def test_gunicorn_serves_and_follows_new_versions(bundled_copy: Path):

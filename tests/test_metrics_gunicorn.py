@@ -79,7 +79,7 @@ def test_two_workers_add_up(bundled_copy: Path):
         for _ in range(6):  # whichever worker answers the scrape, the same totals
             again = scrape(base)
             for version in ("1.0.0", "1.1.0"):
-                routed = total(again, "model_registry_routed_total", model="", stage="", version=version)
+                routed = total(again, "model_registry_routed_total", model="", stage="prod", version=version)
                 assert routed == answered[version]
         assert (
             sum(answered.values()) == sent and answered["1.1.0"] > 0 and answered["1.0.0"] > answered["1.1.0"]

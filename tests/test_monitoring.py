@@ -120,6 +120,14 @@ def test_health_fails_when_the_s3_endpoint_stops(json_error: Callable):
     assert grew(before, scrape(client), "model_registry_refresh_failures_total") >= 1
 
 
+def test_health_fails_on_a_root_that_does_not_exist(tmp_path: Path, json_error: Callable):
+    app = Flask("service")
+    app.config["MODEL_REGISTRY_ROOT"] = str(tmp_path / "typo")
+    FlaskModelRegistry(app)
+    error = json_error(app.test_client().get("/models/health"))
+    assert error["code"] == 503 and str(tmp_path) not in error["message"]
+
+
 def test_health_and_metrics_are_not_there_when_the_api_is_off(registry_root: Path):
     app = Flask("service")
     app.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_API_ENABLED=False)
@@ -219,6 +227,7 @@ def test_named_models_are_labelled_and_checked(tmp_path: Path, json_error: Calla
     fraud = ModelRegistry(fraud_root)
     fraud.save_model("2.0.0", "fraud stable", {"stage": "prod"})
     fraud.save_model("2.1.0", "fraud canary", {"canary": 0.5})
+    (tmp_path / "default").mkdir()
     app = Flask("service")
     app.config.update(
         MODEL_REGISTRY_ROOT=str(tmp_path / "default"), MODEL_REGISTRY_MODELS={"fraud": str(fraud_root)}
