@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 from flask.cli import AppGroup
 
+from .audit_cli import audit_command
 from .context import get_registry
 from .errors import RegistryError
 
@@ -119,3 +120,6 @@ def verify_command() -> None:
         click.echo(f"ok    {version}" + ("" if sha else " (no sha256 recorded; not checked)"))
     if failures:
         raise click.ClickException(f"{failures} version(s) failed verification")
+
+
+models_cli.add_command(audit_command)

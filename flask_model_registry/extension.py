@@ -16,6 +16,7 @@ from .api import register_api
 from .cli import models_cli
 from .context import EXTENSION_KEY, get_registry
 from .registry import DEFAULT_MODEL_CACHE_SIZE, ModelRegistry
+from .ui import register_ui
 
 #: Every config key the extension reads, with its default (set with ``app.config.setdefault``).
 CONFIG_DEFAULTS: dict[str, Any] = {
@@ -28,6 +29,8 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "MODEL_REGISTRY_STAGES": None,
     "MODEL_REGISTRY_MODEL_CACHE_SIZE": DEFAULT_MODEL_CACHE_SIZE,
     "MODEL_REGISTRY_WATCH": True,
+    "MODEL_REGISTRY_UI_ENABLED": True,
+    "MODEL_REGISTRY_UI_SESSION_LIFETIME": 8 * 3600,
 }
 
 
@@ -59,6 +62,8 @@ class FlaskModelRegistry:
         app.registry = registry  # type: ignore[attr-defined]
         if config["MODEL_REGISTRY_API_ENABLED"]:
             register_api(app, config["MODEL_REGISTRY_URL_PREFIX"])
+        if config["MODEL_REGISTRY_UI_ENABLED"]:
+            register_ui(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
 
     @property
