@@ -7,9 +7,11 @@ it into an app as ``app.registry``, with a ``/models`` JSON API and a ``flask mo
 from __future__ import annotations
 
 from .errors import (
+    ConfigError,
     CorruptVersionError,
     InvalidMetadataError,
     InvalidVersionError,
+    PreconditionFailedError,
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
@@ -22,12 +24,14 @@ from .registry import LoadedModel, ModelRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "CorruptVersionError",
     "FlaskModelRegistry",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
     "ModelRegistry",
+    "PreconditionFailedError",
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",

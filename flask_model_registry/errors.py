@@ -46,6 +46,12 @@ class ConflictError(RegistryError):
     http_status = 409
 
 
+class PreconditionFailedError(RegistryError):
+    """A conditional change (``expected=``, HTTP ``If-Match``) found the version changed: nothing done."""
+
+    http_status = 412
+
+
 class StorageUnavailableError(RegistryError, OSError):
     """The store did not answer a listing or a read (a timeout, a refused connection, a 503)."""
 
@@ -56,3 +62,12 @@ class StorageBackendMissingError(RegistryError, ImportError):
     """The fsspec backend of a URL scheme is not installed; the message names the extra."""
 
     http_status = 500
+
+
+class ConfigError(RegistryError, ValueError):
+    """A ``MODEL_REGISTRY_*`` config value that is not of its key's type; raised by ``init_app``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        #: The config key at fault, such as ``MODEL_REGISTRY_API_ENABLED``.
+        self.key = key

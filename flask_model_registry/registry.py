@@ -30,7 +30,13 @@ from typing import IO, Any, BinaryIO, NamedTuple
 import cloudpickle
 
 from . import metadata as md
-from .errors import ConflictError, CorruptVersionError, StorageUnavailableError, VersionNotFoundError
+from .errors import (
+    ConflictError,
+    CorruptVersionError,
+    PreconditionFailedError,
+    StorageUnavailableError,
+    VersionNotFoundError,
+)
 from .storage import Stamp, Storage, open_storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
 from .versioning import SortKey, check_version, is_prerelease, sort_key
@@ -41,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_CACHE_SIZE = 4
 _CHUNK = 1 << 20
 _CAS_ATTEMPTS = 50
+#: What a conditional change expects: the metadata it was decided on, or a test of the current one.
+Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
 _SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -478,20 +486,41 @@ class ModelRegistry:
         self._record("publish", version, {}, written, actor)
         return _copy_json(written)
 
-    def set_stage(self, version: str, stage: str | None, *, actor: str | None = None) -> dict[str, Any]:
-        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail."""
+    def set_stage(
+        self, version: str, stage: str | None, *, actor: str | None = None, expected: Expected | None = None
+    ) -> dict[str, Any]:
+        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail.
+
+        ``expected``: as for :meth:`update_metadata`.
+        """
         if stage is not None:
             md.check_stage(stage, self.allowed_stages)
-        return self._patch(version, {"stage": stage}, actor, "set_stage")
+        return self._patch(version, {"stage": stage}, actor, "set_stage", expected)
 
     def update_metadata(
-        self, version: str, changes: Mapping[str, Any], *, actor: str | None = None
+        self,
+        version: str,
+        changes: Mapping[str, Any],
+        *,
+        actor: str | None = None,
+        expected: Expected | None = None,
     ) -> dict[str, Any]:
-        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result."""
-        return self._patch(version, changes, actor, "update_metadata")
+        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result.
+
+        ``expected`` makes the change conditional (optimistic locking): the metadata the caller
+        decided on (as :meth:`get_metadata` returned it), or a test of the current metadata. It is
+        checked against the very metadata the change replaces, inside the compare-and-swap; if it
+        does not hold, :class:`PreconditionFailedError` is raised and nothing changes.
+        """
+        return self._patch(version, changes, actor, "update_metadata", expected)
 
     def _patch(
-        self, version: str, changes: Mapping[str, Any], actor: str | None, action: str
+        self,
+        version: str,
+        changes: Mapping[str, Any],
+        actor: str | None,
+        action: str,
+        expected: Expected | None = None,
     ) -> dict[str, Any]:
         check_version(version)
         patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
@@ -503,6 +532,10 @@ class ModelRegistry:
             current, error = _parse_metadata(data)
             if current is None:
                 raise CorruptVersionError(f"version {version} is corrupt: {error}")
+            if expected is not None and not _holds(expected, current):
+                raise PreconditionFailedError(
+                    f"version {version} has changed since it was read; nothing changed"
+                )
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return _copy_json(updated)
@@ -545,6 +578,12 @@ class ModelRegistry:
             except ValueError:
                 log.warning("skipping an unreadable audit event of %s", version or "the registry")
         return parsed
+
+
+def _holds(expected: Expected, current: dict[str, Any]) -> bool:
+    if callable(expected):
+        return bool(expected(_copy_json(current)))
+    return md.same_json(dict(expected), current)
 
 
 def _now() -> str:

@@ -6,13 +6,14 @@ fingerprint): a stale form is refused, never applied blindly."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import InvalidMetadataError, RegistryError
+from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..trail import CANARY, Rollback, rollback_plan
@@ -38,16 +39,22 @@ def _refused() -> tuple[str, int] | None:
 def _write(
     registry: ModelRegistry, version: str, expected: str, changes: Mapping[str, Any], actor: str
 ) -> None:
-    """Apply ``changes`` if the version's metadata still has the fingerprint ``expected``."""
-    if metadata_etag(registry.get_metadata(version)) != expected:
+    """Apply ``changes`` if the version's metadata still has the fingerprint ``expected``: checked
+    inside the registry's compare-and-swap, against the very metadata the change replaces."""
+
+    def unchanged(current: dict[str, Any]) -> bool:
+        return hmac.compare_digest(metadata_etag(current), expected)
+
+    try:
+        if set(changes) == {"stage"}:
+            registry.set_stage(version, changes["stage"], actor=actor, expected=unchanged)
+        else:
+            registry.update_metadata(version, changes, actor=actor, expected=unchanged)
+    except PreconditionFailedError:
         raise StaleFormError(
             f"version {version} changed since this page was shown; nothing was changed."
             " Look at its current state below and try again."
-        )
-    if set(changes) == {"stage"}:
-        registry.set_stage(version, changes["stage"], actor=actor)
-    else:
-        registry.update_metadata(version, changes, actor=actor)
+        ) from None
 
 
 def _flag_name(text: str) -> str:
