@@ -67,6 +67,15 @@ def stage_names(snapshot: Snapshot) -> list[str]:
     return snapshot.memo(("ui", "stages"), lambda: sorted(s for s in snapshot.stages if isinstance(s, str)))
 
 
+def in_stage(snapshot: Snapshot, stage: str) -> tuple[Entry, ...]:
+    """The entries of one stage, ascending (computed once per registry state and known stage)."""
+    if stage not in snapshot.stages:  # no memo entry per made-up stage name
+        return ()
+    return snapshot.memo(
+        ("ui", "in-stage", stage), lambda: tuple(e for e in snapshot.entries if e.stage == stage)
+    )
+
+
 def human_size(size: object) -> str:
     """``1.2 MB`` for a byte count; ``-`` for anything else."""
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:

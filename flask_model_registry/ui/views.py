@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import request
+from flask import request, url_for
 from werkzeug.exceptions import BadRequest
 
 from ..errors import InvalidMetadataError, VersionNotFoundError
@@ -20,6 +20,7 @@ from .present import (
     diff,
     human_size,
     human_time,
+    in_stage,
     metadata_etag,
     metric_columns,
     row,
@@ -89,7 +90,7 @@ def registry_page(model: str | None) -> Any:
         except InvalidMetadataError as exc:
             raise BadRequest(f"stage filter: {exc}") from None
     snapshot = registry.snapshot()
-    entries = snapshot.entries if not stage else tuple(e for e in snapshot.entries if e.stage == stage)
+    entries = in_stage(snapshot, stage) if stage else snapshot.entries
     paging = pages(len(entries), PAGE_SIZE, page_number())
     stop = len(entries) - paging["start"]
     shown = entries[max(0, len(entries) - paging["stop"]) : stop][::-1]
@@ -111,6 +112,7 @@ def registry_page(model: str | None) -> Any:
         latest=latest,
         paging=paging,
         now=datetime.now(timezone.utc),
+        version_base=url_for(".version_page", model=model, version="0.0.0").removesuffix("0.0.0"),
     )
 
 
