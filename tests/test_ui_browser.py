@@ -108,7 +108,6 @@ def test_pages_load_and_show_the_registry(serve: Callable[..., str], open_tab: C
     expect(t.page.locator("pre.json")).to_contain_text('"auc": 0.81')
     expect(t.page.locator("ol.timeline")).to_contain_text("update_metadata by trainer")
     expect(t.page.locator("dl.facts")).to_contain_text("cloudpickle")
-    t.screenshot("ui-version.png")
 
     assert t.goto("/models/ui/diff?a=1.0.0&b=1.1.0") == 200
     changed = t.page.locator("table.diff tr.changed th").all_inner_texts()
@@ -164,7 +163,7 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_ends_it(
     (cookie,) = t.page.context.cookies()
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/models/ui/"
     assert TOKEN not in cookie["value"]
-    t.screenshot("ui-signed-in.png")
+    t.screenshot("ui-version.png")
 
     t.page.get_by_role("button", name="Sign out").click()
     expect(t.page.locator(".notice")).to_contain_text("Signed out")
