@@ -21,7 +21,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
 from .context import get_registry
-from .errors import InvalidMetadataError, RegistryError, VersionNotFoundError
+from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
 from .registry import Entry, Snapshot
 from .versioning import check_version
@@ -287,8 +287,13 @@ def show_model(version: str) -> Response:
 
 @bp.get("/<model_version:version>/history")
 def model_history(version: str) -> Response:
-    """``GET /models/<version>/history``: that version's audit events, oldest first."""
-    return _respond(_render(get_registry().history(check_version(version))))
+    """``GET /models/<version>/history?limit=&before=``: that version's audit events, oldest first
+    (the newest ``limit`` older than event ``before``)."""
+    limit = _arg("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 6):
+        raise InvalidArgumentError("query parameter 'limit' must be a whole number from 1 to 10000")
+    page = get_registry().history(check_version(version), int(limit) if limit else None, _arg("before"))
+    return _respond(_render(page))
 
 
 @bp.patch("/<model_version:version>")

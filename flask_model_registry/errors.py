@@ -22,6 +22,18 @@ class InvalidMetadataError(RegistryError, ValueError):
     http_status = 400
 
 
+class InvalidArgumentError(RegistryError, ValueError):
+    """An argument out of range or of the wrong form, such as a history ``limit`` or ``before``."""
+
+    http_status = 400
+
+
+class VersionAliasError(RegistryError):
+    """A write through a version folder that is a link to another version's folder (an alias)."""
+
+    http_status = 409
+
+
 class VersionNotFoundError(RegistryError, LookupError):
     """No committed version of that name, or nothing that qualifies as latest."""
 
