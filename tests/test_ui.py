@@ -305,7 +305,7 @@ def test_bad_input_is_a_clear_html_4xx(make_app: Callable[..., Flask], path: str
 @given(
     path=st.sampled_from(["/", "/audit", "/diff", "/rollback", "/v/1.0.0"]),
     query=st.dictionaries(
-        st.sampled_from(["stage", "page", "a", "b", "version", "actor"]), st.text(max_size=30)
+        st.sampled_from(["stage", "page", "a", "b", "version", "actor", "before"]), st.text(max_size=30)
     ),
 )
 def test_no_query_string_makes_a_500(
@@ -319,13 +319,39 @@ def test_audit_page_filters_and_pages(published: ModelRegistry, make_app: Callab
     for n in range(60):
         published.update_metadata("1.0.0", {"n": n}, actor="bot" if n % 2 else "alice")
     client = make_app().test_client()
-    html = client.get(f"{UI}/audit").data.decode()
-    assert "63 events" in html and html.count('<td class="actor">') == 50
-    assert html.index('class="after">59<') < html.index('class="after">58<')  # newest first
-    alice = client.get(f"{UI}/audit?actor=ALI&page=1").data.decode()
-    assert "30 events" in alice and "bot" not in alice.split("<tbody>")[1]
+
+    def rows(html: str) -> list[str]:
+        return re.findall(r'<td class="actor">([^<]*)</td>', html)
+
+    first = client.get(f"{UI}/audit").data.decode()
+    assert len(rows(first)) == 50
+    assert first.index('class="after">59<') < first.index('class="after">58<')  # newest first
+    older = re.search(r'rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(older).data.decode()
+    assert len(rows(second)) == 13 and 'rel="next"' not in second and "← Newest" in second
+    assert 'class="after">9<' in second and 'class="after">10<' not in second
+
+    alice, page = [], f"{UI}/audit?actor=ALI"
+    while page:
+        html = client.get(page).data.decode()
+        alice += rows(html)
+        found = re.search(r'rel="next" href="([^"]+)"', html)
+        page = found.group(1).replace("&amp;", "&") if found else ""
+        assert not found or "actor=ALI" in page
+    assert alice == ["alice"] * 30
     one = client.get(f"{UI}/audit?version=1.1.0").data.decode()
-    assert "1 event" in one and "publish" in one
+    assert len(rows(one)) == 1 and "publish" in one
+    assert client.get(f"{UI}/audit?before=nonsense").status_code == 400
+
+
+def test_version_page_shows_the_newest_events_and_links_to_the_rest(
+    published: ModelRegistry, make_app: Callable[..., Flask]
+) -> None:
+    for n in range(55):
+        published.update_metadata("1.0.0", {"n": n})
+    html = make_app().test_client().get(f"{UI}/v/1.0.0").data.decode()
+    assert html.count('<span class="action-name">') == 50 and 'class="after">54<' in html
+    assert re.search(r'href="/models/ui/audit\?[^"]*before=\d{20}-[0-9a-f]{12}', html)
 
 
 def test_security_headers(make_app: Callable[..., Flask]) -> None:

@@ -12,6 +12,7 @@ from werkzeug.exceptions import BadRequest
 
 from ..errors import InvalidMetadataError, VersionNotFoundError
 from ..metadata import check_stage
+from ..registry import ModelRegistry
 from ..versioning import check_version
 from .auth import visitor
 from .blueprint import bp, page, registry_of, route
@@ -30,6 +31,10 @@ from .present import (
 #: Versions per page of the registry table, and events per page of the audit trail.
 PAGE_SIZE = 100
 AUDIT_PAGE_SIZE = 50
+#: Events read per ``history`` call while an actor filter looks for matches.
+AUDIT_SCAN_BATCH = 500
+#: The newest events of a version shown on its page (the audit page has the rest).
+TIMELINE_SIZE = 50
 
 
 class _Formats:
@@ -134,7 +139,8 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
         "pretty": json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) if metadata else None,
         "artifact": artifact if isinstance(artifact, dict) else {},
         "etag": metadata_etag(metadata) if metadata is not None else None,
-        "events": registry.history(version)[::-1],
+        "events": registry.history(version, limit=TIMELINE_SIZE + 1)[::-1],
+        "timeline_size": TIMELINE_SIZE,
         "stages": stage_names(snapshot),
         "allowed_stages": sorted(registry.allowed_stages) if registry.allowed_stages else None,
         "holds": holds,
@@ -174,25 +180,45 @@ def diff_page(model: str | None) -> Any:
     return page("diff.html", model=model, versions=versions, left=sides[0], right=sides[1], lines=lines)
 
 
+def newest_events(
+    registry: ModelRegistry, version: str | None, actor: str, before: str | None, size: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``size`` events, newest first, older than event ``before`` and (case-insensitively)
+    by ``actor``; and the id to page on from, None when no older one matches. Read a page of the
+    trail at a time: without an actor filter a page costs one ``history`` call, whatever the trail's
+    length."""
+    needle = actor.casefold()
+    batch = size + 1 if not needle else max(AUDIT_SCAN_BATCH, size + 1)
+    found: list[dict[str, Any]] = []
+    while True:
+        page = registry.history(version, limit=batch, before=before)
+        for event in reversed(page):
+            if not needle or needle in str(event.get("actor", "")).casefold():
+                found.append(event)
+                if len(found) > size:
+                    return found[:size], found[size - 1]["id"]
+        if len(page) < batch:
+            return found, None
+        before = page[0]["id"]
+
+
 @route("/audit")
 def audit_page(model: str | None) -> Any:
-    """The whole audit trail, newest first, paged; filter by version and by actor."""
+    """The whole audit trail, newest first, a page at a time; filter by version and by actor."""
     registry = registry_of(model)
-    version, actor = arg("version"), arg("actor")
+    version, actor, before = arg("version"), arg("actor"), arg("before")
     if version:
         check_version(version)
-    events = registry.history(version or None)[::-1]
-    if actor:
-        needle = actor.casefold()
-        events = [e for e in events if needle in str(e.get("actor", "")).casefold()]
-    paging = pages(len(events), AUDIT_PAGE_SIZE, page_number())
+    events, older = newest_events(registry, version or None, actor, before or None, AUDIT_PAGE_SIZE)
+    filters = {k: v for k, v in (("version", version), ("actor", actor)) if v}
     return page(
         "audit.html",
         model=model,
-        events=events[paging["start"] : paging["stop"]],
-        total=len(events),
+        events=events,
         version=version,
         actor=actor,
-        paging=paging,
+        first_page=not before,
+        older=older,
+        filters=filters,
         now=datetime.now(timezone.utc),
     )
