@@ -371,3 +371,22 @@ def test_templates_and_static_files_ship_in_the_wheel() -> None:
         p.relative_to(ui).as_posix() for p in ui.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
     ]
     assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
+
+
+def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+
+    @app.errorhandler(404)
+    def host_404(exc: Exception) -> tuple[str, int]:
+        return "host 404", 404
+
+    @app.errorhandler(Exception)
+    def host_error(exc: Exception) -> tuple[str, int]:
+        return "host error", 500
+
+    client = app.test_client()
+    for path in ("/v/9.9.9", "/static/missing.css", "/?page=x"):
+        answer = client.get(UI + path)
+        assert answer.status_code in (400, 404) and b'role="alert"' in answer.data, path
+    assert client.get(UI).headers["Location"] == f"{UI}/"
+    assert client.get("/elsewhere").data == b"host 404"

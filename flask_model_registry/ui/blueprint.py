@@ -7,15 +7,18 @@ names no page stays the API's JSON 404.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, url_for
+from werkzeug.exceptions import HTTPException, default_exceptions
 
 from ..context import get_registry
 from ..errors import RegistryError
 from ..registry import ModelRegistry
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint(
     "model_registry_ui",
@@ -71,14 +74,33 @@ def error_page(status: int, title: str, message: str) -> tuple[str, int]:
     return page("message.html", status, title=title, message=message)
 
 
+@bp.route("", defaults={"model": None})
+def _bare_prefix(model: None) -> Response:
+    """``<prefix>/ui`` without its slash: to the console's front page."""
+    return redirect(url_for(".registry_page", model=model), 308)
+
+
 @bp.errorhandler(RegistryError)
 def _registry_error(exc: RegistryError) -> tuple[str, int]:
     return error_page(exc.http_status, type(exc).__name__, str(exc))
 
 
-@bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> tuple[str, int]:
     return error_page(exc.code or 500, exc.name, exc.description or exc.name)
+
+
+# Per status code, not only for HTTPException: Flask asks a host's errorhandler(404) before a
+# blueprint's class handlers, and the console's errors are its own pages whatever the host registers.
+for _code in default_exceptions:
+    bp.register_error_handler(_code, _http_error)
+
+
+@bp.errorhandler(Exception)
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    log.exception("unexpected error in the model registry console")
+    return error_page(
+        500, "Internal error", "The console hit an unexpected error; the server log has the details."
+    )
 
 
 @bp.after_request
