@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .context import get_registry
+from .cli import models_cli, selected_registry
 from .errors import RegistryError
 from .trail import unexplained
 
@@ -57,7 +57,7 @@ def _csv_cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-@click.command("audit")
+@models_cli.command("audit")
 @click.option(
     "--since", "since", metavar="TIME", help="Only events at or after TIME (ISO 8601, or an age: 7d)."
 )
@@ -75,7 +75,7 @@ def _csv_cell(value: Any) -> str:
 )
 def audit_command(since: str | None, version: str | None, fmt: str, check: bool) -> None:
     """Export the audit trail, oldest first, or check it against the current metadata."""
-    registry = get_registry()
+    registry = selected_registry()
     start = parse_since(since) if since is not None else None
     try:
         events = registry.history(version)

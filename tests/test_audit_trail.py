@@ -15,7 +15,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from flask_model_registry import ModelRegistry
+from flask_model_registry import FlaskModelRegistry, ModelRegistry
 from flask_model_registry.trail import Rollback, replay, rollback_plan, unexplained
 
 
@@ -123,3 +123,20 @@ def test_audit_check(cli: Callable[..., Result], registry_root: Path) -> None:
     assert "1.0.0: stage is 'archived' but the trail says 'prod'" in bad.output
     assert "1.1.0" not in bad.output
     assert cli("--check", "--version", "1.1.0").exit_code == 0
+
+
+def test_audit_of_a_named_model(published: ModelRegistry, registry_root: Path, tmp_path: Path) -> None:
+    named = Flask("named_audit")  # not the `app` fixture: pytest-flask pushes its context
+    named.config.update(
+        MODEL_REGISTRY_ROOT=str(registry_root),
+        MODEL_REGISTRY_MODELS={"fraud": str(tmp_path / "f")},
+    )
+    FlaskModelRegistry(named)
+    named.registries["fraud"].save_model("3.0.0", None, {"stage": "prod"}, actor="fraud-job")
+    runner = named.test_cli_runner()
+    result = runner.invoke(args=["models", "audit", "--model", "fraud"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert json.loads(result.output)["actor"] == "fraud-job"
+    assert runner.invoke(args=["models", "audit", "--model", "fraud", "--check"]).exit_code == 0
+    unknown = runner.invoke(args=["models", "audit", "--model", "nope"])
+    assert unknown.exit_code == 1 and "nope" in unknown.output

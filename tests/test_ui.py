@@ -390,3 +390,27 @@ def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[...
         assert answer.status_code in (400, 404) and b'role="alert"' in answer.data, path
     assert client.get(UI).headers["Location"] == f"{UI}/"
     assert client.get("/elsewhere").data == b"host 404"
+
+
+def test_a_page_per_named_model(
+    make_app: Callable[..., Flask], tmp_path: Path, published: ModelRegistry
+) -> None:
+    fraud = ModelRegistry(tmp_path / "fraud")
+    fraud.save_model("3.0.0", None, {"stage": "staging", "metrics": {"recall": 0.7}})
+    app = make_app(**SIGNED, MODEL_REGISTRY_MODELS={"fraud": str(tmp_path / "fraud")})
+    client = app.test_client()
+    sign_in(client)
+    front = client.get(f"{UI}/").data.decode()
+    assert 'href="/models/ui/m/fraud/"' in front and "3.0.0" not in front
+    page = client.get(f"{UI}/m/fraud/").data.decode()
+    assert "3.0.0" in page and "1.1.0" not in page and ">recall</th>" in page
+    assert 'href="/models/ui/m/fraud/v/3.0.0"' in page and 'href="/models/ui/m/fraud/audit"' in page
+    html = client.get(f"{UI}/m/fraud/v/3.0.0").data
+    fields = {"csrf_token": hidden(html, "csrf_token"), "etag": hidden(html, "etag"), "stage": "prod"}
+    answer = client.post(f"{UI}/m/fraud/v/3.0.0/promote", data=fields)
+    assert answer.headers["Location"] == f"{UI}/m/fraud/v/3.0.0"
+    assert fraud.get_metadata("3.0.0")["stage"] == "prod"
+    assert fraud.history("3.0.0")[-1]["actor"] == "alice"
+    assert "3.0.0" in client.get(f"{UI}/m/fraud/audit").data.decode()
+    missing = client.get(f"{UI}/m/nope/")
+    assert missing.status_code == 404 and b"no model named" in missing.data

@@ -54,14 +54,15 @@ def route(rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         bp.add_url_rule(rule, view_func=view, defaults={"model": None}, **options)
+        bp.add_url_rule(f"/m/<model>{rule}", view_func=view, **options)
         return view
 
     return decorate
 
 
 def registry_of(model: str | None) -> ModelRegistry:
-    """The registry a console URL names (the default one for ``None``)."""
-    return get_registry()
+    """The registry a console URL names: the default one, or a named model (``/m/<name>/``)."""
+    return get_registry(model)
 
 
 def page(template: str, status: int = 200, **context: Any) -> tuple[str, int]:

@@ -10,6 +10,7 @@ from typing import Any
 from flask import request, url_for
 from werkzeug.exceptions import BadRequest
 
+from ..context import get_registries
 from ..errors import InvalidMetadataError, VersionNotFoundError
 from ..metadata import check_stage
 from ..registry import ModelRegistry
@@ -58,7 +59,13 @@ class _Formats:
 @bp.context_processor
 def _template_globals() -> dict[str, Any]:
     model = (request.view_args or {}).get("model")
-    return {"ui": visitor(), "fmt": _Formats, "model": model, "registry_title": "Model registry"}
+    title = "Model registry" if model is None else f"Model registry · {model}"
+    return {"ui": visitor(), "fmt": _Formats, "model": model, "registry_title": title, "models": _named()}
+
+
+def _named() -> list[str]:
+    """The named models (``MODEL_REGISTRY_MODELS``), for the console's navigation."""
+    return sorted(get_registries())
 
 
 def arg(name: str) -> str:
