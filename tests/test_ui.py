@@ -414,3 +414,27 @@ def test_a_page_per_named_model(
     assert "3.0.0" in client.get(f"{UI}/m/fraud/audit").data.decode()
     missing = client.get(f"{UI}/m/nope/")
     assert missing.status_code == 404 and b"no model named" in missing.data
+
+
+ODD_METADATA = [
+    {"created_at": 5, "artifact": [], "metrics": [], "stage": {"x": 1}},
+    {"created_at": "2026-13-45", "artifact": {"size": "big", "sha256": 5}, "canary": "yes"},
+    {"created_at": "2020-01-01T00:00:00", "artifact": {"size": -1}, "metrics": {"a": {"b": 1}, "c": None}},
+    {"canary": 0.5, "metrics": {"big": 10**30, "neg": -0.0001, "s": "x" * 300}, "stage": ""},
+    {"<script>alert(1)</script>": "<img src=x onerror=alert(2)>", "stage": "<b>prod</b>"},
+]
+
+
+def test_odd_hand_made_metadata_never_breaks_a_page_and_is_escaped(
+    by_hand: Callable[..., Path], make_app: Callable[..., Flask]
+) -> None:
+    for n, metadata in enumerate(ODD_METADATA):
+        by_hand(f"5.0.{n}", metadata)
+    client = make_app().test_client()
+    pages = ["/", "/audit", "/diff?a=5.0.0&b=5.0.4", "/diff?a=5.0.1&b=5.0.3"]
+    pages += [f"/v/5.0.{n}" for n in range(len(ODD_METADATA))]
+    for path in pages:
+        answer = client.get(UI + path)
+        assert answer.status_code == 200, (path, answer.data[:300])
+        assert b"<script>" not in answer.data and b"<img" not in answer.data and b"<b>prod" not in answer.data
+    assert b"&lt;img src=x onerror=alert(2)&gt;" in client.get(f"{UI}/v/5.0.4").data
