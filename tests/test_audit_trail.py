@@ -135,7 +135,7 @@ def test_audit_of_a_named_model(published: ModelRegistry, registry_root: Path, t
     named.registries["fraud"].save_model("3.0.0", None, {"stage": "prod"}, actor="fraud-job")
     runner = named.test_cli_runner()
     result = runner.invoke(args=["models", "audit", "--model", "fraud"])
-    assert result.exit_code == 0, (result.output, result.exception)
+    assert result.exit_code == 0, result.output
     assert json.loads(result.output)["actor"] == "fraud-job"
     assert runner.invoke(args=["models", "audit", "--model", "fraud", "--check"]).exit_code == 0
     unknown = runner.invoke(args=["models", "audit", "--model", "nope"])
