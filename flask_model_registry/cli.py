@@ -267,3 +267,7 @@ def verify_command(as_json: bool) -> None:
     failures = sum(not result["ok"] for result in results)
     if failures:
         raise click.ClickException(f"{failures} version(s) failed verification")
+
+
+# Subcommands kept in modules of their own register themselves on the group (with --model).
+from . import audit_cli  # noqa: E402, F401

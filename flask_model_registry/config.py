@@ -256,6 +256,8 @@ KEYS: dict[str, Key] = {
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+    "UI_ENABLED": Key(True, _bool),
+    "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
 }
 
 #: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.
