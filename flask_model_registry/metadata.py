@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import InvalidMetadataError
+from .storage.base import MAX_METADATA_READ_BYTES
 
 #: Keys the registry writes when it saves; a user may neither set nor change them.
 RESERVED_KEYS = frozenset({"version", "created_at", "artifact"})
@@ -22,25 +24,113 @@ MAX_METADATA_BYTES = 256 * 1024
 MAX_KEY_LENGTH = 128
 #: The deepest nesting of objects and arrays accepted in user metadata.
 MAX_DEPTH = 32
+#: The deepest nesting accepted in a ``metadata.json`` that is read (hand-made ones included):
+#: deeper ones are an ``error`` entry, so no later step (an answer, a copy) runs out of stack.
+MAX_READ_DEPTH = 100
+#: The most digits of an integer read from JSON, when Python itself sets no limit.
+MAX_INT_DIGITS = 4300
 STAGE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _KEY_PATTERN = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_KEY_LENGTH}}}")
 
 
 def dumps(metadata: Mapping[str, Any]) -> bytes:
-    """Serialise metadata as the registry stores it: UTF-8, indented, strict JSON (no NaN)."""
+    """Serialise metadata as the registry stores it: UTF-8, indented, strict JSON (no NaN, no
+    Infinity, no lone surrogate): what :func:`loads` reads back."""
     try:
         text = json.dumps(metadata, indent=2, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidMetadataError(f"metadata must be plain JSON: {exc}") from None
     try:
         data = (text + "\n").encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: escape it (\ud800) rather than write bad UTF-8
-        data = (json.dumps(metadata, indent=2, allow_nan=False) + "\n").encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidMetadataError(
+            "metadata must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not a character"
+        ) from None
     if len(data) > MAX_METADATA_BYTES:
         raise InvalidMetadataError(
             f"metadata.json would be {len(data)} bytes; the limit is {MAX_METADATA_BYTES}"
         )
     return data
+
+
+class _Refused(ValueError):
+    """Why :func:`loads` refused a JSON document that Python's own parser would accept."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"holds {name}, which JSON does not allow")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"holds a number that overflows to infinity ({text[:20]})")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    limit = sys.get_int_max_str_digits() or MAX_INT_DIGITS
+    if len(text.lstrip("-")) > limit:
+        raise _Refused(f"holds an integer of {len(text)} digits (the limit is {limit})")
+    return int(text)
+
+
+def loads(data: bytes) -> Any:
+    """Strict JSON, as every stored document is read: UTF-8 only; no ``NaN``, ``Infinity``, number
+    that overflows to one, over-long integer or lone surrogate; nesting no deeper than
+    :data:`MAX_READ_DEPTH`. Anything else raises a ``ValueError`` saying why, never another error."""
+    try:
+        text = data.decode("utf-8")
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
+    except UnicodeDecodeError:
+        raise ValueError("is not valid UTF-8") from None
+    except _Refused as exc:
+        raise ValueError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("is nested too deeply to parse") from None
+    except (ValueError, MemoryError) as exc:
+        raise ValueError(f"cannot be parsed ({type(exc).__name__})") from None
+    # Cheap checks first: a document with few brackets cannot be deep, one without an escape
+    # cannot hold a lone surrogate (the UTF-8 decoder refuses encoded ones).
+    if text.count("[") + text.count("{") > MAX_READ_DEPTH and _depth(value) > MAX_READ_DEPTH:
+        raise ValueError(f"is nested deeper than {MAX_READ_DEPTH} levels")
+    if "\\u" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("holds a lone surrogate (\\ud800-\\udfff), which is not a character") from None
+    return value
+
+
+def parse_metadata(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """A stored ``metadata.json`` as ``(metadata, None)``, or ``(None, why it cannot be used)``.
+
+    Every read of metadata goes through here: whatever the bytes, this returns.
+    """
+    if len(data) > MAX_METADATA_READ_BYTES:
+        return None, f"metadata.json is larger than the limit of {MAX_METADATA_READ_BYTES} bytes"
+    try:
+        value = loads(data)
+    except ValueError as exc:
+        return None, f"metadata.json {exc}"
+    if not isinstance(value, dict):
+        return None, f"metadata.json holds a JSON {type(value).__name__}, not an object"
+    return value, None
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value``, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def check_stage(stage: object, allowed: Collection[str] | None) -> str:

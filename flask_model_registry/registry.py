@@ -1,17 +1,15 @@
-"""``ModelRegistry``: what a version is, discovery, caching and publishing, over any storage.
+"""``ModelRegistry``: discovery, caching and publishing of versions, over any storage.
 
-Reads go through an immutable :class:`Snapshot` of every committed version and its metadata. Before
-each read the storage is asked, cheaply, whether anything may have changed (an inotify queue on
-local disk, the refresh interval on object storage); only then is it rescanned, and only metadata
-whose stamp changed is read again.
+Reads go through an immutable :class:`~.snapshot.Snapshot` of every committed version and its
+metadata. Before each read the storage is asked, cheaply, whether anything may have changed (an
+inotify queue on local disk, the refresh interval on object storage); only then is it rescanned,
+and only metadata whose stamp changed is read again. Artefacts load through :mod:`.loading`.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
-import hmac
-import json
 import logging
 import os
 import platform
@@ -19,52 +17,36 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
-from functools import cached_property
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import cloudpickle
 
+from . import audit
 from . import metadata as md
-from .errors import ConflictError, CorruptVersionError, StorageUnavailableError, VersionNotFoundError
+from .errors import (
+    ConflictError,
+    CorruptVersionError,
+    PreconditionFailedError,
+    StorageUnavailableError,
+    VersionNotFoundError,
+)
+from .loading import load_artifact, verify_artifact
+from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
-from .versioning import SortKey, check_version, is_prerelease, sort_key
+from .versioning import check_version
 
 log = logging.getLogger(__name__)
 
 #: How many loaded models :meth:`ModelRegistry.get_model` keeps by default.
 DEFAULT_MODEL_CACHE_SIZE = 4
-_CHUNK = 1 << 20
 _CAS_ATTEMPTS = 50
+#: What a conditional change expects: the metadata it was decided on, or a test of the current one.
+Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
 _SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-class Entry(NamedTuple):
-    """One committed version as last read: its metadata, or why that could not be read.
-
-    A tuple, not a dataclass: thousands are built per cold listing, and tuples build fastest.
-    """
-
-    version: str
-    key: SortKey
-    stamp: Stamp
-    metadata: dict[str, Any] | None
-    error: str | None = None
-
-    @property
-    def stage(self) -> object:
-        return self.metadata.get("stage") if self.metadata is not None else None
-
-    def require_metadata(self) -> dict[str, Any]:
-        """The metadata, or :class:`CorruptVersionError` saying why it could not be read."""
-        if self.metadata is None:
-            raise CorruptVersionError(f"version {self.version} is corrupt: {self.error}")
-        return self.metadata
 
 
 class LoadedModel(NamedTuple):
@@ -72,50 +54,6 @@ class LoadedModel(NamedTuple):
 
     version: str
     model: Any
-
-
-@dataclass(frozen=True, eq=False)
-class Snapshot:
-    """Every committed version in ascending precedence, as seen at one moment. Never mutated."""
-
-    entries: tuple[Entry, ...]
-    by_version: dict[str, Entry] = field(repr=False)
-    _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
-
-    @cached_property
-    def stages(self) -> frozenset[object]:
-        """Every stage some version is in."""
-        return frozenset(entry.stage for entry in self.entries)
-
-    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        """Compute a value derived from this snapshot once (answers, ETags, latest lookups)."""
-        try:
-            return self._memo[key]
-        except KeyError:
-            value = self._memo[key] = compute()
-            return value
-
-    def latest(self, stage: str | None = None, include_prerelease: bool = False) -> Entry | None:
-        """The highest entry (of ``stage``), skipping prereleases unless asked."""
-        key = ("latest", stage, include_prerelease)
-        try:  # on every get_latest_*: no closure, one dict lookup
-            return self._memo[key]
-        except KeyError:
-            found = self._find_latest(stage, include_prerelease)
-            if stage is None or stage in self.stages:  # no memo entry per made-up stage name
-                self._memo[key] = found
-            return found
-
-    def _find_latest(self, stage: str | None, include_prerelease: bool) -> Entry | None:
-        for entry in reversed(self.entries):
-            if not include_prerelease and is_prerelease(entry.key):
-                continue
-            if stage is None or entry.stage == stage:
-                return entry
-        return None
-
-
-_EMPTY = Snapshot((), {})
 
 
 def default_actor() -> str:
@@ -141,13 +79,6 @@ class _HashingWriter:
         return self._f.write(data)
 
 
-def _sha256_of(f: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: f.read(_CHUNK), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _copy_json(value: Any) -> Any:
     """A deep copy of parsed JSON (dicts, lists and immutables): several times faster than deepcopy."""
     if type(value) is dict:
@@ -155,26 +86,6 @@ def _copy_json(value: Any) -> Any:
     if type(value) is list:
         return [_copy_json(item) for item in value]
     return value
-
-
-def _entry_from(version: str, read: tuple[bytes, Stamp] | OSError) -> Entry:
-    key = sort_key(version)
-    assert key is not None  # storages list valid versions only
-    if isinstance(read, OSError):
-        error = f"metadata.json cannot be read ({read.strerror or read})"
-        return Entry(version, key, ("unreadable", read.errno), None, error)
-    metadata, error = _parse_metadata(read[0])
-    return Entry(version, key, read[1], metadata, error)
-
-
-def _parse_metadata(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"metadata.json is not valid JSON ({exc})"
-    if not isinstance(value, dict):
-        return None, f"metadata.json holds a JSON {type(value).__name__}, not an object"
-    return value, None
 
 
 class ModelRegistry:
@@ -210,11 +121,12 @@ class ModelRegistry:
         if self.allowed_stages is not None:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
+        self.audit = audit.AuditTrail(self.storage)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
         self._rescanning = False
-        self._snapshot = _EMPTY
+        self._snapshot = EMPTY
         self._stale = True  # set after our own writes: a process always reads what it wrote
         self._scanned = False  # whether a scan ever succeeded (there is a state to fall back on)
         self._models: OrderedDict[tuple[str, Stamp], Any] = OrderedDict()
@@ -239,14 +151,17 @@ class ModelRegistry:
             return self._snapshot
         with self._lock:
             self._rescanning = True
+            stale = self._stale
             try:
-                if self._stale or self.storage.may_have_changed():
-                    self._stale = False
+                if stale or self.storage.may_have_changed():
+                    self._stale = False  # before the rescan: a write during it marks it again
                     self._snapshot = self._rescan(self._snapshot)
                     self._scanned = True
-            except OSError as exc:
-                if not self._scanned:  # nothing to fall back on: the next call tries again
-                    self._stale = True
+            except Exception as exc:
+                # A failed rescan saw nothing: what asked for it still stands (the storage
+                # re-arms its own signal), and with no state yet the next call tries again.
+                self._stale = self._stale or stale or not self._scanned
+                if not self._scanned:
                     raise
                 # A store that fails for a moment (a timeout, a 503) must not take the
                 # service down: keep the last state and try again at the next refresh.
@@ -269,7 +184,7 @@ class ModelRegistry:
             if not fetched:
                 return old
             entries = []
-        entries += [_entry_from(v, got) for v, got in fetched.items()]
+        entries += [entry_from(v, got) for v, got in fetched.items()]
         entries.sort(key=lambda e: e.key)
         snap = Snapshot(tuple(entries), {e.version: e for e in entries})
         if self._failures or self._fallbacks_logged:  # forget failures of metadata that is gone
@@ -348,7 +263,7 @@ class ModelRegistry:
         failure = self._failures.get(failure_key)
         if failure is not None:
             raise failure
-        file, sha = self._artifact(entry)
+        file, sha, artifact = self._artifact(entry)
         cache_key = (entry.version, file, sha if sha is not None else entry.stamp)
         models = self._models
         with self._models_lock:
@@ -365,7 +280,7 @@ class ModelRegistry:
                 if failure is not None:
                     raise failure
                 try:
-                    model = self._load(entry.version, file, sha)
+                    model = load_artifact(self.storage, entry.version, file, sha, artifact)
                 except CorruptVersionError as exc:
                     self._failures[failure_key] = exc
                     raise
@@ -379,11 +294,12 @@ class ModelRegistry:
                         del self._loading[cache_key]
         return model
 
-    def _artifact(self, entry: Entry) -> tuple[str, str | None]:
-        """The artefact's file name and recorded sha256 (hand-made versions may have neither)."""
+    def _artifact(self, entry: Entry) -> tuple[str, str | None, Mapping[str, Any]]:
+        """The artefact's file name, recorded sha256 (hand-made versions may have neither) and
+        the whole ``artifact`` object of the metadata."""
         artifact = entry.require_metadata().get("artifact")
         if artifact is None:
-            return DEFAULT_ARTIFACT_FILE, None
+            return DEFAULT_ARTIFACT_FILE, None, {}
         if not isinstance(artifact, dict):
             raise CorruptVersionError(
                 f"version {entry.version}: 'artifact' in metadata.json is not an object"
@@ -394,46 +310,15 @@ class ModelRegistry:
             raise CorruptVersionError(f"version {entry.version}: artefact file name {file!r} is not allowed")
         if sha is not None and not isinstance(sha, str):
             raise CorruptVersionError(f"version {entry.version}: artefact sha256 is not a string")
-        return file, sha
-
-    def _load(self, version: str, file: str, sha: str | None) -> Any:
-        try:
-            with self.storage.open_artifact(version, file) as f:
-                self._verify(version, f, sha)
-                f.seek(0)
-                return cloudpickle.load(f)
-        except FileNotFoundError:
-            raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
-        except (CorruptVersionError, StorageUnavailableError):  # the latter: not remembered, retried
-            raise
-        except Exception as exc:
-            raise CorruptVersionError(
-                f"version {version}: artefact {file} failed to load ({type(exc).__name__}: {exc})"
-            ) from exc
-
-    @staticmethod
-    def _verify(version: str, f: BinaryIO, sha: str | None) -> None:
-        if sha is None:
-            return
-        actual = _sha256_of(f)
-        if not hmac.compare_digest(actual, sha.lower()):
-            raise CorruptVersionError(
-                f"version {version}: artefact fails its sha256 check (recorded {sha[:12]}…,"
-                f" found {actual[:12]}…); refusing to load it"
-            )
+        return file, sha, artifact
 
     def verify(self, version: str) -> str | None:
         """Re-hash a version's artefact: its sha256, or None for a version that records none.
 
         Raises :class:`CorruptVersionError` on a mismatch or a missing artefact; never unpickles.
         """
-        entry = self._entry(version)
-        file, sha = self._artifact(entry)
-        try:
-            with self.storage.open_artifact(version, file) as f:
-                self._verify(version, f, sha)
-        except FileNotFoundError:
-            raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
+        file, sha, _ = self._artifact(self._entry(version))
+        verify_artifact(self.storage, version, file, sha)
         return sha
 
     # publishing -----------------------------------------------------------------------------------
@@ -453,7 +338,9 @@ class ModelRegistry:
         check_version(version)
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
+        actor = audit.check_actor(actor or default_actor())
         publication = self.storage.begin_publication(version)
+        pending = None
         try:
             with publication.open_artifact() as f:
                 writer = _HashingWriter(f)
@@ -471,80 +358,143 @@ class ModelRegistry:
                 },
                 **user,
             }
-            publication.commit(md.dumps(written))
+            data = md.dumps(written)
+            pending = self.audit.prepare("publish", version, {}, written, actor, None, data)
+            publication.commit(data)
         except BaseException:
             publication.abort()
+            if pending is not None and not self._landed(version, data):
+                pending.discard()
+            elif pending is not None:  # committed, then failed (a lost answer): it happened
+                pending.finalise()
+                self._stale = True
+                return _copy_json(written)
             raise
-        self._record("publish", version, {}, written, actor)
+        self._stale = True
+        pending.finalise()
         return _copy_json(written)
 
-    def set_stage(self, version: str, stage: str | None, *, actor: str | None = None) -> dict[str, Any]:
-        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail."""
+    def _landed(self, version: str, data: bytes) -> bool:
+        """Whether ``version``'s metadata.json is now ``data``: a change that raised may have landed."""
+        try:
+            return self.storage.read_metadata(version)[0] == data
+        except OSError:
+            return False
+
+    def set_stage(
+        self, version: str, stage: str | None, *, actor: str | None = None, expected: Expected | None = None
+    ) -> dict[str, Any]:
+        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail.
+
+        ``expected``: as for :meth:`update_metadata`.
+        """
         if stage is not None:
             md.check_stage(stage, self.allowed_stages)
-        return self._patch(version, {"stage": stage}, actor, "set_stage")
+        return self._patch(version, {"stage": stage}, actor, "set_stage", expected)
 
     def update_metadata(
-        self, version: str, changes: Mapping[str, Any], *, actor: str | None = None
+        self,
+        version: str,
+        changes: Mapping[str, Any],
+        *,
+        actor: str | None = None,
+        expected: Expected | None = None,
     ) -> dict[str, Any]:
-        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result."""
-        return self._patch(version, changes, actor, "update_metadata")
+        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result.
+
+        ``expected`` makes the change conditional (optimistic locking): the metadata the caller
+        decided on (as :meth:`get_metadata` returned it), or a test of the current metadata. It is
+        checked against the very metadata the change replaces, inside the compare-and-swap; if it
+        does not hold, :class:`PreconditionFailedError` is raised and nothing changes.
+        """
+        return self._patch(version, changes, actor, "update_metadata", expected)
 
     def _patch(
-        self, version: str, changes: Mapping[str, Any], actor: str | None, action: str
+        self,
+        version: str,
+        changes: Mapping[str, Any],
+        actor: str | None,
+        action: str,
+        expected: Expected | None = None,
     ) -> dict[str, Any]:
         check_version(version)
         patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        actor = audit.check_actor(actor or default_actor())
         for attempt in range(_CAS_ATTEMPTS):
             try:
                 data, stamp = self.storage.read_metadata(version)
             except FileNotFoundError:
                 raise VersionNotFoundError(f"version {version} not found") from None
-            current, error = _parse_metadata(data)
+            except (StorageUnavailableError, ConnectionError, TimeoutError):
+                raise
+            except OSError as exc:  # not a regular file, no permission, an archived object
+                raise CorruptVersionError(
+                    f"version {version} is corrupt: {entry_from(version, exc).error}"
+                ) from None
+            current, error = md.parse_metadata(data)
             if current is None:
                 raise CorruptVersionError(f"version {version} is corrupt: {error}")
+            if expected is not None and not _holds(expected, current):
+                raise PreconditionFailedError(
+                    f"version {version} has changed since it was read; nothing changed"
+                )
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return _copy_json(updated)
+            new = md.dumps(updated)
+            before, after = md.changed_keys(current, updated)
+            pending = self.audit.prepare(action, version, before, after, actor, data, new)
             try:
-                self.storage.replace_metadata(version, md.dumps(updated), stamp)
+                self.storage.replace_metadata(version, new, stamp)
             except ConflictError:
+                pending.discard()
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
-            before, after = md.changed_keys(current, updated)
-            self._record(action, version, before, after, actor)
+            except BaseException:
+                if not self._landed(version, new):
+                    pending.discard()
+                    raise
+            self._stale = True
+            pending.finalise()
             return _copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
     # audit ----------------------------------------------------------------------------------------
 
-    def _record(self, action: str, version: str, before: dict, after: dict, actor: str | None) -> None:
-        event = {
-            "time": _now(),
-            "action": action,
-            "version": version,
-            "actor": actor or default_actor(),
-            "before": before,
-            "after": after,
-        }
-        self._stale = True
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
-        self.storage.append_event(version, name, md.dumps(event))
-
-    def history(self, version: str | None = None) -> list[dict[str, Any]]:
-        """Audit events (of one version, or all), oldest first."""
+    def history(
+        self, version: str | None = None, limit: int | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit events (of one version, or all), oldest first: the newest ``limit`` of those older
+        than the event whose id is ``before`` (all of them by default). Each has a unique ``id``,
+        ordered as the changes happened."""
         if version is not None:
             check_version(version)
-        events = sorted(self.storage.iter_events(version), key=lambda item: item[0])
+        limit = audit.check_limit(limit)
+        if before is not None:
+            audit.check_event_id(before)
+        events = self.audit.page(version, limit, before)
         if version is not None and not events and version not in self.snapshot().by_version:
             raise VersionNotFoundError(f"version {version} not found")
-        parsed = []
-        for _, data in events:
-            try:
-                parsed.append(json.loads(data))
-            except ValueError:
-                log.warning("skipping an unreadable audit event of %s", version or "the registry")
-        return parsed
+        return events
+
+    # resources ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free what the registry holds (the change notification's descriptors); idempotent. A
+        registry closed and used again keeps working, validating its cache without notification."""
+        self.storage.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _holds(expected: Expected, current: dict[str, Any]) -> bool:
+    if callable(expected):
+        return bool(expected(_copy_json(current)))
+    return md.same_json(dict(expected), current)
 
 
 def _now() -> str:

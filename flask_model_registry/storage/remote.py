@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, BinaryIO, cast
@@ -54,7 +54,7 @@ from ..errors import (
     VersionExistsError,
 )
 from ..versioning import sort_key
-from .base import AUDIT_DIR, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
+from .base import AUDIT_DIR, MAX_METADATA_READ_BYTES, METADATA_FILE, VERSIONS_DIR, Publication, Stamp, Storage
 
 #: Seconds a change made by another host may stay unseen on object storage, unless configured.
 DEFAULT_REFRESH_INTERVAL = 2.0
@@ -98,9 +98,15 @@ class _Objects:
         return (None, info.get("size"))
 
     def read(self, path: str) -> tuple[bytes, Stamp]:
-        """The object's bytes and stamp; FileNotFoundError when missing."""
+        """The object's bytes (no more than :data:`MAX_METADATA_READ_BYTES` + 1) and stamp;
+        FileNotFoundError when missing, PermissionError when the store refuses it (403, archived)."""
         stamp = self.stamp(self.fs.info(path))  # stamp first: a newer body can only fail a CAS
-        return self.fs.cat_file(path), stamp
+        return self.fs.cat_file(path, start=0, end=MAX_METADATA_READ_BYTES + 1), stamp
+
+    def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """Names right inside ``path``, ascending, after ``start_after``, at most ``limit``, in as few
+        requests as the store allows; None where the store has no such listing."""
+        return None
 
     def create(self, path: str, data: bytes) -> None:
         """Write the object only if there is none; FileExistsError otherwise."""
@@ -150,10 +156,41 @@ class _S3Objects(_AsyncObjects):
         bucket, key, _ = self.fs.split_path(path)
         response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
         body = response["Body"]
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await body.read(), response["ETag"]
+            while size <= MAX_METADATA_READ_BYTES:  # a larger object is read no further
+                chunk = await body.read(MAX_METADATA_READ_BYTES + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks), response["ETag"]
         finally:
             body.close()
+
+    def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """ListObjectsV2 from ``StartAfter``, a page of at most ``limit`` keys at a time."""
+        bucket, key, _ = self.fs.split_path(path)
+        prefix = f"{key}/"
+        names: list[str] = []
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        if start_after is not None:
+            request["StartAfter"] = prefix + start_after
+        while limit is None or len(names) < limit:
+            if limit is not None:
+                request["MaxKeys"] = min(1000, limit - len(names))
+            try:
+                page = self.fs.call_s3("list_objects_v2", **request)
+            except FileNotFoundError:
+                raise StorageUnavailableError(f"bucket {bucket!r} does not exist") from None
+            found = [item["Key"] for item in page.get("Contents", [])]
+            found += [item["Prefix"].rstrip("/") for item in page.get("CommonPrefixes", [])]
+            names += sorted(k[len(prefix) :] for k in found)
+            if not page.get("IsTruncated"):
+                break
+            request["ContinuationToken"] = page["NextContinuationToken"]
+        return names
 
     def _put(self, path: str, data: bytes, **condition: str) -> str | None:
         """PutObject under ``condition``: None when written, else why the condition failed."""
@@ -195,7 +232,9 @@ class _AzureObjects(_AsyncObjects):
 
         async with self._client(path) as client:
             try:
-                stream = await client.download_blob()
+                # A ranged read (the SDK answers an empty blob's 416 itself): a larger blob is read
+                # no further than the limit + 1 bytes.
+                stream = await client.download_blob(offset=0, length=MAX_METADATA_READ_BYTES + 1)
             except ResourceNotFoundError:
                 raise FileNotFoundError(path) from None
             return await stream.readall(), stream.properties.etag
@@ -235,7 +274,7 @@ class _GCSObjects(_AsyncObjects):
     async def _read(self, path: str) -> tuple[bytes, Stamp]:
         bucket, key, _ = self.fs.split_path(path)
         headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media")
-        return data, headers["X-Goog-Generation"]
+        return data[: MAX_METADATA_READ_BYTES + 1], headers["X-Goog-Generation"]
 
     def _upload(self, path: str, data: bytes, generation: str) -> None:
         """A multipart upload that the store refuses (412, FileExistsError) unless the object's
@@ -345,6 +384,8 @@ class FsspecStorage(Storage):
     unseen: :data:`DEFAULT_REFRESH_INTERVAL` on object storage, 0 on ``memory://`` (in-process).
     """
 
+    private_artifacts = True  # each load streams the artefact into a spooled file of its own
+
     def __init__(
         self,
         root: str,
@@ -382,14 +423,17 @@ class FsspecStorage(Storage):
         """One GET: the object's bytes and stamp. Every metadata and audit read goes through here."""
         return self._objects.read(path)
 
-    def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp]]:
-        """Fetch many objects (a key: its path), a few at a time; those gone since listed are left out."""
+    def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
+        """Fetch many objects (a key: its path), a few at a time; those gone since listed are left
+        out, those the store refuses to give (403, an archived storage class) map to the error."""
 
-        def one(item: tuple[str, str]) -> tuple[str, tuple[bytes, Stamp] | None]:
+        def one(item: tuple[str, str]) -> tuple[str, tuple[bytes, Stamp] | OSError | None]:
             try:
                 return item[0], self.fetch(item[1])
             except FileNotFoundError:
                 return item[0], None
+            except PermissionError as exc:
+                return item[0], exc
 
         workers = min(self.concurrency, len(paths))
         if workers <= 1:
@@ -489,16 +533,26 @@ class FsspecStorage(Storage):
             spool.seek(0)
             yield cast(BinaryIO, spool)
 
-    def append_event(self, version: str, name: str, data: bytes) -> None:
-        self.create_once(f"{self._audit}/{version}/{name}", data)
+    def audit_create(self, names: Sequence[str], data: bytes) -> None:
+        for name in names:
+            self.create_once(f"{self._audit}/{name}", data)
 
-    def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
-        prefix = self._audit + "/"
-        paths: dict[str, str] = {}
-        for path in self._list(self._audit if version is None else prefix + version):
-            owner, _, name = path.removeprefix(prefix).partition("/")
-            wanted = owner == version if version is not None else sort_key(owner) is not None
-            if path.startswith(prefix) and wanted and name and "/" not in name and name[0] != ".":
-                paths[path] = name
-        for path, (data, _) in self._fetch_all({p: p for p in paths}).items():
-            yield paths[path], data
+    def audit_read(self, name: str) -> bytes:
+        return self.fetch(f"{self._audit}/{name}")[0]
+
+    def audit_delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self._audit}/{name}")
+
+    def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        path = f"{self._audit}/{folder}".rstrip("/")
+        names = self._objects.list_names(path, start_after, limit)
+        if names is None:  # no ordered, paged listing: list it all
+            self.fs.invalidate_cache(path)
+            try:
+                listed = self.fs.ls(path, detail=False)
+            except FileNotFoundError:
+                listed = []
+            names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
+            names = [n for n in names if start_after is None or n > start_after][:limit]
+        return [name for name in names if not name.startswith(".")]

@@ -1,0 +1,149 @@
+"""Loading an artefact: exactly the bytes whose sha256 was checked, never a file that blocks.
+
+Unpickling runs code, so what is unpickled must be the very bytes that were hashed. A storage whose
+:meth:`~flask_model_registry.storage.Storage.open_artifact` yields a private copy (object storage
+spools one) is hashed and unpickled in place; any other (local disk, where a file may be rewritten
+in place between the hash and the load) is read once into memory, hashed as it is read, and
+unpickled from that memory: the load holds the artefact's bytes beside the model while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import io
+import logging
+import os
+import platform
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
+
+import cloudpickle
+
+from .errors import CorruptVersionError, StorageUnavailableError
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def _size_hint(f: BinaryIO) -> int:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return 0
+
+
+def read_hashed(f: BinaryIO) -> tuple[bytearray, str]:
+    """The whole file, read once into memory, and the sha256 of exactly those bytes."""
+    digest = hashlib.sha256()
+    size = _size_hint(f)
+    data = bytearray(size)
+    done = 0
+    with memoryview(data) as view:
+        while done < size:
+            got = f.readinto(view[done : done + _CHUNK])
+            if not got:
+                break
+            digest.update(view[done : done + got])
+            done += got
+    if done < size:  # shrank while being read
+        del data[done:]
+    else:  # grew, or no size known
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+            data += chunk
+    return data, digest.hexdigest()
+
+
+def hash_file(f: BinaryIO) -> str:
+    """The sha256 of what is left in ``f``."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(version: str, actual: str, recorded: str) -> None:
+    """:class:`CorruptVersionError` unless the artefact's sha256 is the one recorded."""
+    if not hmac.compare_digest(actual, recorded.lower()):
+        raise CorruptVersionError(
+            f"version {version}: artefact fails its sha256 check (recorded {recorded[:12]}…,"
+            f" found {actual[:12]}…); refusing to load it"
+        )
+
+
+def load_artifact(
+    storage: Storage, version: str, file: str, sha: str | None, artifact: Mapping[str, Any]
+) -> Any:
+    """Unpickle a version's artefact, after checking its sha256 (when recorded) on the bytes that
+    are unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning)."""
+    with _reading(version, file):
+        with storage.open_artifact(version, file) as f:
+            if sha is None:  # nothing to check (hand-made): straight from the file
+                return _unpickle(version, artifact, f)
+            if storage.private_artifacts:
+                check_sha256(version, hash_file(f), sha)
+                f.seek(0)
+                return _unpickle(version, artifact, f)
+            data, actual = read_hashed(f)
+        check_sha256(version, actual, sha)
+        return _unpickle(version, artifact, data)
+
+
+def verify_artifact(storage: Storage, version: str, file: str, sha: str | None) -> None:
+    """Hash the artefact against its recorded sha256 (when there is one); never unpickles."""
+    with _reading(version, file), storage.open_artifact(version, file) as f:
+        if sha is not None:
+            check_sha256(version, hash_file(f), sha)
+
+
+@contextlib.contextmanager
+def _reading(version: str, file: str) -> Iterator[None]:
+    """Turns what can go wrong while reading an artefact into the registry's errors."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
+    except (CorruptVersionError, StorageUnavailableError):  # the latter: retried, not remembered
+        raise
+    except OSError as exc:  # a FIFO, a folder, no permission
+        reason = exc.strerror or type(exc).__name__
+        raise CorruptVersionError(f"version {version}: artefact {file} cannot be read ({reason})") from None
+    except Exception as exc:  # unpickling runs any code: it may raise anything
+        raise CorruptVersionError(
+            f"version {version}: artefact {file} failed to load ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _unpickle(version: str, artifact: Mapping[str, Any], source: BinaryIO | bytearray) -> Any:
+    _warn_if_made_elsewhere(version, artifact)
+    if isinstance(source, bytearray):
+        return cloudpickle.loads(source)
+    return cloudpickle.load(source)
+
+
+def _release(value: object, parts: int) -> tuple[str, ...] | None:
+    """The first ``parts`` numbers of a version string (``"3.11.4"``, 2: ``("3", "11")``)."""
+    return tuple(value.split(".")[:parts]) if isinstance(value, str) else None
+
+
+def _warn_if_made_elsewhere(version: str, artifact: Mapping[str, Any]) -> None:
+    """One warning when the artefact was written by another cloudpickle major or Python minor."""
+    saved_cp, saved_py = artifact.get("cloudpickle_version"), artifact.get("python_version")
+    running_cp, running_py = cloudpickle.__version__, platform.python_version()
+    cp_differs = saved_cp is not None and _release(saved_cp, 1) != _release(running_cp, 1)
+    py_differs = saved_py is not None and _release(saved_py, 2) != _release(running_py, 2)
+    if cp_differs or py_differs:
+        log.warning(
+            "version %s was saved with cloudpickle %s and Python %s; this process runs cloudpickle %s"
+            " and Python %s: loading it anyway (its sha256 is checked as always), but it may fail"
+            " or behave differently",
+            version,
+            saved_cp if saved_cp is not None else "(not recorded)",
+            saved_py if saved_py is not None else "(not recorded)",
+            running_cp,
+            running_py,
+        )
