@@ -109,3 +109,25 @@ def test_compose_takes_the_token_and_the_owner_from_an_env_file(tmp_path: Path):
     service = compose_config(tmp_path / ".env")
     assert service["environment"]["MODEL_REGISTRY_API_TOKEN"] == "s3cret"
     assert service["user"] == "1000:1001"
+
+
+@pytest.mark.parametrize("token", ["", "s3cret"])
+def test_the_compose_environment_turns_the_token_on_in_the_service(
+    tmp_path: Path, bundled_copy: Path, monkeypatch: pytest.MonkeyPatch, token: str
+):
+    """The service started with the environment compose gives it: the token from ``.env`` guards
+    every request; without one, reads are open and writes refused."""
+    (tmp_path / ".env").write_text(f"MODEL_REGISTRY_API_TOKEN={token}\n" if token else "")
+    for key, value in compose_config(tmp_path / ".env")["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(bundled_copy))  # the container's /app/registry
+    client = create_app({"TESTING": True}).test_client()
+    patch = {"json": {"stage": "prod"}}
+    if token:
+        assert client.get("/models/latest").status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/models/latest", headers=headers).status_code == 200
+        assert client.patch("/models/1.1.0", headers=headers, **patch).status_code == 200
+    else:
+        assert client.get("/models/latest").status_code == 200
+        assert client.patch("/models/1.1.0", **patch).status_code == 403
