@@ -38,7 +38,9 @@ system-tools:
 	    || { echo "$$log"; exit 1; }; \
 	else echo "system-tools: not root on Debian; install$$missing yourself (see README, Development)"; fi
 
-## Lint, then run the whole test suite (the tests start every server they need on 127.0.0.1).
+## Lint, then run the whole test suite (the tests start every server they need on 127.0.0.1), one
+## pytest-xdist worker per core, each test file in one worker (each worker starts its own servers).
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(BIN)/.installed system-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
