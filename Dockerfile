@@ -17,17 +17,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MODEL_REGISTRY_ROOT=/app/registry \
     GUNICORN_BIND=0.0.0.0:8000
 
-# Dependencies first, from setup.cfg alone (a stub package stands in for the source), so that an edit
-# of the package reuses this layer and only reinstalls the package itself below.
+# Dependencies first, from setup.cfg alone (a stub package and README stand in for the real ones), so
+# that an edit of the package or the README reuses this layer and only reinstalls the package below.
 # DL3013: the versions are setup.cfg's ranges; pin them with a constraints file for a production image.
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml ./
 # hadolint ignore=DL3013
 RUN mkdir flask_model_registry \
     && echo '__version__ = "0"' > flask_model_registry/__init__.py \
+    && touch README.md \
     && pip install --no-cache-dir '.[server]' \
     && pip uninstall --yes flask-model-registry \
-    && rm -rf flask_model_registry build ./*.egg-info
+    && rm -rf flask_model_registry build ./*.egg-info README.md
 
+COPY README.md ./
 COPY flask_model_registry ./flask_model_registry
 RUN pip install --no-cache-dir --no-deps . && rm -rf build ./*.egg-info
 COPY example_app ./example_app
