@@ -15,7 +15,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .answers import entry_item, version_item
 from .context import get_registries, get_registry
@@ -56,7 +56,7 @@ class _ModelsGroup(AppGroup):
                     help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
                 )
             )
-            cmd.callback = _selecting_model(cmd.callback)
+            cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
         super().add_command(cmd, name)
 
 

@@ -87,14 +87,17 @@ def test_a_named_model_answers_as_the_default_registry(cli: Callable[..., Result
     assert (named.exit_code, named.output) == (default.exit_code, table)
 
 
-def test_commands_act_on_the_named_model_only(cli: Callable[..., Result], app: Flask):
+def test_commands_act_on_the_named_model_only(
+    cli: Callable[..., Result], app: Flask, model_roots: dict[str, Path]
+):
+    model_roots["churn"].mkdir()  # an empty registry (a missing root is an error)
     assert cli("list", "--model", "churn").output.strip() == "no versions"
     assert cli("latest", "--model", "churn").exit_code == 1
     result = cli("promote", "1.1.0", "prod", "--model", "fraud")
     assert result.exit_code == 0, result.output
     assert app.registries["fraud"].get_latest_version("prod") == "1.1.0"
     assert app.registry.get_latest_version("prod") == "1.0.0"
-    events = json.loads(cli("history", "1.1.0", "--model", "fraud").output)
+    events = json.loads(cli("history", "1.1.0", "--json", "--model", "fraud").output)
     assert events[-1]["action"] == "set_stage"
     assert cli("promote", "1.0.0", "pord", "--model", "churn").exit_code == 1  # no such version there
 
@@ -109,7 +112,13 @@ def test_verify_checks_the_named_models_artefacts(cli: Callable[..., Result], mo
 
 def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]):
     for name in models_cli.commands:
-        args = {"show": ["1.0.0"], "promote": ["1.0.0", "prod"]}.get(name, [])
+        args = {
+            "show": ["1.0.0"],
+            "promote": ["1.0.0", "prod"],
+            "demote": ["1.0.0"],
+            "set": ["1.0.0", "note=1"],
+            "history": ["1.0.0"],
+        }.get(name, [])
         result = cli(name, *args, "--model", "nope")
         assert result.exit_code == 1, name
         assert result.output == "Error: no model named 'nope' (named models: churn, fraud)\n", name
