@@ -50,7 +50,7 @@ def app_config(named_models: dict[str, Any]) -> dict[str, Any]:
 def twins(published: ModelRegistry, registry_root: Path, model_roots: dict[str, Path]) -> None:
     """The named model ``fraud`` holds a byte-for-byte copy of the default registry (``published``),
     audit trail included; ``churn`` holds one version of its own."""
-    shutil.copytree(registry_root, model_roots["fraud"])
+    shutil.copytree(registry_root, model_roots["fraud"], dirs_exist_ok=True)
     ModelRegistry(model_roots["churn"]).save_model("7.0.0", "churn model", {"stage": "prod"})
 
 

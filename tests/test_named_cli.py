@@ -31,7 +31,7 @@ def app_config(named_models: dict[str, Any]) -> dict[str, Any]:
 def cli(app: Flask, published: ModelRegistry, registry_root: Path, model_roots: dict[str, Path]):
     """``cli(*args)`` runs ``flask models *args``; the named model ``fraud`` starts as a byte-for-byte
     copy of the default registry (``published``), ``churn`` empty."""
-    shutil.copytree(registry_root, model_roots["fraud"])
+    shutil.copytree(registry_root, model_roots["fraud"], dirs_exist_ok=True)
     runner = app.test_cli_runner()
     return lambda *args: runner.invoke(args=["models", *args])
 
@@ -73,7 +73,7 @@ def test_commands_act_on_the_named_model_only(cli: Callable[..., Result], app: F
     assert result.exit_code == 0, result.output
     assert app.registries["fraud"].get_latest_version("prod") == "1.1.0"
     assert app.registry.get_latest_version("prod") == "1.0.0"
-    events = json.loads(cli("history", "1.1.0", "--model", "fraud").output)
+    events = json.loads(cli("history", "1.1.0", "--json", "--model", "fraud").output)
     assert events[-1]["action"] == "set_stage"
     assert cli("promote", "1.0.0", "pord", "--model", "churn").exit_code == 1  # no such version there
 
@@ -88,7 +88,8 @@ def test_verify_checks_the_named_models_artefacts(cli: Callable[..., Result], mo
 
 def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]):
     for name in models_cli.commands:
-        args = {"show": ["1.0.0"], "promote": ["1.0.0", "prod"]}.get(name, [])
+        args = {"show": ["1.0.0"], "promote": ["1.0.0", "prod"], "demote": ["1.0.0"], "set": ["1.0.0", "a=1"]}
+        args = args.get(name, [])
         result = cli(name, *args, "--model", "nope")
         assert result.exit_code == 1, name
         assert result.output == "Error: no model named 'nope' (named models: churn, fraud)\n", name
