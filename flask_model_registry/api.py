@@ -73,6 +73,21 @@ def register_api(app: Flask, prefix: str) -> None:
             return None
         path = request.path
         if path == prefix or path.startswith(prefix + "/"):
+            segment = path[len(prefix) + 1 :]
+            if (
+                exc.code == 405
+                and request.method == "PATCH"
+                and re.fullmatch(NAME_PATTERN, segment)
+                and segment not in RESERVED_NAMES
+                and segment not in get_registries()
+            ):
+                # "PATCH /models/v1": a segment shaped like a model name is only a model's list
+                # route; not being one, it is a bad version (400) or, with named models, an
+                # unknown one (404 naming it), never a method error.
+                try:
+                    get_registry(segment) if get_registries() else check_version(segment)
+                except RegistryError as error:
+                    return _error(error.http_status, str(error))
             return _http_error(exc)  # type: ignore[arg-type]
         return None
 

@@ -15,7 +15,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .answers import entry_item, version_item
 from .context import get_registries, get_registry
@@ -27,33 +27,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
 
 
-def _model_option(command: F) -> F:
-    """Add ``--model NAME`` to ``command``; an unknown name is one ``Error:`` line naming it."""
+def _selecting_model(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` behind ``--model NAME``: the name is kept for :func:`selected_registry`; an
+    unknown one is one ``Error:`` line naming it."""
 
-    @click.option(
-        "--model",
-        "model_name",
-        metavar="NAME",
-        help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
-    )
-    @wraps(command)
-    def run(*args: Any, model_name: str | None, **kwargs: Any) -> Any:
+    @wraps(callback)
+    def run(*args: Any, model_name: str | None = None, **kwargs: Any) -> Any:
         try:
             get_registry(model_name)
         except UnknownModelError as exc:
             raise click.ClickException(str(exc)) from None
         click.get_current_context().meta[_MODEL] = model_name
-        return command(*args, **kwargs)
+        return callback(*args, **kwargs)
 
-    return run  # type: ignore[return-value]
+    return run
 
 
 class _ModelsGroup(AppGroup):
-    """A command group whose every subcommand takes ``--model NAME``."""
+    """A command group whose every subcommand takes ``--model NAME``, also one defined elsewhere
+    and added with ``add_command``."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
-        decorate = super().command(*args, **kwargs)
-        return lambda command: decorate(_model_option(command))
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.callback is not None and "model_name" not in {param.name for param in cmd.params}:
+            cmd.params.append(
+                click.Option(
+                    ["--model", "model_name"],
+                    metavar="NAME",
+                    help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
+                )
+            )
+            cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
+        super().add_command(cmd, name)
 
 
 def selected_registry() -> ModelRegistry:

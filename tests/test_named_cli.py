@@ -7,16 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import Result
 from flask import Flask
 
 from flask_model_registry import FlaskModelRegistry, ModelRegistry
-from flask_model_registry.cli import models_cli
+from flask_model_registry.cli import models_cli, selected_registry
 
 REPO = Path(__file__).resolve().parent.parent
 NOTE = "named models (list one with --model NAME): churn, fraud\n"
@@ -43,6 +44,26 @@ def test_every_subcommand_takes_model(cli: Callable[..., Result]):
         assert "--model NAME" in cli(name, "--help").output, name
 
 
+@pytest.fixture
+def added_later() -> Iterator[str]:
+    """A subcommand defined elsewhere (as an add-on would) and added with ``add_command``."""
+
+    @click.command("count")
+    def count() -> None:
+        click.echo(len(selected_registry().list_versions()))
+
+    models_cli.add_command(count)
+    yield "count"
+    models_cli.commands.pop("count")
+
+
+def test_a_subcommand_added_later_takes_model_too(cli: Callable[..., Result], app: Flask, added_later: str):
+    app.registries["churn"].save_model("1.0.0", "m")
+    assert cli(added_later).output == "3\n"
+    assert cli(added_later, "--model", "churn").output == "1\n"
+    assert cli(added_later, "--model", "nope").exit_code == 1
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -66,7 +87,10 @@ def test_a_named_model_answers_as_the_default_registry(cli: Callable[..., Result
     assert (named.exit_code, named.output) == (default.exit_code, table)
 
 
-def test_commands_act_on_the_named_model_only(cli: Callable[..., Result], app: Flask):
+def test_commands_act_on_the_named_model_only(
+    cli: Callable[..., Result], app: Flask, model_roots: dict[str, Path]
+):
+    model_roots["churn"].mkdir(exist_ok=True)  # an empty registry (a missing root is an error)
     assert cli("list", "--model", "churn").output.strip() == "no versions"
     assert cli("latest", "--model", "churn").exit_code == 1
     result = cli("promote", "1.1.0", "prod", "--model", "fraud")
@@ -88,8 +112,13 @@ def test_verify_checks_the_named_models_artefacts(cli: Callable[..., Result], mo
 
 def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]):
     for name in models_cli.commands:
-        args = {"show": ["1.0.0"], "promote": ["1.0.0", "prod"], "demote": ["1.0.0"], "set": ["1.0.0", "a=1"]}
-        args = args.get(name, [])
+        args = {
+            "show": ["1.0.0"],
+            "promote": ["1.0.0", "prod"],
+            "demote": ["1.0.0"],
+            "set": ["1.0.0", "note=1"],
+            "history": ["1.0.0"],
+        }.get(name, [])
         result = cli(name, *args, "--model", "nope")
         assert result.exit_code == 1, name
         assert result.output == "Error: no model named 'nope' (named models: churn, fraud)\n", name
