@@ -1,0 +1,229 @@
+"""One bad file costs only itself: whatever lies in a version's ``metadata.json`` (or in place of
+it), every other version keeps answering, through the Python API, ``GET /models`` and the CLI, on
+local disk and on S3 (moto)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import servers
+from flask import Flask
+
+from flask_model_registry import CorruptVersionError, FlaskModelRegistry, ModelRegistry
+from flask_model_registry.storage.base import MAX_METADATA_READ_BYTES
+
+#: Every kind of unusable metadata.json the registry must survive, by name.
+JUNK: dict[str, bytes] = {
+    "invalid UTF-8": b'{"a": "\xff\xfe"}',
+    "not JSON": b"{not json",
+    "empty": b"",
+    "an array": b"[1, 2]",
+    "a string": b'"text"',
+    "an int of 5,000 digits": b'{"n": ' + b"9" * 5000 + b"}",
+    "a negative int of 5,000 digits": b'{"n": -' + b"9" * 5000 + b"}",
+    "nesting past the recursion limit": b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "nesting of 500 levels": b'{"a": ' + b"[" * 500 + b"]" * 500 + b"}",
+    "NaN": b'{"auc": NaN}',
+    "Infinity": b'{"auc": Infinity}',
+    "-Infinity": b'{"nested": {"auc": [-Infinity]}}',
+    "1e999": b'{"auc": 1e999}',
+    "-1e999": b'{"auc": -1e999}',
+    "a lone surrogate key": b'{"\\ud800": 1}',
+    "a lone surrogate value": b'{"k": ["x\\udfff"]}',
+    "over the size limit": b'{"pad": "' + b"x" * MAX_METADATA_READ_BYTES + b'"}',
+}
+
+
+def within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()``, failing the test if it has not returned after ``seconds`` (it must never block)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(("value", call()))
+        except BaseException as exc:
+            outcome.append(("error", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+@pytest.fixture(params=["local", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> servers.RegistryTarget:
+    """A fresh registry location on local disk and in moto's S3."""
+    name = "registry"
+    if request.param == "s3":
+        store: servers.Store = request.getfixturevalue("s3_server")
+        return servers.RegistryTarget("s3", store.url(f"{name}-{os.urandom(6).hex()}"), store)
+    return servers.RegistryTarget("local", str(tmp_path / name))
+
+
+def put(target: servers.RegistryTarget, version: str, name: str, data: bytes) -> None:
+    """Write a file of a version by hand, as people and jobs do."""
+    target.filesystem.pipe_file(target.path("versions", version, name), data)
+
+
+def app_over(target: servers.RegistryTarget) -> Flask:
+    app = Flask("prediction_service")
+    app.config.update(
+        TESTING=True,
+        MODEL_REGISTRY_ROOT=target.root,
+        MODEL_REGISTRY_STORAGE_OPTIONS=target.storage_options,
+        MODEL_REGISTRY_REFRESH_INTERVAL=0,
+    )
+    FlaskModelRegistry(app)
+    return app
+
+
+def assert_only_itself_is_broken(target: servers.RegistryTarget, bad: str, match: str = "") -> None:
+    """Every door still answers: the bad version is an ``error`` entry, the others serve as usual.
+    Checked in a fresh registry (a new process) and in one that was running before."""
+    for registry in (target.open(), target.open(refresh_interval=0)):
+        assert registry.list_versions() == ["1.0.0", bad, "2.0.0"]
+        assert registry.get_latest_version() == "2.0.0"
+        assert registry.get_latest_version(stage="prod") == "1.0.0"
+        assert registry.get_metadata("1.0.0")["stage"] == "prod"
+        assert registry.get_model("2.0.0") == "second"
+        with pytest.raises(CorruptVersionError, match=rf"{bad} is corrupt: metadata\.json.*{match}"):
+            registry.get_metadata(bad)
+        with pytest.raises(CorruptVersionError):
+            registry.get_model(bad)
+
+    app = app_over(target)
+    client = app.test_client()
+    listing = client.get("/models")
+    assert listing.status_code == 200
+    body = listing.get_json()
+    assert [item["version"] for item in body] == ["1.0.0", bad, "2.0.0"]
+    assert set(body[1]) == {"version", "error"} and "metadata.json" in body[1]["error"]
+    assert client.get("/models?stage=prod").get_json()[0]["version"] == "1.0.0"
+    assert client.get("/models/latest").get_json()["version"] == "2.0.0"
+    assert client.get("/models/1.0.0").status_code == 200
+    broken = client.get(f"/models/{bad}")
+    assert broken.status_code == 500 and broken.get_json()["error"]["message"].startswith(f"version {bad}")
+    assert client.get(f"/models/{bad}/history").status_code == 200
+
+    runner = app.test_cli_runner()
+    table = runner.invoke(args=["models", "list"])
+    assert table.exit_code == 0 and f"{bad}" in table.output and "ERROR: metadata.json" in table.output
+    rows = json.loads(runner.invoke(args=["models", "list", "--json"]).output)
+    assert [row["version"] for row in rows] == ["1.0.0", bad, "2.0.0"] and rows[1]["metadata"] is None
+    shown = runner.invoke(args=["models", "show", bad])
+    assert shown.exit_code == 1 and shown.output.startswith(f"Error: version {bad} is corrupt")
+    assert json.loads(runner.invoke(args=["models", "show", "1.0.0"]).output)["stage"] == "prod"
+    assert runner.invoke(args=["models", "history"]).exit_code == 0
+
+
+@pytest.fixture
+def two_good(target: servers.RegistryTarget) -> servers.RegistryTarget:
+    """1.0.0 (prod) and 2.0.0 published; the test puts a bad 1.5.0 between them."""
+    writer = target.open()
+    writer.save_model("1.0.0", "first", {"stage": "prod"})
+    writer.save_model("2.0.0", "second")
+    return target
+
+
+@pytest.mark.parametrize("kind", list(JUNK))
+def test_unusable_metadata_is_an_error_entry_and_nothing_worse(two_good, kind: str) -> None:
+    put(two_good, "1.5.0", "model.pkl", b"never loaded")
+    put(two_good, "1.5.0", "metadata.json", JUNK[kind])
+    assert_only_itself_is_broken(two_good, "1.5.0")
+
+
+def test_metadata_over_the_limit_says_so(two_good) -> None:
+    put(two_good, "1.5.0", "metadata.json", b" " * (MAX_METADATA_READ_BYTES + 1))
+    assert_only_itself_is_broken(two_good, "1.5.0", match="larger than the limit of 1048576 bytes")
+
+
+def test_metadata_just_under_the_limit_is_read(target: servers.RegistryTarget) -> None:
+    """Hand-made metadata may be larger than the registry writes, up to the read limit."""
+    document = b'{"pad": "' + b"x" * (MAX_METADATA_READ_BYTES - 20) + b'"}'
+    assert len(document) <= MAX_METADATA_READ_BYTES
+    put(target, "1.0.0", "metadata.json", document)
+    assert len(target.open().get_metadata("1.0.0")["pad"]) == MAX_METADATA_READ_BYTES - 20
+
+
+# Local disk: sparse files, FIFOs, folders, sockets ------------------------------------------------
+
+
+@pytest.fixture
+def local_two_good(registry_root: Path) -> servers.RegistryTarget:
+    registry = ModelRegistry(registry_root)
+    registry.save_model("1.0.0", "first", {"stage": "prod"})
+    registry.save_model("2.0.0", "second")
+    return servers.RegistryTarget("local", str(registry_root))
+
+
+@pytest.fixture
+def fifo() -> Iterator[Callable[[Path], None]]:
+    """``fifo(path)`` makes a FIFO; afterwards any reader still blocked on one (the bug) is let go,
+    so that no thread outlives the test."""
+    made: list[Path] = []
+
+    def make(path: Path) -> None:
+        os.mkfifo(path)
+        made.append(path)
+
+    yield make
+    for path in made:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))  # a blocked reader now reads EOF
+        except OSError as exc:
+            assert exc.errno in (errno.ENXIO, errno.ENOENT)  # nobody was reading: good
+
+
+def test_a_huge_sparse_metadata_file_is_not_read_whole(local_two_good) -> None:
+    """A metadata.json of 100 GiB (sparse: no disk used) is read no further than the limit."""
+    folder = Path(local_two_good.root, "versions", "1.5.0")
+    folder.mkdir()
+    with open(folder / "metadata.json", "wb") as f:
+        f.truncate(100 << 30)
+    assert_only_itself_is_broken(local_two_good, "1.5.0", match="larger than the limit")
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a folder", "a socket"])
+def test_metadata_that_is_not_a_regular_file_never_blocks(local_two_good, fifo, kind: str) -> None:
+    folder = Path(local_two_good.root, "versions", "1.5.0")
+    folder.mkdir()
+    path = folder / "metadata.json"
+    if kind == "a FIFO":
+        fifo(path)
+    elif kind == "a folder":
+        path.mkdir()
+    else:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(path))  # the socket file stays after the close
+    within(20, lambda: assert_only_itself_is_broken(local_two_good, "1.5.0", match="cannot be read"))
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a folder"])
+def test_an_artefact_that_is_not_a_regular_file_is_corrupt_not_a_hang(
+    local_two_good, fifo, kind: str
+) -> None:
+    artefact = Path(local_two_good.root, "versions", "2.0.0", "model.pkl")
+    artefact.unlink()
+    if kind == "a FIFO":
+        fifo(artefact)
+    else:
+        artefact.mkdir()
+    registry = local_two_good.open()
+    for call in (registry.get_model, registry.verify):
+        with pytest.raises(CorruptVersionError, match=r"2\.0\.0: artefact model\.pkl cannot be read"):
+            within(20, lambda call=call: call("2.0.0"))
+    with pytest.raises(CorruptVersionError):
+        within(20, registry.get_latest_model)
+    assert registry.get_model("1.0.0") == "first"
