@@ -138,10 +138,28 @@ def two_good(target: servers.RegistryTarget) -> servers.RegistryTarget:
 
 
 @pytest.mark.parametrize("kind", list(JUNK))
-def test_unusable_metadata_is_an_error_entry_and_nothing_worse(two_good, kind: str) -> None:
-    put(two_good, "1.5.0", "model.pkl", b"never loaded")
-    put(two_good, "1.5.0", "metadata.json", JUNK[kind])
-    assert_only_itself_is_broken(two_good, "1.5.0")
+def test_unusable_metadata_is_an_error_entry_and_nothing_worse(local_two_good, kind: str) -> None:
+    put(local_two_good, "1.5.0", "model.pkl", b"never loaded")
+    put(local_two_good, "1.5.0", "metadata.json", JUNK[kind])
+    assert_only_itself_is_broken(local_two_good, "1.5.0")
+
+
+def test_every_kind_at_once(two_good) -> None:
+    """All the junk in one registry (local and S3): each bad version is its own error entry."""
+    bad = {f"1.5.{n}": data for n, data in enumerate(JUNK.values())}
+    for version, data in bad.items():
+        put(two_good, version, "metadata.json", data)
+    registry = two_good.open()
+    assert registry.list_versions() == ["1.0.0", *bad, "2.0.0"]
+    assert registry.get_latest_version(stage="prod") == "1.0.0"
+    assert registry.get_model("2.0.0") == "second"
+    errors = {e.version: e.error for e in registry.snapshot().entries if e.error is not None}
+    assert list(errors) == list(bad) and all(e.startswith("metadata.json ") for e in errors.values())
+    app = app_over(two_good)
+    listing = app.test_client().get("/models").get_json()
+    assert [item["version"] for item in listing if "error" in item] == list(bad)
+    table = app.test_cli_runner().invoke(args=["models", "list"])
+    assert table.exit_code == 0 and table.output.count("ERROR: metadata.json") == len(bad)
 
 
 def test_metadata_over_the_limit_says_so(two_good) -> None:
