@@ -120,6 +120,7 @@ class ModelRegistry:
         self._snapshot = EMPTY
         self._stale = True  # set after our own writes: a process always reads what it wrote
         self._scanned = False  # whether a scan ever succeeded (there is a state to fall back on)
+        self._refresh_error: str | None = None  # why the last rescan failed, if it did
         self._models: OrderedDict[tuple[str, Stamp], Any] = OrderedDict()
         self._models_lock = threading.Lock()
         self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
@@ -149,14 +150,20 @@ class ModelRegistry:
                     self._snapshot = self._rescan(self._snapshot)
                     self._scanned = True
             except Exception as exc:
-                # A failed rescan saw nothing: what asked for it still stands (the storage
-                # re-arms its own signal), and with no state yet the next call tries again.
+                # A failed rescan saw nothing: what asked for it still stands, and with no state
+                # yet the next call tries again.
+                self.storage.rescan_failed()
                 self._stale = self._stale or stale or not self._scanned
                 if not self._scanned:
                     raise
                 # A store that fails for a moment (a timeout, a 503) must not take the
-                # service down: keep the last state and try again at the next refresh.
-                log.warning("refresh failed, serving the last state: %s", exc)
+                # service down: keep the last state and try again at the next refresh (logged
+                # once while the failure stays the same).
+                if str(exc) != self._refresh_error:
+                    log.warning("refresh failed, serving the last state: %s", exc)
+                self._refresh_error = str(exc)
+            else:
+                self._refresh_error = None
             finally:
                 self._rescanning = False
             return self._snapshot

@@ -7,7 +7,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import servers
 from flask import Flask
+from helpers_procs import list_unprivileged
 
 from flask_model_registry import CorruptVersionError, FlaskModelRegistry, ModelRegistry
 from flask_model_registry.storage.base import MAX_METADATA_READ_BYTES
@@ -245,3 +248,115 @@ def test_an_artefact_that_is_not_a_regular_file_is_corrupt_not_a_hang(
     with pytest.raises(CorruptVersionError):
         within(20, registry.get_latest_model)
     assert registry.get_model("1.0.0") == "first"
+
+
+# Unreadable -------------------------------------------------------------------------------------
+
+
+def test_an_unreadable_metadata_file_is_an_error_entry(clean_children, tmp_path: Path) -> None:
+    """No permission to read one metadata.json (EACCES): only that version is broken. Read by an
+    unprivileged child process, since root reads any file."""
+    root = Path(tempfile.mkdtemp(prefix="registry-"))  # not under tmp_path: nobody must reach it
+    try:
+        root.chmod(0o755)
+        registry = ModelRegistry(root)
+        registry.save_model("1.0.0", "first", {"stage": "prod"})
+        registry.save_model("1.5.0", "locked away")
+        registry.save_model("2.0.0", "second")
+        (root / "versions" / "1.5.0" / "metadata.json").chmod(0)
+        results = clean_children.context.Queue()
+        clean_children.run(list_unprivileged, str(root), results)
+        errors, model = results.get(timeout=30)
+    finally:
+        shutil.rmtree(root)
+    assert errors == {
+        "1.0.0": None,
+        "1.5.0": "metadata.json cannot be read (Permission denied)",
+        "2.0.0": None,
+    }
+    assert model == "second"
+
+
+def test_an_archived_s3_object_is_an_error_entry_not_a_failed_listing(s3_server: servers.Store) -> None:
+    """A metadata.json in the GLACIER storage class (GET answers 403 InvalidObjectState) is one
+    error entry; fresh processes list and load the rest, and a promotion of it is a clear error."""
+    target = servers.RegistryTarget("s3", s3_server.url(f"archived-{os.urandom(6).hex()}"), s3_server)
+    writer = target.open()
+    writer.save_model("1.0.0", "first", {"stage": "prod"})
+    writer.save_model("2.0.0", "second")
+    bucket, key = s3_server.bucket, target.path("versions", "1.5.0", "metadata.json").partition("/")[2]
+    target.filesystem.call_s3("put_object", Bucket=bucket, Key=key, Body=b"{}", StorageClass="GLACIER")
+    registry = target.open()
+    assert registry.list_versions() == ["1.0.0", "1.5.0", "2.0.0"]
+    assert registry.get_model("2.0.0") == "second"
+    assert registry.get_latest_version(stage="prod") == "1.0.0"
+    with pytest.raises(CorruptVersionError, match=r"1\.5\.0 is corrupt: metadata\.json cannot be read"):
+        registry.get_metadata("1.5.0")
+    with pytest.raises(CorruptVersionError, match="cannot be read"):
+        registry.set_stage("1.5.0", "prod")
+    listing = app_over(target).test_client().get("/models")
+    assert listing.status_code == 200 and "error" in listing.get_json()[1]
+
+
+# A stage that is not a string --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", [["prod"], {}, {"prod": True}, 1, True, None, 1.5])
+def test_a_stage_that_is_not_a_string_matches_no_stage_query(local_two_good, stage: Any) -> None:
+    put(local_two_good, "1.5.0", "model.pkl", b"")
+    put(local_two_good, "1.5.0", "metadata.json", json.dumps({"stage": stage}).encode())
+    registry = local_two_good.open()
+    assert registry.get_latest_version(stage="prod") == "1.0.0"
+    assert registry.get_latest_version() == "2.0.0"
+    assert registry.get_latest_version(stage=["prod"]) is None  # type: ignore[arg-type]
+    assert registry.get_latest_version(stage=1) is None  # type: ignore[arg-type]
+    assert registry.get_metadata("1.5.0")["stage"] == stage  # shown as written
+    client = app_over(local_two_good).test_client()
+    assert [item["version"] for item in client.get("/models?stage=prod").get_json()] == ["1.0.0"]
+    assert client.get("/models/latest?stage=prod").get_json()["version"] == "1.0.0"
+    assert client.get("/models/latest?stage=staging").status_code == 404
+    assert [item["version"] for item in client.get("/models").get_json()] == ["1.0.0", "1.5.0", "2.0.0"]
+
+
+# Freshness after a failed rescan ------------------------------------------------------------------
+
+
+def _fail_once(storage: Any, name: str, error: BaseException) -> None:
+    """The first call of ``storage.name`` does its work (a watcher's signal is consumed), then
+    fails with ``error``, as a metadata file that broke the parser used to."""
+    original = getattr(storage, name)
+    calls = []
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(None)
+        result = original(*args, **kwargs)
+        if len(calls) == 1:
+            raise error
+        return result
+
+    setattr(storage, name, failing)
+
+
+@pytest.mark.parametrize("error", [ValueError("boom"), RecursionError(), OSError(errno.EMFILE, "too many")])
+def test_a_fresh_process_whose_first_scan_fails_tries_again(local_two_good, error: BaseException) -> None:
+    registry = local_two_good.open()
+    _fail_once(registry.storage, "scan_metadata", error)
+    with pytest.raises(type(error)):
+        registry.list_versions()
+    assert registry.list_versions() == ["1.0.0", "2.0.0"], "not an empty snapshot forever"
+    assert registry.get_metadata("1.0.0")["stage"] == "prod"
+
+
+@pytest.mark.parametrize("watch", [True, False])
+@pytest.mark.parametrize("error", [ValueError("boom"), OSError(errno.EMFILE, "too many")])
+def test_a_running_process_whose_rescan_fails_sees_the_change_at_the_next_call(
+    local_two_good, error: BaseException, watch: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = local_two_good.open(watch=watch)
+    assert registry.list_versions() == ["1.0.0", "2.0.0"]
+    local_two_good.open().save_model("3.0.0", "third")  # another process publishes
+    _fail_once(registry.storage, "read_metadata_many", error)
+    assert registry.list_versions() == ["1.0.0", "2.0.0"]  # the last state, with a warning
+    assert "refresh failed, serving the last state" in caplog.text
+    assert registry.list_versions() == ["1.0.0", "2.0.0", "3.0.0"]
+    assert registry.get_latest_model() == "third"

@@ -224,6 +224,10 @@ class LocalStorage(Storage):
         self._next_poll = now + self._refresh_interval
         return True
 
+    def rescan_failed(self) -> None:
+        self._watcher.forget()  # its signal was consumed by the scan that failed
+        self._next_poll = 0.0
+
     def scan(self) -> dict[str, Stamp]:
         found: dict[str, Stamp] = {}
         with self._listing() as versions_fd:
@@ -254,28 +258,15 @@ class LocalStorage(Storage):
         self._watcher.watch(self.root)
         self._watcher.watch(self.versions_dir)
         self._plain = set()
-        with self._rearmed_on_failure():
-            try:
-                versions_fd = self._open_versions()
-            except (FileNotFoundError, NotADirectoryError):
-                yield None
-                return
-            try:
-                yield versions_fd
-            finally:
-                os.close(versions_fd)
-
-    @contextlib.contextmanager
-    def _rearmed_on_failure(self) -> Iterator[None]:
-        """A listing that fails has consumed the watcher's signal without seeing the change: say
-        "maybe changed" again, so that the next call rescans instead of serving the old state."""
         try:
-            yield
-        except BaseException:
-            self._watcher.forget()
-            if self._refresh_interval > 0:
-                self._next_poll = 0.0
-            raise
+            versions_fd = self._open_versions()
+        except (FileNotFoundError, NotADirectoryError):
+            yield None
+            return
+        try:
+            yield versions_fd
+        finally:
+            os.close(versions_fd)
 
     def _folders(self, versions_fd: int | None) -> Iterator[str]:
         """The version folders in ``versions/``: valid names, directories, links only if they stay
@@ -333,15 +324,14 @@ class LocalStorage(Storage):
         return _read_whole(self._open_inside(self._metadata_path(version)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
-        with self._rearmed_on_failure():
-            try:
-                versions_fd = self._open_versions()
-            except (FileNotFoundError, NotADirectoryError):
-                return {}
-            try:
-                return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
-            finally:
-                os.close(versions_fd)
+        try:
+            versions_fd = self._open_versions()
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        try:
+            return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
+        finally:
+            os.close(versions_fd)
 
     @contextlib.contextmanager
     def _lock(self, version: str) -> Iterator[None]:
