@@ -7,12 +7,16 @@ it into an app as ``app.registry``, with a ``/models`` JSON API and a ``flask mo
 from __future__ import annotations
 
 from .errors import (
+    ConfigError,
     CorruptVersionError,
+    InvalidArgumentError,
     InvalidMetadataError,
     InvalidVersionError,
+    PreconditionFailedError,
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
+    VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -22,15 +26,19 @@ from .registry import LoadedModel, ModelRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfigError",
     "CorruptVersionError",
     "FlaskModelRegistry",
+    "InvalidArgumentError",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
     "ModelRegistry",
+    "PreconditionFailedError",
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",
+    "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",

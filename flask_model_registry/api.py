@@ -17,11 +17,11 @@ from importlib import resources
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
 from .context import get_registry
-from .errors import InvalidMetadataError, RegistryError, VersionNotFoundError
+from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
 from .registry import Entry, Snapshot
 from .versioning import check_version
@@ -40,7 +40,15 @@ _OPENAPI_PREFIX = "/models"  # the prefix the paths in openapi.json are written 
 
 
 def register_api(app: Flask, prefix: str) -> None:
-    """Mount the API at ``prefix`` and answer every error under it (404, 405 …) in JSON."""
+    """Mount the API at ``prefix``; every answer under it is JSON, whatever the host registers.
+
+    Errors raised in the API's views go to the blueprint's handlers, registered per status code
+    so that they win over a host's ``errorhandler(404)`` as well as ``(HTTPException)`` and
+    ``(Exception)`` (Flask asks a request's blueprint before the app). Errors of routing (an unknown
+    path or method under the prefix) have no blueprint yet: an app-level ``before_request`` answers
+    them in JSON before any error handler is asked. Nothing is registered on the app's own error
+    handlers, so outside the prefix the host answers exactly as it would without the extension.
+    """
     prefix = "/" + prefix.strip("/")
     if prefix == "/":
         raise ValueError("MODEL_REGISTRY_URL_PREFIX must not be '/': the API needs a prefix of its own")
@@ -49,16 +57,18 @@ def register_api(app: Flask, prefix: str) -> None:
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith(f"{bp.name}."):
             rule.merge_slashes = False  # "/models//1.0.0": a JSON 404, not Werkzeug's HTML redirect
-    host_handler = app.error_handler_spec[None][None].get(HTTPException)
 
-    def routing_error(exc: HTTPException) -> Any:
-        """Errors raised before a view is chosen: JSON under the prefix, untouched elsewhere."""
+    def routing_error() -> Response | None:
+        """A request under the prefix that matched no route (404, 405): its JSON answer."""
+        exc = request.routing_exception
+        if exc is None:
+            return None
         path = request.path
         if path == prefix or path.startswith(prefix + "/"):
-            return _http_error(exc)
-        return host_handler(exc) if host_handler is not None else exc
+            return _http_error(exc)  # type: ignore[arg-type]
+        return None
 
-    app.register_error_handler(HTTPException, routing_error)
+    app.before_request(routing_error)
 
 
 class _VersionSegment(BaseConverter):
@@ -72,27 +82,53 @@ class _VersionSegment(BaseConverter):
 # answers ------------------------------------------------------------------------------------------
 
 
+def _dumps(payload: Any) -> bytes:
+    """The one JSON rendering of every answer, success or error: compact, strict (no NaN)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
 def _render(payload: Any) -> tuple[bytes, str]:
-    body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    body = _dumps(payload)
     return body, hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def _respond(rendered: tuple[bytes, str]) -> Response:
     body, etag = rendered
-    conditional = "If-None-Match" in request.headers  # parsed only when sent
-    if conditional and request.method in ("GET", "HEAD") and etag in request.if_none_match:
-        response = current_app.response_class(status=304)
-    else:
-        response = current_app.response_class(body, mimetype="application/json")
+    headers = request.headers  # a PATCH checks its preconditions before the change, not here
+    if ("If-None-Match" in headers or "If-Match" in headers) and request.method in ("GET", "HEAD"):
+        failed = _failed_precondition(etag)
+        if failed == 412:
+            return _error(412, "If-Match: the answer has changed since that ETag")
+        if failed == 304:
+            response = current_app.response_class(status=304)
+            response.set_etag(etag)
+            return response
+    response = current_app.response_class(body, mimetype="application/json")
     response.set_etag(etag)
     return response
 
 
+def _failed_precondition(etag: str) -> int | None:
+    """RFC 9110 §13.2.2 for a resource whose strong ETag is ``etag``: ``If-Match`` by strong
+    comparison (a list, or ``*``), then ``If-None-Match`` by weak comparison (``W/"x"`` matches
+    ``"x"``). The status of a failed precondition (412, or 304 for a read), None when it holds."""
+    if "If-Match" in request.headers and not request.if_match.contains(etag):
+        return 412
+    if "If-None-Match" in request.headers and request.if_none_match.contains_weak(etag):
+        return 304 if request.method in ("GET", "HEAD") else 412
+    return None
+
+
+def _sorted_methods(value: str) -> str:
+    """An ``Allow`` header in one stable order (Werkzeug builds it from a set)."""
+    return ", ".join(sorted({method.strip() for method in value.split(",") if method.strip()}))
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"error": {"code": status, "message": message}}).encode()
+    body = _dumps({"error": {"code": status, "message": message}})
     response = current_app.response_class(body, status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
-        response.headers[name] = value
+        response.headers[name] = _sorted_methods(value) if name.lower() == "allow" else value
     return response
 
 
@@ -101,9 +137,14 @@ def _http_error(exc: HTTPException) -> Response:
     return _error(exc.code or 500, exc.description or exc.name, headers)
 
 
-@bp.errorhandler(HTTPException)
 def _view_http_error(exc: HTTPException) -> Response:
     return _http_error(exc)
+
+
+# Per status code too: a host's errorhandler(404) would otherwise win over a class-based handler.
+bp.register_error_handler(HTTPException, _view_http_error)
+for _code in default_exceptions:
+    bp.register_error_handler(_code, _view_http_error)
 
 
 @bp.errorhandler(RegistryError)
@@ -121,8 +162,10 @@ def _unexpected_error(exc: Exception) -> Response:
 def _options_in_json(response: Response) -> Response:
     """Flask answers ``OPTIONS`` itself, with an empty body: say the same (``Allow``) in JSON."""
     if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
-        response.set_data(json.dumps({"allow": sorted(response.allow)}))
+        methods = sorted(response.allow)
+        response.set_data(_dumps({"allow": methods}))
         response.mimetype = "application/json"
+        response.headers["Allow"] = ", ".join(methods)
     return response
 
 
@@ -131,6 +174,10 @@ def _options_in_json(response: Response) -> Response:
 
 @bp.before_request
 def _authorize() -> Response | None:
+    """The token rules; ``OPTIONS`` (a CORS preflight, sent without credentials) is always open:
+    it reveals nothing but ``Allow``."""
+    if request.method == "OPTIONS":
+        return None
     token = current_app.config["MODEL_REGISTRY_API_TOKEN"]
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -180,10 +227,15 @@ def _bool_arg(name: str) -> bool:
 # views --------------------------------------------------------------------------------------------
 
 
+def _version_item(version: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The answer for one version, whose ETag a conditional PATCH compares with."""
+    return {"version": version, "metadata": metadata}
+
+
 def _item(entry: Entry) -> dict[str, Any]:
     if entry.metadata is None:
         return {"version": entry.version, "error": entry.error}
-    return {"version": entry.version, "metadata": entry.metadata}
+    return _version_item(entry.version, entry.metadata)
 
 
 def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> tuple[bytes, str]:
@@ -235,14 +287,26 @@ def show_model(version: str) -> Response:
 
 @bp.get("/<model_version:version>/history")
 def model_history(version: str) -> Response:
-    """``GET /models/<version>/history``: that version's audit events, oldest first."""
-    return _respond(_render(get_registry().history(check_version(version))))
+    """``GET /models/<version>/history?limit=&before=``: that version's audit events, oldest first
+    (the newest ``limit`` older than event ``before``)."""
+    limit = _arg("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 6):
+        raise InvalidArgumentError("query parameter 'limit' must be a whole number from 1 to 10000")
+    page = get_registry().history(check_version(version), int(limit) if limit else None, _arg("before"))
+    return _respond(_render(page))
 
 
 @bp.patch("/<model_version:version>")
 def patch_model(version: str) -> Response:
-    """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags."""
+    """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags.
+
+    ``If-Match`` / ``If-None-Match`` are checked against the metadata the change replaces, inside
+    the registry's compare-and-swap (412, nothing changed); the answer's ``ETag`` is the one the
+    next ``GET`` of the version answers with.
+    """
     check_version(version)
+    if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
+        return _error(428, "this server requires If-Match: send the ETag of the version's last GET")
     if request.mimetype not in _JSON_TYPES:
         return _error(415, "send the patch as application/json or application/merge-patch+json")
     data = request.stream.read(MAX_METADATA_BYTES + 1)
@@ -252,9 +316,15 @@ def patch_model(version: str) -> Response:
         changes = json.loads(data)
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
-    registry = get_registry()
-    metadata = registry.update_metadata(version, changes, actor=_actor())
-    return _respond(_render({"version": version, "metadata": metadata}))
+
+    def precondition(current: dict[str, Any]) -> bool:
+        return _failed_precondition(_render(_version_item(version, current))[1]) is None
+
+    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
+    metadata = get_registry().update_metadata(
+        version, changes, actor=_actor(), expected=precondition if conditional else None
+    )
+    return _respond(_render(_version_item(version, metadata)))
 
 
 @bp.get("/openapi.json")

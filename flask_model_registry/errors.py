@@ -22,6 +22,18 @@ class InvalidMetadataError(RegistryError, ValueError):
     http_status = 400
 
 
+class InvalidArgumentError(RegistryError, ValueError):
+    """An argument out of range or of the wrong form, such as a history ``limit`` or ``before``."""
+
+    http_status = 400
+
+
+class VersionAliasError(RegistryError):
+    """A write through a version folder that is a link to another version's folder (an alias)."""
+
+    http_status = 409
+
+
 class VersionNotFoundError(RegistryError, LookupError):
     """No committed version of that name, or nothing that qualifies as latest."""
 
@@ -46,6 +58,12 @@ class ConflictError(RegistryError):
     http_status = 409
 
 
+class PreconditionFailedError(RegistryError):
+    """A conditional change (``expected=``, HTTP ``If-Match``) found the version changed: nothing done."""
+
+    http_status = 412
+
+
 class StorageUnavailableError(RegistryError, OSError):
     """The store did not answer a listing or a read (a timeout, a refused connection, a 503)."""
 
@@ -56,3 +74,12 @@ class StorageBackendMissingError(RegistryError, ImportError):
     """The fsspec backend of a URL scheme is not installed; the message names the extra."""
 
     http_status = 500
+
+
+class ConfigError(RegistryError, ValueError):
+    """A ``MODEL_REGISTRY_*`` config value that is not of its key's type; raised by ``init_app``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        #: The config key at fault, such as ``MODEL_REGISTRY_API_ENABLED``.
+        self.key = key

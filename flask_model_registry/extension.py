@@ -8,27 +8,15 @@ registry is reachable as ``app.registry`` / ``current_app.registry`` and
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
+from .config import CONFIG_DEFAULTS, load_config
 from .context import EXTENSION_KEY, get_registry
-from .registry import DEFAULT_MODEL_CACHE_SIZE, ModelRegistry
+from .registry import ModelRegistry
 
-#: Every config key the extension reads, with its default (set with ``app.config.setdefault``).
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "MODEL_REGISTRY_ROOT": None,
-    "MODEL_REGISTRY_URL_PREFIX": "/models",
-    "MODEL_REGISTRY_API_ENABLED": True,
-    "MODEL_REGISTRY_API_TOKEN": None,
-    "MODEL_REGISTRY_STORAGE_OPTIONS": None,
-    "MODEL_REGISTRY_REFRESH_INTERVAL": None,
-    "MODEL_REGISTRY_STAGES": None,
-    "MODEL_REGISTRY_MODEL_CACHE_SIZE": DEFAULT_MODEL_CACHE_SIZE,
-    "MODEL_REGISTRY_WATCH": True,
-}
+__all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
 
 
 class FlaskModelRegistry:
@@ -39,13 +27,13 @@ class FlaskModelRegistry:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Build the app's registry from its ``MODEL_REGISTRY_*`` config; register API and CLI."""
+        """Build the app's registry from its ``MODEL_REGISTRY_*`` config (app config first, then the
+        environment, each parsed by type: :class:`ConfigError` on a bad value); register API and CLI."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "FlaskModelRegistry is already initialised on this app; call init_app once per app"
             )
-        for key, value in CONFIG_DEFAULTS.items():
-            app.config.setdefault(key, value)
+        load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
         registry = ModelRegistry(
             config["MODEL_REGISTRY_ROOT"],

@@ -17,16 +17,22 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from typing import IO, Any, NamedTuple
 
 import cloudpickle
 
+from . import audit
 from . import metadata as md
-from .errors import ConflictError, CorruptVersionError, StorageUnavailableError, VersionNotFoundError
+from .errors import (
+    ConflictError,
+    CorruptVersionError,
+    PreconditionFailedError,
+    StorageUnavailableError,
+    VersionNotFoundError,
+)
 from .loading import load_artifact, verify_artifact
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 #: How many loaded models :meth:`ModelRegistry.get_model` keeps by default.
 DEFAULT_MODEL_CACHE_SIZE = 4
 _CAS_ATTEMPTS = 50
+#: What a conditional change expects: the metadata it was decided on, or a test of the current one.
+Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
 _SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -113,6 +121,7 @@ class ModelRegistry:
         if self.allowed_stages is not None:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
+        self.audit = audit.AuditTrail(self.storage)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
@@ -336,7 +345,9 @@ class ModelRegistry:
         check_version(version)
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
+        actor = audit.check_actor(actor or default_actor())
         publication = self.storage.begin_publication(version)
+        pending = None
         try:
             with publication.open_artifact() as f:
                 writer = _HashingWriter(f)
@@ -354,30 +365,68 @@ class ModelRegistry:
                 },
                 **user,
             }
-            publication.commit(md.dumps(written))
+            data = md.dumps(written)
+            pending = self.audit.prepare("publish", version, {}, written, actor, None, data)
+            publication.commit(data)
         except BaseException:
             publication.abort()
+            if pending is not None and not self._landed(version, data):
+                pending.discard()
+            elif pending is not None:  # committed, then failed (a lost answer): it happened
+                pending.finalise()
+                self._stale = True
+                return _copy_json(written)
             raise
-        self._record("publish", version, {}, written, actor)
+        self._stale = True
+        pending.finalise()
         return _copy_json(written)
 
-    def set_stage(self, version: str, stage: str | None, *, actor: str | None = None) -> dict[str, Any]:
-        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail."""
+    def _landed(self, version: str, data: bytes) -> bool:
+        """Whether ``version``'s metadata.json is now ``data``: a change that raised may have landed."""
+        try:
+            return self.storage.read_metadata(version)[0] == data
+        except OSError:
+            return False
+
+    def set_stage(
+        self, version: str, stage: str | None, *, actor: str | None = None, expected: Expected | None = None
+    ) -> dict[str, Any]:
+        """Move a version to ``stage`` (None removes it); atomic and recorded in the audit trail.
+
+        ``expected``: as for :meth:`update_metadata`.
+        """
         if stage is not None:
             md.check_stage(stage, self.allowed_stages)
-        return self._patch(version, {"stage": stage}, actor, "set_stage")
+        return self._patch(version, {"stage": stage}, actor, "set_stage", expected)
 
     def update_metadata(
-        self, version: str, changes: Mapping[str, Any], *, actor: str | None = None
+        self,
+        version: str,
+        changes: Mapping[str, Any],
+        *,
+        actor: str | None = None,
+        expected: Expected | None = None,
     ) -> dict[str, Any]:
-        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result."""
-        return self._patch(version, changes, actor, "update_metadata")
+        """Apply a JSON merge patch to the user metadata (``None`` removes a key); returns the result.
+
+        ``expected`` makes the change conditional (optimistic locking): the metadata the caller
+        decided on (as :meth:`get_metadata` returned it), or a test of the current metadata. It is
+        checked against the very metadata the change replaces, inside the compare-and-swap; if it
+        does not hold, :class:`PreconditionFailedError` is raised and nothing changes.
+        """
+        return self._patch(version, changes, actor, "update_metadata", expected)
 
     def _patch(
-        self, version: str, changes: Mapping[str, Any], actor: str | None, action: str
+        self,
+        version: str,
+        changes: Mapping[str, Any],
+        actor: str | None,
+        action: str,
+        expected: Expected | None = None,
     ) -> dict[str, Any]:
         check_version(version)
         patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        actor = audit.check_actor(actor or default_actor())
         for attempt in range(_CAS_ATTEMPTS):
             try:
                 data, stamp = self.storage.read_metadata(version)
@@ -392,48 +441,67 @@ class ModelRegistry:
             current, error = md.parse_metadata(data)
             if current is None:
                 raise CorruptVersionError(f"version {version} is corrupt: {error}")
+            if expected is not None and not _holds(expected, current):
+                raise PreconditionFailedError(
+                    f"version {version} has changed since it was read; nothing changed"
+                )
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return _copy_json(updated)
+            new = md.dumps(updated)
+            before, after = md.changed_keys(current, updated)
+            pending = self.audit.prepare(action, version, before, after, actor, data, new)
             try:
-                self.storage.replace_metadata(version, md.dumps(updated), stamp)
+                self.storage.replace_metadata(version, new, stamp)
             except ConflictError:
+                pending.discard()
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
                 continue
-            before, after = md.changed_keys(current, updated)
-            self._record(action, version, before, after, actor)
+            except BaseException:
+                if not self._landed(version, new):
+                    pending.discard()
+                    raise
+            self._stale = True
+            pending.finalise()
             return _copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
     # audit ----------------------------------------------------------------------------------------
 
-    def _record(self, action: str, version: str, before: dict, after: dict, actor: str | None) -> None:
-        event = {
-            "time": _now(),
-            "action": action,
-            "version": version,
-            "actor": actor or default_actor(),
-            "before": before,
-            "after": after,
-        }
-        self._stale = True
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
-        self.storage.append_event(version, name, md.dumps(event))
-
-    def history(self, version: str | None = None) -> list[dict[str, Any]]:
-        """Audit events (of one version, or all), oldest first."""
+    def history(
+        self, version: str | None = None, limit: int | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit events (of one version, or all), oldest first: the newest ``limit`` of those older
+        than the event whose id is ``before`` (all of them by default). Each has a unique ``id``,
+        ordered as the changes happened."""
         if version is not None:
             check_version(version)
-        events = sorted(self.storage.iter_events(version), key=lambda item: item[0])
+        limit = audit.check_limit(limit)
+        if before is not None:
+            audit.check_event_id(before)
+        events = self.audit.page(version, limit, before)
         if version is not None and not events and version not in self.snapshot().by_version:
             raise VersionNotFoundError(f"version {version} not found")
-        parsed = []
-        for _, data in events:
-            try:
-                parsed.append(md.loads(data))
-            except ValueError:
-                log.warning("skipping an unreadable audit event of %s", version or "the registry")
-        return parsed
+        return events
+
+    # resources ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free what the registry holds (the change notification's descriptors); idempotent. A
+        registry closed and used again keeps working, validating its cache without notification."""
+        self.storage.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _holds(expected: Expected, current: dict[str, Any]) -> bool:
+    if callable(expected):
+        return bool(expected(_copy_json(current)))
+    return md.same_json(dict(expected), current)
 
 
 def _now() -> str:

@@ -221,18 +221,24 @@ def test_metadata_is_replaced_only_if_unchanged(any_registry: ModelRegistry) -> 
         storage.read_metadata("9.9.9")
 
 
-def test_audit_events_are_separate_objects_never_overwritten(any_registry: ModelRegistry) -> None:
+def test_audit_objects_are_created_once_and_listed_in_order(any_registry: ModelRegistry) -> None:
     storage = any_registry.storage
-    storage.append_event("1.0.0", "0001-a.json", b'{"n": 1}')
-    storage.append_event("1.0.0", "0002-b.json", b'{"n": 2}')
-    storage.append_event("1.0.0-rc.1", "0003-c.json", b'{"n": 3}')
+    storage.audit_create(["1.0.0/b.json", ".log/b.json"], b'{"n": 2}')
+    storage.audit_create(["1.0.0/a.json"], b'{"n": 1}')
+    storage.audit_create(["1.0.0-rc.1/c.json"], b'{"n": 3}')
+    storage.audit_create(["1.0.0/a.json"], b'{"n": 1}')  # the same bytes again: a retry, done
     with pytest.raises(FileExistsError):
-        storage.append_event("1.0.0", "0001-a.json", b'{"n": 0}')
-    assert sorted(storage.iter_events("1.0.0")) == [
-        ("0001-a.json", b'{"n": 1}'),
-        ("0002-b.json", b'{"n": 2}'),
-    ]
-    assert len(list(storage.iter_events(None))) == 3
+        storage.audit_create(["1.0.0/a.json"], b'{"n": 0}')
+    assert storage.audit_list("1.0.0") == ["a.json", "b.json"]
+    assert storage.audit_list("1.0.0", start_after="a.json") == ["b.json"]
+    assert storage.audit_list("1.0.0", limit=1) == ["a.json"]
+    assert storage.audit_list("") == ["1.0.0", "1.0.0-rc.1"]  # hidden folders left out
+    assert storage.audit_read(".log/b.json") == b'{"n": 2}'
+    storage.audit_delete("1.0.0/a.json")
+    storage.audit_delete("1.0.0/a.json")
+    assert storage.audit_list("1.0.0") == ["b.json"]
+    with pytest.raises(FileNotFoundError):
+        storage.audit_read("1.0.0/a.json")
 
 
 def test_a_publisher_that_dies_before_its_commit_leaves_no_version(
@@ -396,7 +402,7 @@ def test_a_storage_of_ones_own_must_implement_the_whole_contract() -> None:
 
     with pytest.raises(TypeError) as refused:
         ReadOnly()  # type: ignore[abstract]
-    for method in ("replace_metadata", "begin_publication", "open_artifact", "append_event", "iter_events"):
+    for method in ("replace_metadata", "begin_publication", "open_artifact", "audit_create", "audit_list"):
         assert method in str(refused.value)
 
 

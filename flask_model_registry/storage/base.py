@@ -1,15 +1,15 @@
 """The storage contract: the only place that knows where a registry's bytes live.
 
 A registry root holds ``versions/<semver>/metadata.json`` (the commit marker) with the artefact beside
-it, ``audit/<version>/<event>.json`` (one object per audit event, never rewritten) and nothing else
-the registry relies on. Backends differ in how they make publishing atomic and how they notice
+it, the audit trail under ``audit/`` (immutable objects, see :mod:`flask_model_registry.audit`) and
+nothing else the registry relies on. Backends differ in how they make publishing atomic and how they notice
 changes; the registry above sees only this interface.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
@@ -106,12 +106,26 @@ class Storage(abc.ABC):
         """A seekable binary file with the artefact; never follows a link out of the root."""
 
     @abc.abstractmethod
-    def append_event(self, version: str, name: str, data: bytes) -> None:
-        """Store one audit event under a unique, time-ordered ``name``; never overwrites."""
+    def audit_create(self, names: Sequence[str], data: bytes) -> None:
+        """Store ``data`` under each of ``names`` (paths below ``audit/``), create-only. A name that
+        already holds exactly ``data`` counts as written (a retry); other bytes: FileExistsError."""
 
     @abc.abstractmethod
-    def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
-        """The audit events of one version (or all), as ``(name, data)`` in any order."""
+    def audit_read(self, name: str) -> bytes:
+        """The object ``audit/<name>``; FileNotFoundError when missing (or linked out of the root)."""
+
+    @abc.abstractmethod
+    def audit_delete(self, name: str) -> None:
+        """Remove ``audit/<name>``; nothing happens when it is already gone."""
+
+    @abc.abstractmethod
+    def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """Names right inside ``audit/<folder>`` (``""``: ``audit/`` itself; folders included), in
+        ascending order, after ``start_after``, at most ``limit``; hidden temporaries left out."""
+
+    def close(self) -> None:
+        """Free what the storage holds (watches, descriptors); idempotent."""
+        return
 
 
 def read_each(

@@ -8,19 +8,21 @@ advisory lock in ``.locks/``, written to a temporary file and renamed over ``met
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import fcntl
 import functools
+import hashlib
 import os
 import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from ..errors import ConflictError, VersionExistsError
+from ..errors import ConflictError, StorageUnavailableError, VersionAliasError, VersionExistsError
 from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
@@ -35,6 +37,8 @@ from .base import (
 from .watch import DirectoryWatcher
 
 STAGING_PREFIX = ".staging-"
+#: The audit folder that holds event temporaries (beside the pending events: a small folder).
+TEMPORARIES = ".pending"
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
 STALE_SECONDS = 3600.0
 #: How every file is opened for reading: a FIFO or a device never blocks the open (nor becomes a
@@ -186,6 +190,7 @@ class LocalStorage(Storage):
         self._real_root = os.path.realpath(self.root)
         self._watcher = DirectoryWatcher(enabled=watch)
         self._plain: set[str] = set()  # version folders the last scan saw as directories, not links
+        self._listings: dict[str, tuple[tuple[int, int, int], list[str]]] = {}  # audit folders, sorted
 
     def describe(self) -> str:
         return f"local registry {os.path.basename(self.root) or self.root!r}"
@@ -333,11 +338,28 @@ class LocalStorage(Storage):
         finally:
             os.close(versions_fd)
 
+    def _lock_name(self, version: str) -> str:
+        """The lock of a version's folder: its own name, or for a folder linked elsewhere in the root,
+        a name of the folder it leads to (two links to one folder share one lock). A link to
+        another version's folder (an alias) is refused: writes go through the version's own name."""
+        directory = self.version_dir(version)
+        if not os.path.islink(directory):
+            return version
+        real = os.path.realpath(directory)
+        if os.path.dirname(real) == os.path.realpath(self.versions_dir) and sort_key(os.path.basename(real)):
+            raise VersionAliasError(
+                f"version {version} is an alias of {os.path.basename(real)}: change it through that name"
+            )
+        return "link-" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
     @contextlib.contextmanager
     def _lock(self, version: str) -> Iterator[None]:
         lock_dir = os.path.join(self.root, ".locks")
         os.makedirs(lock_dir, exist_ok=True)
-        fd = os.open(os.path.join(lock_dir, f"{version}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        if not self._inside_root(lock_dir):
+            raise StorageUnavailableError(f"{self.describe()}: .locks links outside the registry root")
+        path = os.path.join(lock_dir, f"{self._lock_name(version)}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -386,31 +408,64 @@ class LocalStorage(Storage):
         with os.fdopen(fd, "rb") as f:
             yield f
 
-    def append_event(self, version: str, name: str, data: bytes) -> None:
-        directory = os.path.join(self.root, AUDIT_DIR, version)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{name}.tmp")
-        _write_durably(tmp, data)
-        os.link(tmp, os.path.join(directory, name))  # fails rather than overwrite
-        os.unlink(tmp)
-        _fsync_dir(directory)
-        _remove_stale(directory, ".", ".tmp")
+    def _audit_folder(self, folder: str) -> str:
+        """``audit/<folder>``, refused (FileNotFoundError) if it links out of the root."""
+        path = os.path.join(self.root, AUDIT_DIR, folder) if folder else os.path.join(self.root, AUDIT_DIR)
+        if not self._inside_root(path):
+            raise FileNotFoundError(errno.ENOENT, "audit folder lies outside the registry root")
+        return path
 
-    def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
+    def _audit_path(self, name: str) -> str:
+        folder, _, file = name.rpartition("/")
+        return os.path.join(self._audit_folder(folder), file)
+
+    def audit_create(self, names: Sequence[str], data: bytes) -> None:
         audit = os.path.join(self.root, AUDIT_DIR)
-        if version is None:
-            try:
-                versions = [e.name for e in os.scandir(audit) if sort_key(e.name) is not None]
-            except FileNotFoundError:
-                return
+        os.makedirs(os.path.join(audit, TEMPORARIES), exist_ok=True)
+        temporaries = self._audit_folder(TEMPORARIES)
+        tmp = os.path.join(temporaries, f".{uuid.uuid4().hex}.tmp")
+        try:
+            _write_durably(tmp, data)  # one file, one more name per link: each name all or nothing
+            for name in names:
+                folder = name.rpartition("/")[0]
+                os.makedirs(os.path.join(audit, folder), exist_ok=True)
+                path = self._audit_path(name)
+                try:
+                    os.link(tmp, path)  # fails rather than overwrite
+                except FileExistsError:
+                    if self.audit_read(name) != data:
+                        raise
+                _fsync_dir(os.path.dirname(path))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _remove_stale(temporaries, ".", ".tmp")
+
+    def audit_read(self, name: str) -> bytes:
+        return _read_whole(self._open_inside(self._audit_path(name)))[0]
+
+    def audit_delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._audit_path(name))
+
+    def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        try:
+            directory = self._audit_folder(folder)
+            st = os.stat(directory)
+        except (FileNotFoundError, NotADirectoryError):  # none, or linked out of the root
+            return []
+        # A sorted listing is kept while the folder is unchanged; one changed within the last
+        # second may change again within the same timestamp tick, so it is not kept yet.
+        key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._listings.get(directory)
+        if cached is not None and cached[0] == key:
+            names = cached[1]
         else:
-            versions = [version]
-        for name in versions:
-            directory = os.path.join(audit, name)
-            try:
-                files = sorted(f for f in os.listdir(directory) if not f.startswith("."))
-            except FileNotFoundError:
-                continue
-            for file in files:
-                with open(os.path.join(directory, file), "rb") as f:
-                    yield file, f.read()
+            names = sorted(name for name in os.listdir(directory) if not name.startswith("."))
+            if time.time_ns() - st.st_mtime_ns > 1_000_000_000:
+                self._listings[directory] = (key, names)
+        start = bisect.bisect_right(names, start_after) if start_after is not None else 0
+        return names[start : None if limit is None else start + limit]
+
+    def close(self) -> None:
+        self._watcher.close()

@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, BinaryIO, cast
@@ -103,6 +103,11 @@ class _Objects:
         stamp = self.stamp(self.fs.info(path))  # stamp first: a newer body can only fail a CAS
         return self.fs.cat_file(path, start=0, end=MAX_METADATA_READ_BYTES + 1), stamp
 
+    def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """Names right inside ``path``, ascending, after ``start_after``, at most ``limit``, in as few
+        requests as the store allows; None where the store has no such listing."""
+        return None
+
     def create(self, path: str, data: bytes) -> None:
         """Write the object only if there is none; FileExistsError otherwise."""
         with self._lock:
@@ -163,6 +168,29 @@ class _S3Objects(_AsyncObjects):
             return b"".join(chunks), response["ETag"]
         finally:
             body.close()
+
+    def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """ListObjectsV2 from ``StartAfter``, a page of at most ``limit`` keys at a time."""
+        bucket, key, _ = self.fs.split_path(path)
+        prefix = f"{key}/"
+        names: list[str] = []
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        if start_after is not None:
+            request["StartAfter"] = prefix + start_after
+        while limit is None or len(names) < limit:
+            if limit is not None:
+                request["MaxKeys"] = min(1000, limit - len(names))
+            try:
+                page = self.fs.call_s3("list_objects_v2", **request)
+            except FileNotFoundError:
+                raise StorageUnavailableError(f"bucket {bucket!r} does not exist") from None
+            found = [item["Key"] for item in page.get("Contents", [])]
+            found += [item["Prefix"].rstrip("/") for item in page.get("CommonPrefixes", [])]
+            names += sorted(k[len(prefix) :] for k in found)
+            if not page.get("IsTruncated"):
+                break
+            request["ContinuationToken"] = page["NextContinuationToken"]
+        return names
 
     def _put(self, path: str, data: bytes, **condition: str) -> str | None:
         """PutObject under ``condition``: None when written, else why the condition failed."""
@@ -505,17 +533,26 @@ class FsspecStorage(Storage):
             spool.seek(0)
             yield cast(BinaryIO, spool)
 
-    def append_event(self, version: str, name: str, data: bytes) -> None:
-        self.create_once(f"{self._audit}/{version}/{name}", data)
+    def audit_create(self, names: Sequence[str], data: bytes) -> None:
+        for name in names:
+            self.create_once(f"{self._audit}/{name}", data)
 
-    def iter_events(self, version: str | None) -> Iterator[tuple[str, bytes]]:
-        prefix = self._audit + "/"
-        paths: dict[str, str] = {}
-        for path in self._list(self._audit if version is None else prefix + version):
-            owner, _, name = path.removeprefix(prefix).partition("/")
-            wanted = owner == version if version is not None else sort_key(owner) is not None
-            if path.startswith(prefix) and wanted and name and "/" not in name and name[0] != ".":
-                paths[path] = name
-        for path, got in self._fetch_all({p: p for p in paths}).items():
-            if not isinstance(got, OSError):
-                yield paths[path], got[0]
+    def audit_read(self, name: str) -> bytes:
+        return self.fetch(f"{self._audit}/{name}")[0]
+
+    def audit_delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self._audit}/{name}")
+
+    def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        path = f"{self._audit}/{folder}".rstrip("/")
+        names = self._objects.list_names(path, start_after, limit)
+        if names is None:  # no ordered, paged listing: list it all
+            self.fs.invalidate_cache(path)
+            try:
+                listed = self.fs.ls(path, detail=False)
+            except FileNotFoundError:
+                listed = []
+            names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
+            names = [n for n in names if start_after is None or n > start_after][:limit]
+        return [name for name in names if not name.startswith(".")]

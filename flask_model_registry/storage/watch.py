@@ -88,6 +88,11 @@ class DirectoryWatcher:
         self._watched.clear()
         self._dirty = True
 
+    def close(self) -> None:
+        """Drop every watch and free the descriptors for good (idempotent): from now on every call
+        counts as a change, as without notification."""
+        self._disable()
+
     def changed(self) -> bool:
         """True when something may have changed since the last call (drains the queue)."""
         if self._dirty or self._inotify is None:

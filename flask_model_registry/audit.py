@@ -1,0 +1,327 @@
+"""The audit trail: one immutable event per change, so that a change that happened has its event and
+a change reported as failed has none, even across a crash or a full disk.
+
+A writer checks everything it can first (sizes, values), then writes its event as *pending*, then
+commits the change (the compare-and-swap of ``metadata.json``, or the commit of a publication), then
+*finalises* the event. A writer killed in between leaves a pending event that the next writer or
+reader of that version settles: it is finalised if its change is the one the metadata (or the next
+event) shows, dropped if not. Events carry the sha256 of the metadata before and after, so this
+needs no lock and works on object storage alike. Layout under ``audit/``::
+
+    <version>/<key>.json          the events of a version (final)
+    .log/<key>.json               every event once more, for the registry-wide trail
+    .pending/<id>@<version>.json  events whose change may not have landed yet
+
+An event's ``id`` is ``<20-digit nanoseconds>-<12 hex>``: unique, and ordered as the changes
+happened (a writer takes an id above every event of the version it sees once it has read the
+metadata it changes, so the order follows the compare-and-swap, whatever the clocks say). Its
+``key`` sorts the other way round, so an ordered listing gives the newest first: a page of history
+costs a listing of ``limit`` names and reads of ``limit`` (immutable, cached) events, however long
+the trail. Events written by earlier releases (``<version>/<id>.json``) are read as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from . import metadata as md
+from .errors import InvalidArgumentError, InvalidMetadataError
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+LOG = ".log"
+PENDING = ".pending"
+#: The largest event the registry writes: the keys a change touched, before and after, each at
+#: most a whole metadata.json; so a change that is valid is never refused for its event.
+MAX_EVENT_BYTES = 2 * 256 * 1024 + 16 * 1024
+#: The longest actor name recorded.
+MAX_ACTOR_LENGTH = 256
+#: A pending event older than this whose change is not visible is taken to be a dead writer's.
+PENDING_GRACE_SECONDS = 3600.0
+#: The most events one page of history may ask for.
+MAX_LIMIT = 10_000
+#: How many parsed events a registry keeps (they never change).
+_CACHE_SIZE = 4096
+
+_ID = re.compile(r"(\d{20})-([0-9a-f]{12})")
+_NS_LIMIT = 10**20 - 1
+_FLIP = str.maketrans("0123456789abcdef", "fedcba9876543210")
+_DIGITS_FLIP = str.maketrans("0123456789", "9876543210")
+_CHAIN = "_chain"  # the stored sha256 of the metadata before and after; not part of an answer
+
+
+def key_of(event_id: str) -> str:
+    """The storage name stem of an event: sorts newest first."""
+    digits, hex_part = event_id.split("-")
+    return f"r{digits.translate(_DIGITS_FLIP)}-{hex_part.translate(_FLIP)}"
+
+
+def id_of(key: str) -> str:
+    """The event id of a storage name stem (:func:`key_of` inverted)."""
+    digits, hex_part = key[1:].split("-")
+    return f"{digits.translate(_DIGITS_FLIP)}-{hex_part.translate(_FLIP)}"
+
+
+def check_event_id(value: object) -> str:
+    """``value`` if it is an event id, else :class:`InvalidArgumentError`."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise InvalidArgumentError(f"{value!r} is not an audit event id (20 digits, '-', 12 hex digits)")
+    return value
+
+
+def check_limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_LIMIT:
+        raise InvalidArgumentError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return value
+
+
+def check_actor(actor: object) -> str:
+    """``actor`` if it can be recorded, else :class:`InvalidMetadataError` (before any write)."""
+    if not isinstance(actor, str) or not 0 < len(actor) <= MAX_ACTOR_LENGTH:
+        raise InvalidMetadataError(f"actor must be a string of 1 to {MAX_ACTOR_LENGTH} characters")
+    return actor
+
+
+def sha256_of(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _encode(event: dict[str, Any]) -> bytes:
+    try:  # ASCII: a lone surrogate is escaped, never written as bad UTF-8
+        data = json.dumps(event, allow_nan=False, separators=(",", ":")).encode("ascii")
+    except (TypeError, ValueError) as exc:
+        raise InvalidMetadataError(f"audit event must be plain JSON: {exc}") from None
+    if len(data) > MAX_EVENT_BYTES:
+        raise InvalidMetadataError(f"audit event would be {len(data)} bytes; the limit is {MAX_EVENT_BYTES}")
+    return data
+
+
+class Pending:
+    """An event written before its change: :meth:`finalise` once the change landed, :meth:`discard`
+    once it surely did not."""
+
+    def __init__(self, trail: AuditTrail, event: dict[str, Any], data: bytes) -> None:
+        self.trail, self.event, self.data = trail, event, data
+        self.version, self.id = event["version"], event["id"]
+
+    @property
+    def name(self) -> str:
+        return f"{PENDING}/{self.id}@{self.version}.json"
+
+    def finalise(self) -> None:
+        """Make the event final. Never raises: the change has happened, and if this fails (a full
+        disk) the pending event stays, to be finalised by the next writer or reader."""
+        try:
+            self.trail.finalise(self)
+        except Exception as exc:
+            log.warning("audit event %s of %s left pending (%s)", self.id, self.version, exc)
+
+    def discard(self) -> None:
+        """The change did not happen: forget the event (a dead writer's is dropped later)."""
+        try:
+            self.trail.storage.audit_delete(self.name)
+        except Exception as exc:
+            log.warning("pending audit event %s of %s not removed (%s)", self.id, self.version, exc)
+
+
+class AuditTrail:
+    """Writes and reads the audit trail of one registry's storage."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._legacy: dict[str, list[tuple[str, str]]] = {}  # folder -> (id, name) of old events
+        self._lock = threading.Lock()
+
+    # writing --------------------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        action: str,
+        version: str,
+        before: dict[str, Any],
+        after: dict[str, Any],
+        actor: str,
+        old: bytes | None,
+        new: bytes,
+    ) -> Pending:
+        """Check the event, settle what dead writers of ``version`` left, and write the event as
+        pending, with an id above every event of the version: call it after reading the metadata
+        that ``old`` is, and before the change. Raises (and nothing was written) if it cannot."""
+        check_actor(actor)
+        event = {
+            "id": "0" * 20 + "-" + "0" * 12,
+            "time": _now(),
+            "action": action,
+            "version": version,
+            "actor": actor,
+            "before": before,
+            "after": after,
+            _CHAIN: {"before": sha256_of(old), "after": sha256_of(new)},
+        }
+        _encode(event)  # the size and the values, before anything is written
+        newest = self.settle([version])
+        newest_ns = int(newest.split("-")[0]) if newest else 0
+        ns = min(max(time.time_ns(), newest_ns + 1), _NS_LIMIT)
+        event["id"] = f"{ns:020d}-{secrets.token_hex(6)}"
+        pending = Pending(self, event, _encode(event))
+        self.storage.audit_create([pending.name], pending.data)
+        return pending
+
+    def finalise(self, pending: Pending) -> None:
+        key = key_of(pending.id)
+        self.storage.audit_create([f"{pending.version}/{key}.json", f"{LOG}/{key}.json"], pending.data)
+        self.storage.audit_delete(pending.name)
+
+    # settling what dead writers left ----------------------------------------------------------------
+
+    def _pendings(self, versions: Iterable[str] | None) -> dict[str, list[str]]:
+        """The pending events' ids (ascending) of ``versions`` (None: all)."""
+        wanted = set(versions) if versions is not None else None
+        found: dict[str, list[str]] = {}
+        for name in self.storage.audit_list(PENDING):
+            stem, _, version = name.removesuffix(".json").partition("@")
+            if _ID.fullmatch(stem) and version and (wanted is None or version in wanted):
+                found.setdefault(version, []).append(stem)
+        return found
+
+    def settle(self, versions: Iterable[str] | None) -> str | None:
+        """Finalise or drop the pending events of ``versions`` (None: every version) that can be
+        decided; returns the newest event id of the (one) version, pending ones included."""
+        newest: str | None = None
+        versions = list(versions) if versions is not None else None
+        for version, ids in self._pendings(versions).items():
+            self._settle_version(version, ids)
+            newest = ids[-1]
+        if versions is not None and len(versions) == 1:
+            names = self.storage.audit_list(versions[0], start_after="r", limit=1)
+            if names:
+                final = id_of(names[0].removesuffix(".json"))
+                newest = max(final, newest) if newest else final
+        return newest
+
+    def _settle_version(self, version: str, ids: list[str]) -> None:
+        try:
+            current = sha256_of(self.storage.read_metadata(version)[0])
+        except FileNotFoundError:
+            current = None
+        except OSError:
+            return  # the metadata cannot be read now: decide another time
+        oldest = ids[0]
+        finals: list[tuple[str, dict[str, Any]]] = []
+        for name in self.storage.audit_list(version, start_after="r"):
+            if name >= key_of(oldest):
+                break
+            event = self._read(f"{version}/{name}")
+            if event is not None:
+                finals.append((id_of(name.removesuffix(".json")), event))
+        final_ids = {event_id for event_id, _ in finals}
+        walk = sorted([(i, False) for i in ids] + [(i, True) for i in final_ids], reverse=True)
+        by_id = dict(finals)
+        expect: object = current
+        landed_after = False
+        for event_id, final in walk:
+            if final:
+                expect = by_id[event_id].get(_CHAIN, {}).get("before", object())
+                landed_after = True
+                continue
+            name = f"{PENDING}/{event_id}@{version}.json"
+            try:
+                data = self.storage.audit_read(name)
+                chain = md.loads(data)[_CHAIN]
+            except FileNotFoundError:
+                continue  # settled by someone else meanwhile
+            except (ValueError, KeyError, TypeError):
+                self.storage.audit_delete(name)
+                continue
+            pending = Pending(self, md.loads(data), data)
+            age = (time.time_ns() - int(event_id[:20])) / 1e9
+            if chain["after"] == expect:
+                pending.finalise()
+                expect = chain["before"]
+                landed_after = True
+            elif chain["before"] == current and not landed_after and age < PENDING_GRACE_SECONDS:
+                continue  # its writer may still be about to commit: not decided, not shown
+            else:
+                self.storage.audit_delete(name)
+
+    # reading --------------------------------------------------------------------------------------
+
+    def _read(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            event = self._events.get(name)
+            if event is not None:
+                self._events.move_to_end(name)
+                return event
+        try:
+            event = md.loads(self.storage.audit_read(name))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("skipping an unreadable audit event %s", name)
+            return None
+        if not isinstance(event, dict):
+            return None
+        with self._lock:
+            self._events[name] = event
+            while len(self._events) > _CACHE_SIZE:
+                self._events.popitem(last=False)
+        return event
+
+    def _legacy_events(self, version: str | None) -> list[tuple[str, str]]:
+        """Events of earlier releases, ``(id, name)`` newest first: once per process (none are
+        written any more)."""
+        folder = version or ""
+        with self._lock:
+            known = self._legacy.get(folder)
+        if known is not None:
+            return known
+        if version is not None:
+            folders = [version]
+        else:
+            folders = [name for name in self.storage.audit_list("") if name[0].isdigit()]
+        found = []
+        for name in folders:
+            for file in self.storage.audit_list(name, limit=None):
+                if _ID.fullmatch(file.removesuffix(".json")):
+                    found.append((file.removesuffix(".json"), f"{name}/{file}"))
+        found.sort(reverse=True)
+        with self._lock:
+            self._legacy[folder] = found
+        return found
+
+    def page(
+        self, version: str | None, limit: int | None = None, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events (of ``version``) older than event ``before``, oldest first."""
+        self.settle([version] if version is not None else None)
+        folder = version if version is not None else LOG
+        start = key_of(before) + ".json" if before is not None else "r"
+        names = [f"{folder}/{name}" for name in self.storage.audit_list(folder, start, limit)]
+        picked = [(id_of(name.rpartition("/")[2].removesuffix(".json")), name) for name in names]
+        if limit is None or len(picked) < limit:
+            older = [item for item in self._legacy_events(version) if before is None or item[0] < before]
+            picked += older[: None if limit is None else limit - len(picked)]
+        events = []
+        for event_id, name in reversed(picked):
+            event = self._read(name)
+            if event is not None:
+                events.append({"id": event_id, **{k: v for k, v in event.items() if k not in (_CHAIN, "id")}})
+        return events

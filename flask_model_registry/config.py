@@ -1,0 +1,170 @@
+"""The extension's ``MODEL_REGISTRY_*`` config keys, read and parsed by type.
+
+Config often comes from the environment as strings (``app.config.from_prefixed_env()`` turns
+``FLASK_MODEL_REGISTRY_API_ENABLED=False`` into the *string* ``"False"``, which Python finds true),
+so every key is parsed by its type at ``init_app``, and a value that is not of it is a
+:class:`ConfigError` naming the key, never a silent default.
+
+Where a value comes from, first match wins: the app's config (set in code, ``from_object``,
+``from_prefixed_env()`` …), then the registry's own environment variable of the same name
+(``MODEL_REGISTRY_API_ENABLED=false``), then the default. The parsed value is written back to the
+app's config, so ``app.config`` shows what the extension uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+from .registry import DEFAULT_MODEL_CACHE_SIZE
+
+PREFIX = "MODEL_REGISTRY_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_SECRET = frozenset({"API_TOKEN", "STORAGE_OPTIONS"})  # never echoed in an error
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # from_prefixed_env parses "1" as JSON: 1
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError("a boolean: true/false, 1/0, yes/no or on/off (any letter case)")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("a number of seconds") from None
+    else:
+        raise ValueError("a number of seconds")
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("a finite number of seconds, 0 or more")
+    return number
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError("a whole number, 0 or more")
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    raise ValueError("a whole number, 0 or more")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty string")
+    return value
+
+
+def _token(value: Any) -> str | None:
+    """A secret; ``False``, ``""`` and ``None`` mean none. Anything but a string is refused rather
+    than turned into one: ``from_prefixed_env()`` reads ``FLASK_..._API_TOKEN=1e3`` as the number
+    1000.0, whose text is no longer the token."""
+    if value is None or value is False or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"a string, not {type(value).__name__} (from_prefixed_env() parses a token that looks like"
+            " JSON; quote it: FLASK_MODEL_REGISTRY_API_TOKEN='\"...\"')"
+        )
+    return value
+
+
+def _json_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise ValueError("JSON") from None
+    return value
+
+
+def json_object(value: Any) -> dict[str, Any]:
+    """A mapping, or a JSON object in a string: ``{"anon": true}``."""
+    value = _json_text(value)
+    if not isinstance(value, Mapping):
+        raise ValueError("a JSON object")
+    return dict(value)
+
+
+def _names(value: Any) -> list[str]:
+    """A list of names: a list, a JSON array, or a comma-separated string (``staging,prod``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = (
+            _json_text(text) if text.startswith("[") else [p.strip() for p in text.split(",") if p.strip()]
+        )
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in value):
+        raise ValueError("a list of names: a JSON array of strings or a comma-separated string")
+    return list(value)
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, with ``None`` (or an empty string, or ``null``) meaning "not set"."""
+
+    def parse_optional(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+            return None
+        return parse(value)
+
+    return parse_optional
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default and how a value of it is parsed."""
+
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+#: Every key the extension reads (without the ``MODEL_REGISTRY_`` prefix): default and parser.
+KEYS: dict[str, Key] = {
+    "ROOT": Key(None, _optional(_text)),
+    "URL_PREFIX": Key("/models", _text),
+    "API_ENABLED": Key(True, _bool),
+    "API_TOKEN": Key(None, _token),
+    "STORAGE_OPTIONS": Key(None, _optional(json_object)),
+    "REFRESH_INTERVAL": Key(None, _optional(_number)),
+    "STAGES": Key(None, _optional(_names)),
+    "MODEL_CACHE_SIZE": Key(DEFAULT_MODEL_CACHE_SIZE, _count),
+    "WATCH": Key(True, _bool),
+    "REQUIRE_IF_MATCH": Key(False, _bool),
+}
+
+#: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.
+CONFIG_DEFAULTS: dict[str, Any] = {PREFIX + name: key.default for name, key in KEYS.items()}
+
+
+def load_config(config: MutableMapping[str, Any], environ: Mapping[str, str] | None = None) -> None:
+    """Set every missing key of ``config`` from ``environ`` (else its default), then parse every key
+    by type in place; :class:`ConfigError` names the first key whose value is not of its type."""
+    environ = os.environ if environ is None else environ
+    for name, key in KEYS.items():
+        full = PREFIX + name
+        source = "app.config" if full in config else f"the environment variable {full}"
+        config.setdefault(full, environ.get(full, key.default))
+        try:
+            config[full] = key.parse(config[full])
+        except ValueError as exc:
+            shown = "the value" if name in _SECRET else repr(config[full])[:80]
+            raise ConfigError(full, f"{full}: {shown} (from {source}) must be {exc}") from None
