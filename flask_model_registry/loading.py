@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import io
 import logging
+import mmap
 import os
 import platform
 from collections.abc import Iterator, Mapping
@@ -27,6 +28,7 @@ from .storage import Storage
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+_HUGE_FROM = 4 << 20  # artefacts from this size are read into memory that asks for huge pages
 
 
 def _size_hint(f: BinaryIO) -> int:
@@ -36,11 +38,23 @@ def _size_hint(f: BinaryIO) -> int:
         return 0
 
 
-def read_hashed(f: BinaryIO) -> tuple[bytearray, str]:
-    """The whole file, read once into memory, and the sha256 of exactly those bytes."""
+def _buffer(size: int) -> bytearray | mmap.mmap:
+    """Private, writable memory for ``size`` bytes. A large one is an anonymous mapping asking for
+    huge pages: filling fresh memory costs a page fault per 4 KiB page otherwise, and that, not
+    the copy, is most of what reading into memory adds to a load (see bench/exact_bytes_load.py)."""
+    if size < _HUGE_FROM or not hasattr(mmap, "MADV_HUGEPAGE"):
+        return bytearray(size)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError):
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    return buffer
+
+
+def read_hashed(f: BinaryIO) -> tuple[bytearray | mmap.mmap | bytes, str]:
+    """The whole file, read once into private memory, and the sha256 of exactly those bytes."""
     digest = hashlib.sha256()
     size = _size_hint(f)
-    data = bytearray(size)
+    data = _buffer(size)
     done = 0
     with memoryview(data) as view:
         while done < size:
@@ -49,13 +63,19 @@ def read_hashed(f: BinaryIO) -> tuple[bytearray, str]:
                 break
             digest.update(view[done : done + got])
             done += got
-    if done < size:  # shrank while being read
-        del data[done:]
-    else:  # grew, or no size known
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-            data += chunk
-    return data, digest.hexdigest()
+    rest = b"".join(iter(lambda: f.read(_CHUNK), b""))  # grown since its size was taken
+    if done == size and not rest:
+        return data, digest.hexdigest()
+    whole = bytes(data[:done]) + rest  # shrank or grew while read: rare, and no need to be fast
+    _close(data)
+    digest.update(rest)
+    return whole, digest.hexdigest()
+
+
+def _close(data: object) -> None:
+    if isinstance(data, mmap.mmap):
+        with contextlib.suppress(BufferError):  # still exported: the garbage collector unmaps it
+            data.close()
 
 
 def hash_file(f: BinaryIO) -> str:
@@ -89,8 +109,11 @@ def load_artifact(
                 f.seek(0)
                 return _unpickle(version, artifact, f)
             data, actual = read_hashed(f)
-        check_sha256(version, actual, sha)
-        return _unpickle(version, artifact, data)
+        try:
+            check_sha256(version, actual, sha)
+            return _unpickle(version, artifact, data)
+        finally:
+            _close(data)
 
 
 def verify_artifact(storage: Storage, version: str, file: str, sha: str | None) -> None:
@@ -118,11 +141,12 @@ def _reading(version: str, file: str) -> Iterator[None]:
         ) from exc
 
 
-def _unpickle(version: str, artifact: Mapping[str, Any], source: BinaryIO | bytearray) -> Any:
+def _unpickle(version: str, artifact: Mapping[str, Any], source: Any) -> Any:
+    """Unpickle ``source``, a binary file or bytes-like memory."""
     _warn_if_made_elsewhere(version, artifact)
-    if isinstance(source, bytearray):
-        return cloudpickle.loads(source)
-    return cloudpickle.load(source)
+    if hasattr(source, "readinto") and not isinstance(source, mmap.mmap):
+        return cloudpickle.load(source)
+    return cloudpickle.loads(source)
 
 
 def _release(value: object, parts: int) -> tuple[str, ...] | None:
