@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,28 +41,25 @@ def files_under(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+#: Every write that takes user metadata, as a call on a registry that holds 1.0.0.
+WRITES: dict[str, Callable[[ModelRegistry, Any], Any]] = {
+    "save_model": lambda registry, metadata: registry.save_model("2.0.0", "model", metadata),
+    "update_metadata": lambda registry, metadata: registry.update_metadata("1.0.0", metadata),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
 @pytest.mark.parametrize("name", list(UNCARRIABLE))
-def test_save_model_refuses_it_and_writes_nothing(
-    registry: ModelRegistry, registry_root: Path, name: str
+def test_writes_refuse_it_and_change_nothing(
+    registry: ModelRegistry, registry_root: Path, name: str, write: str
 ) -> None:
     registry.save_model("1.0.0", "model", {"stage": "prod"})
     before = files_under(registry_root)
     with pytest.raises(InvalidMetadataError):
-        registry.save_model("2.0.0", "model", UNCARRIABLE[name])
+        WRITES[write](registry, UNCARRIABLE[name])
     assert files_under(registry_root) == before
     assert registry.list_versions() == ["1.0.0"]
-
-
-@pytest.mark.parametrize("name", list(UNCARRIABLE))
-def test_update_metadata_refuses_it_and_changes_nothing(
-    registry: ModelRegistry, registry_root: Path, name: str
-) -> None:
-    registry.save_model("1.0.0", "model", {"stage": "prod"})
-    before = files_under(registry_root)
-    with pytest.raises(InvalidMetadataError):
-        registry.update_metadata("1.0.0", UNCARRIABLE[name])
-    assert files_under(registry_root) == before
-    assert len(registry.history("1.0.0")) == 1
+    assert len(registry.history()) == 1
 
 
 def test_an_over_long_int_is_refused_even_without_pythons_limit(
