@@ -19,6 +19,8 @@ import pytest
 import servers
 from flask import Flask
 from helpers_procs import list_unprivileged
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from flask_model_registry import CorruptVersionError, FlaskModelRegistry, ModelRegistry
 from flask_model_registry.storage.base import MAX_METADATA_READ_BYTES
@@ -360,3 +362,75 @@ def test_a_running_process_whose_rescan_fails_sees_the_change_at_the_next_call(
     assert "refresh failed, serving the last state" in caplog.text
     assert registry.list_versions() == ["1.0.0", "2.0.0", "3.0.0"]
     assert registry.get_latest_model() == "third"
+
+
+# Fuzz: any bytes as metadata.json -----------------------------------------------------------------
+
+#: Any JSON object as Python's ``json`` writes it by default: NaN, Infinity, escaped lone surrogates.
+_any_text = st.text(st.characters(exclude_categories=()), max_size=8)
+_any_json = st.dictionaries(
+    _any_text,
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | _any_text,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_any_text, inner, max_size=4),
+        max_leaves=8,
+    ),
+    max_size=4,
+).map(lambda value: json.dumps(value).encode())
+#: Long runs of what breaks parsers: brackets (nesting), digits (long ints), exponents (overflow).
+_runs = st.builds(
+    lambda prefix, piece, n, suffix: prefix + piece * n + suffix,
+    st.sampled_from([b"", b'{"a": ', b"["]),
+    st.sampled_from([b"[", b"{", b'{"a":', b"9", b"1e9", b"\\ud800", b"\xed\xa0\x80", b"\x00"]),
+    st.sampled_from([0, 1, 2, 50, 99, 101, 400, 1000, 4301, 100_000]),
+    st.sampled_from([b"", b"}", b"]", b"e999}", b"0}", b'"}']),
+)
+#: A JSON document with a few bytes changed.
+_mutated = st.builds(
+    lambda data, at, junk: data[: at % (len(data) + 1)] + junk + data[at % (len(data) + 1) + len(junk) :],
+    _any_json,
+    st.integers(0, 10_000),
+    st.binary(min_size=1, max_size=4),
+)
+metadata_files = st.binary(max_size=512) | _any_json | _runs | _mutated
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=metadata_files)
+def test_any_bytes_as_metadata_cost_only_their_version(local_two_good, data: bytes) -> None:
+    put(local_two_good, "1.5.0", "metadata.json", data)
+    registry = _fuzzed_registry(local_two_good)
+    assert registry.list_versions() == ["1.0.0", "1.5.0", "2.0.0"]
+    assert registry.get_latest_version(stage="prod") == "1.0.0"
+    assert registry.get_model("2.0.0") == "second"
+    entry = registry.snapshot().by_version["1.5.0"]
+    if entry.metadata is None:
+        assert entry.error is not None and entry.error.startswith("metadata.json ")
+        event(entry.error.split("(")[0].strip())  # the kinds of junk seen (--hypothesis-show-statistics)
+        with pytest.raises(CorruptVersionError):
+            registry.get_metadata("1.5.0")
+    else:
+        event("a usable JSON object")
+        json.dumps(registry.get_metadata("1.5.0"), allow_nan=False).encode("utf-8")  # servable as is
+    client = _fuzzed_app(local_two_good).test_client()
+    listing = client.get("/models")
+    assert listing.status_code == 200 and len(listing.get_json()) == 3
+    assert client.get("/models/1.5.0").status_code in (200, 500)
+    assert client.get("/models/latest?stage=prod").get_json()["version"] == "1.0.0"
+    assert client.get("/models?stage=prod").status_code == 200
+
+
+_FUZZED: dict[str, Any] = {}
+
+
+def _fuzzed_registry(target: servers.RegistryTarget) -> ModelRegistry:
+    """One running registry per fuzzed folder (across examples, as a service sees edits)."""
+    if _FUZZED.get("root") != target.root:
+        _FUZZED.clear()
+        _FUZZED.update(root=target.root, registry=target.open(), app=app_over(target))
+    return _FUZZED["registry"]
+
+
+def _fuzzed_app(target: servers.RegistryTarget) -> Flask:
+    _fuzzed_registry(target)
+    return _FUZZED["app"]
