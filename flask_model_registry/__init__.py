@@ -1,11 +1,13 @@
 """Discover, serve and promote versioned models from a Flask app.
 
 ``ModelRegistry`` is the registry itself (local disk or object storage); ``FlaskModelRegistry`` wires
-it into an app as ``app.registry``, with a ``/models`` JSON API and a ``flask models`` CLI.
+it into an app as ``app.registry`` (named models, ``MODEL_REGISTRY_MODELS``: ``app.registries`` and
+``get_registry(name)``), with a ``/models`` JSON API and a ``flask models`` CLI.
 """
 
 from __future__ import annotations
 
+from .context import get_registry
 from .errors import (
     ConfigError,
     CorruptVersionError,
@@ -16,6 +18,7 @@ from .errors import (
     RegistryError,
     StorageBackendMissingError,
     StorageUnavailableError,
+    UnknownModelError,
     VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
@@ -38,8 +41,10 @@ __all__ = [
     "RegistryError",
     "StorageBackendMissingError",
     "StorageUnavailableError",
+    "UnknownModelError",
     "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",
     "__version__",
+    "get_registry",
 ]

@@ -12,23 +12,26 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
-from .context import get_registry
+from .config import NAME_PATTERN, RESERVED_NAMES
+from .context import get_registries, get_registry
 from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
-from .registry import Entry, Snapshot
+from .registry import Entry, ModelRegistry, Snapshot
 from .versioning import check_version
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("model_registry", __name__)
+View = TypeVar("View", bound=Callable[..., Response])
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
@@ -37,6 +40,8 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 _ACTOR_HEADER = "X-Model-Registry-Actor"
 _OPENAPI_FILE = "openapi.json"
 _OPENAPI_PREFIX = "/models"  # the prefix the paths in openapi.json are written under
+_MODEL_PARAMETER = {"$ref": "#/components/parameters/model"}
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 def register_api(app: Flask, prefix: str) -> None:
@@ -53,6 +58,8 @@ def register_api(app: Flask, prefix: str) -> None:
     if prefix == "/":
         raise ValueError("MODEL_REGISTRY_URL_PREFIX must not be '/': the API needs a prefix of its own")
     app.url_map.converters.setdefault("model_version", _VersionSegment)
+    app.url_map.converters.setdefault("model_name", _NameSegment)
+    app.url_map.converters.setdefault("named_model_version", _NamedVersionSegment)
     app.register_blueprint(bp, url_prefix=prefix)
     for rule in app.url_map.iter_rules():
         if rule.endpoint.startswith(f"{bp.name}."):
@@ -72,10 +79,25 @@ def register_api(app: Flask, prefix: str) -> None:
 
 
 class _VersionSegment(BaseConverter):
-    """A path segment other than the API's own names, so ``PATCH /models/latest`` answers 405 (and
-    ``OPTIONS`` the right ``Allow``) rather than "not a valid version"; views check the rest (400)."""
+    """A version right after the prefix: any segment but the API's own words and model names, so
+    ``PATCH /models/latest`` answers 405 (and ``OPTIONS`` the right ``Allow``) rather than "not a
+    valid version"; views check the rest (400). Names start with a letter, versions with a digit."""
 
-    regex = r"(?!(?:latest|openapi\.json)$)[^/]+"
+    regex = rf"(?!(?:{NAME_PATTERN}|openapi\.json)$)[^/]+"
+    part_isolating = True
+
+
+class _NamedVersionSegment(BaseConverter):
+    """A version after a model's name: any segment but ``latest``; views check the rest (400)."""
+
+    regex = r"(?!latest$)[^/]+"
+    part_isolating = True
+
+
+class _NameSegment(BaseConverter):
+    """A path segment shaped like a model name (``MODEL_REGISTRY_MODELS``), other than the API's words."""
+
+    regex = rf"(?!(?:{'|'.join(map(re.escape, sorted(RESERVED_NAMES)))})$){NAME_PATTERN}"
     part_isolating = True
 
 
@@ -247,11 +269,32 @@ def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
     return _respond(_memo(snap, ("entry", entry.version), lambda: _item(entry)))
 
 
-@bp.get("")
-def list_models() -> Response:
+def _route(rule: str, method: str) -> Callable[[View], View]:
+    """One view for every registry: the default one at ``<prefix><rule>`` and each named model at
+    ``<prefix>/<name><rule>``; the view gets the registry (an unknown name is a 404 naming it).
+    ``<version>`` in ``rule`` stands for a version segment."""
+
+    def register(view: View) -> View:
+        @functools.wraps(view)
+        def endpoint(model: str | None = None, **kwargs: Any) -> Response:
+            if model is not None and not rule and not get_registries():
+                check_version(model)  # no named models: "<prefix>/<segment>" is a bad version (400)
+            return view(get_registry(model), **kwargs)
+
+        default = rule.replace("<version>", "<model_version:version>")
+        named = rule.replace("<version>", "<named_model_version:version>")
+        bp.add_url_rule(default, view_func=endpoint, methods=[method])
+        bp.add_url_rule(f"/<model_name:model>{named}", view_func=endpoint, methods=[method])
+        return view
+
+    return register
+
+
+@_route("", "GET")
+def list_models(registry: ModelRegistry) -> Response:
     """``GET /models``: every version with its metadata, ascending; ``?stage=`` filters."""
     stage = _stage_arg()
-    snap = get_registry().snapshot()
+    snap = registry.snapshot()
     if stage is not None and stage not in snap.stages:
         return _respond(_render([]))
 
@@ -261,12 +304,12 @@ def list_models() -> Response:
     return _respond(_memo(snap, ("list", stage), items))
 
 
-@bp.get("/latest")
-def latest_model() -> Response:
+@_route("/latest", "GET")
+def latest_model(registry: ModelRegistry) -> Response:
     """``GET /models/latest``: the highest version; ``?stage=``, ``?prerelease=true``."""
     stage = _stage_arg()
     prerelease = _bool_arg("prerelease")
-    snap = get_registry().snapshot()
+    snap = registry.snapshot()
     entry = snap.latest(stage, prerelease)
     if entry is None:
         where = f" in stage {stage!r}" if stage is not None else ""
@@ -274,30 +317,30 @@ def latest_model() -> Response:
     return _entry_answer(snap, entry)
 
 
-@bp.get("/<model_version:version>")
-def show_model(version: str) -> Response:
+@_route("/<version>", "GET")
+def show_model(registry: ModelRegistry, version: str) -> Response:
     """``GET /models/<version>``: one version and its metadata."""
     check_version(version)
-    snap = get_registry().snapshot()
+    snap = registry.snapshot()
     entry = snap.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
     return _entry_answer(snap, entry)
 
 
-@bp.get("/<model_version:version>/history")
-def model_history(version: str) -> Response:
+@_route("/<version>/history", "GET")
+def model_history(registry: ModelRegistry, version: str) -> Response:
     """``GET /models/<version>/history?limit=&before=``: that version's audit events, oldest first
     (the newest ``limit`` older than event ``before``)."""
     limit = _arg("limit")
     if limit is not None and not (limit.isascii() and limit.isdigit() and len(limit) <= 6):
         raise InvalidArgumentError("query parameter 'limit' must be a whole number from 1 to 10000")
-    page = get_registry().history(check_version(version), int(limit) if limit else None, _arg("before"))
+    page = registry.history(check_version(version), int(limit) if limit else None, _arg("before"))
     return _respond(_render(page))
 
 
-@bp.patch("/<model_version:version>")
-def patch_model(version: str) -> Response:
+@_route("/<version>", "PATCH")
+def patch_model(registry: ModelRegistry, version: str) -> Response:
     """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags.
 
     ``If-Match`` / ``If-None-Match`` are checked against the metadata the change replaces, inside
@@ -321,7 +364,7 @@ def patch_model(version: str) -> Response:
         return _failed_precondition(_render(_version_item(version, current))[1]) is None
 
     conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
-    metadata = get_registry().update_metadata(
+    metadata = registry.update_metadata(
         version, changes, actor=_actor(), expected=precondition if conditional else None
     )
     return _respond(_render(_version_item(version, metadata)))
@@ -336,7 +379,28 @@ def openapi_document() -> Response:
 
 @functools.cache
 def _openapi_template() -> dict[str, Any]:
-    return json.loads(resources.files(__package__).joinpath(_OPENAPI_FILE).read_bytes())
+    """The packaged document, plus each registry path again under ``/{model}`` for named models."""
+    document = json.loads(resources.files(__package__).joinpath(_OPENAPI_FILE).read_bytes())
+    paths = document["paths"]
+    for path, item in list(paths.items()):
+        if not path.endswith("/" + _OPENAPI_FILE):
+            paths[f"{_OPENAPI_PREFIX}/{{model}}{path.removeprefix(_OPENAPI_PREFIX)}"] = _of_model(item)
+    return document
+
+
+def _of_model(item: dict[str, Any]) -> dict[str, Any]:
+    """A path item of the default registry as the same operations of a named model."""
+    named: dict[str, Any] = {**item, "parameters": [_MODEL_PARAMETER, *item.get("parameters", [])]}
+    for method in _HTTP_METHODS.intersection(item):
+        operation = item[method]
+        responses = {**operation["responses"], "404": {"$ref": "#/components/responses/NotFound"}}
+        named[method] = {
+            **operation,
+            "operationId": operation["operationId"] + "OfModel",
+            "summary": "Named model: " + operation["summary"],
+            "responses": dict(sorted(responses.items())),
+        }
+    return named
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,6 +1,8 @@
 """The ``flask models`` command group: a thin terminal adapter over the app's registry.
 
-Registry errors print as one ``Error: …`` line with exit status 1, never a traceback.
+Registry errors print as one ``Error: …`` line with exit status 1, never a traceback. Every
+subcommand takes ``--model NAME``: a named model (``MODEL_REGISTRY_MODELS``) instead of the default
+registry; a subcommand reaches the registry it is about through :func:`selected_registry`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,49 @@ from typing import Any, TypeVar
 import click
 from flask.cli import AppGroup
 
-from .context import get_registry
-from .errors import RegistryError
-
-models_cli = AppGroup("models", help="List, inspect, promote and verify registry versions.")
+from .context import get_registries, get_registry
+from .errors import RegistryError, UnknownModelError
+from .registry import ModelRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
+_MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
+
+
+def _model_option(command: F) -> F:
+    """Add ``--model NAME`` to ``command``; an unknown name is one ``Error:`` line naming it."""
+
+    @click.option(
+        "--model",
+        "model_name",
+        metavar="NAME",
+        help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
+    )
+    @wraps(command)
+    def run(*args: Any, model_name: str | None, **kwargs: Any) -> Any:
+        try:
+            get_registry(model_name)
+        except UnknownModelError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.get_current_context().meta[_MODEL] = model_name
+        return command(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+class _ModelsGroup(AppGroup):
+    """A command group whose every subcommand takes ``--model NAME``."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
+        decorate = super().command(*args, **kwargs)
+        return lambda command: decorate(_model_option(command))
+
+
+def selected_registry() -> ModelRegistry:
+    """The registry the running subcommand is about: ``--model NAME``'s, else the default one."""
+    return get_registry(click.get_current_context().meta.get(_MODEL))
+
+
+models_cli = _ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
 
 
 def _clean_errors(command: F) -> F:
@@ -49,20 +88,23 @@ def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tu
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_clean_errors
 def list_command(stage: str | None, as_json: bool) -> None:
-    """List every version in ascending order, with its stage and flags."""
-    entries = [e for e in get_registry().snapshot().entries if stage is None or e.stage == stage]
+    """List every version in ascending order, with its stage and flags (and, for the default
+    registry, which named models there are)."""
+    entries = [e for e in selected_registry().snapshot().entries if stage is None or e.stage == stage]
     if as_json:
         _echo_json([{"version": e.version, "metadata": e.metadata, "error": e.error} for e in entries])
         return
     if not entries:
         click.echo("no versions" + (f" in stage {stage!r}" if stage else ""))
-        return
-    rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
-    rows += [_row(e.version, e.metadata, e.error) for e in entries]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(3)]
-        click.echo("  ".join([*cells, row[3]]).rstrip())
+    else:
+        rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
+        rows += [_row(e.version, e.metadata, e.error) for e in entries]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            cells = [row[i].ljust(widths[i]) for i in range(3)]
+            click.echo("  ".join([*cells, row[3]]).rstrip())
+    if click.get_current_context().meta.get(_MODEL) is None and get_registries():
+        click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 
 
 @models_cli.command("latest")
@@ -71,7 +113,7 @@ def list_command(stage: str | None, as_json: bool) -> None:
 @_clean_errors
 def latest_command(stage: str | None, prerelease: bool) -> None:
     """Print the latest version (exit status 1 when there is none)."""
-    version = get_registry().get_latest_version(stage, include_prerelease=prerelease)
+    version = selected_registry().get_latest_version(stage, include_prerelease=prerelease)
     if version is None:
         raise click.ClickException("no version" + (f" in stage {stage!r}" if stage else "") + " yet")
     click.echo(version)
@@ -82,7 +124,7 @@ def latest_command(stage: str | None, prerelease: bool) -> None:
 @_clean_errors
 def show_command(version: str) -> None:
     """Print a version's metadata as JSON."""
-    _echo_json(get_registry().get_metadata(version))
+    _echo_json(selected_registry().get_metadata(version))
 
 
 @models_cli.command("promote")
@@ -91,7 +133,7 @@ def show_command(version: str) -> None:
 @_clean_errors
 def promote_command(version: str, stage: str) -> None:
     """Move VERSION to STAGE (recorded in the audit trail)."""
-    get_registry().set_stage(version, stage)
+    selected_registry().set_stage(version, stage)
     click.echo(f"{version} is now in stage {stage!r}")
 
 
@@ -100,14 +142,14 @@ def promote_command(version: str, stage: str) -> None:
 @_clean_errors
 def history_command(version: str | None) -> None:
     """Print the audit trail (of one version, or all) as JSON, oldest first."""
-    _echo_json(get_registry().history(version))
+    _echo_json(selected_registry().history(version))
 
 
 @models_cli.command("verify")
 @_clean_errors
 def verify_command() -> None:
     """Re-hash every artefact against its recorded sha256; exit status 1 on any failure."""
-    registry = get_registry()
+    registry = selected_registry()
     failures = 0
     for version in registry.list_versions():
         try:

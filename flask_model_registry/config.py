@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidMetadataError
+from .metadata import check_stage
 from .registry import DEFAULT_MODEL_CACHE_SIZE
 
 PREFIX = "MODEL_REGISTRY_"
@@ -129,6 +131,99 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
+def _stage_names(value: Any) -> list[str]:
+    names = _names(value)
+    for name in names:
+        try:
+            check_stage(name, None)
+        except InvalidMetadataError as exc:
+            raise ValueError(f"a list of stage names ({exc})") from None
+    return names
+
+
+# named models -------------------------------------------------------------------------------------
+
+MODELS_KEY = PREFIX + "MODELS"
+#: What a model name looks like; a version never does (it starts with a digit), which is how the
+#: HTTP routes tell ``<prefix>/<name>`` from ``<prefix>/<version>``.
+NAME_PATTERN = r"[a-z][a-z0-9_-]{0,63}"
+#: Words of the API's own under the URL prefix, which no model may be named.
+RESERVED_NAMES = frozenset({"latest", "openapi.json", "ui", "health", "metrics"})
+_NAME = re.compile(NAME_PATTERN)
+
+#: Each setting a named model's dict may hold: the ``ModelRegistry`` argument it sets, the app-wide
+#: key it defaults to (None: its own only; options for one store mean nothing to another), and its
+#: parser. A new ``ModelRegistry`` argument a named model may set is one more row.
+MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
+    "root": ("root", None, _text),
+    "storage_options": ("storage_options", None, _optional(json_object)),
+    "refresh_interval": ("refresh_interval", "REFRESH_INTERVAL", _optional(_number)),
+    "stages": ("allowed_stages", "STAGES", _optional(_stage_names)),
+    "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
+    "watch": ("watch", "WATCH", _bool),
+}
+
+
+def check_model_name(name: Any) -> str:
+    """``name`` if it can name a model (and a URL segment), else a :class:`ConfigError` saying why."""
+    where = f"{MODELS_KEY}: model name {name!r}"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(
+            MODELS_KEY, f"{where} must be a lowercase letter, then up to 63 of a-z, 0-9, '_' and '-'"
+        )
+    if name in RESERVED_NAMES:
+        words = ", ".join(sorted(RESERVED_NAMES))
+        raise ConfigError(MODELS_KEY, f"{where} is one of the API's own words ({words})")
+    return name
+
+
+def _model(name: str, spec: Any) -> dict[str, Any]:
+    where = f"{MODELS_KEY}[{name!r}]"
+    if not isinstance(spec, Mapping):
+        spec = {"root": spec}
+    elif "root" not in spec:
+        raise ConfigError(MODELS_KEY, f"{where} needs a 'root'")
+    unknown = sorted(map(repr, set(spec) - set(MODEL_SETTINGS)))
+    if unknown:
+        known = ", ".join(MODEL_SETTINGS)
+        raise ConfigError(MODELS_KEY, f"{where}: unknown key {', '.join(unknown)} (known: {known})")
+    settings = {}
+    for key, value in spec.items():
+        try:
+            settings[key] = MODEL_SETTINGS[key][2](value)
+        except ValueError as exc:
+            shown = "the value" if key == "storage_options" else repr(value)[:80]
+            raise ConfigError(MODELS_KEY, f"{where}[{key!r}]: {shown} must be {exc}") from None
+    return settings
+
+
+def parse_models(value: Any) -> dict[str, dict[str, Any]]:
+    """``MODEL_REGISTRY_MODELS``, a mapping (or its JSON text) name → root, or name → dict of
+    settings: each model's checked settings, ``{name: {"root": …, "stages": …}}``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ConfigError(MODELS_KEY, f"{MODELS_KEY} is not valid JSON ({exc})") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            MODELS_KEY, f"{MODELS_KEY} must map model names to roots or dicts, not {type(value).__name__}"
+        )
+    return {check_model_name(name): _model(name, spec) for name, spec in value.items()}
+
+
+def registry_arguments(config: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``ModelRegistry`` arguments of a named model: its own settings, the rest from the
+    app-wide keys of the (loaded) ``config``."""
+    arguments = {}
+    for key, (argument, app_wide, _) in MODEL_SETTINGS.items():
+        if key in settings:
+            arguments[argument] = settings[key]
+        elif app_wide is not None and config.get(PREFIX + app_wide) is not None:
+            arguments[argument] = config[PREFIX + app_wide]
+    return arguments
+
+
 @dataclass(frozen=True)
 class Key:
     """One config key: its default and how a value of it is parsed."""
@@ -149,6 +244,7 @@ KEYS: dict[str, Key] = {
     "MODEL_CACHE_SIZE": Key(DEFAULT_MODEL_CACHE_SIZE, _count),
     "WATCH": Key(True, _bool),
     "REQUIRE_IF_MATCH": Key(False, _bool),
+    "MODELS": Key(None, _optional(parse_models)),
 }
 
 #: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.
@@ -165,6 +261,8 @@ def load_config(config: MutableMapping[str, Any], environ: Mapping[str, str] | N
         config.setdefault(full, environ.get(full, key.default))
         try:
             config[full] = key.parse(config[full])
+        except ConfigError:  # already names the key and what is wrong
+            raise
         except ValueError as exc:
             shown = "the value" if name in _SECRET else repr(config[full])[:80]
             raise ConfigError(full, f"{full}: {shown} (from {source}) must be {exc}") from None

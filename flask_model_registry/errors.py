@@ -70,6 +70,15 @@ class StorageUnavailableError(RegistryError, OSError):
     http_status = 503
 
 
+class UnknownModelError(RegistryError, KeyError):
+    """No named model of that name in ``MODEL_REGISTRY_MODELS``."""
+
+    http_status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class StorageBackendMissingError(RegistryError, ImportError):
     """The fsspec backend of a URL scheme is not installed; the message names the extra."""
 

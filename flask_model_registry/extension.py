@@ -3,17 +3,21 @@
 Follows the usual extension pattern: ``init_app`` may be called for several apps (each gets its own
 registry, from its own config), nothing app-specific is kept on the extension object, and the
 registry is reachable as ``app.registry`` / ``current_app.registry`` and
-``app.extensions["model_registry"]``.
+``app.extensions["model_registry"]``; named models (``MODEL_REGISTRY_MODELS``, as Flask-SQLAlchemy's
+``SQLALCHEMY_BINDS``) as the read-only mapping ``app.registries``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .config import CONFIG_DEFAULTS, load_config
-from .context import EXTENSION_KEY, get_registry
+from .config import CONFIG_DEFAULTS, load_config, registry_arguments
+from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
 from .registry import ModelRegistry
 
 __all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
@@ -43,8 +47,16 @@ class FlaskModelRegistry:
             model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
             watch=config["MODEL_REGISTRY_WATCH"],
         )
+        named = MappingProxyType(
+            {
+                name: ModelRegistry(**registry_arguments(config, settings))
+                for name, settings in (config["MODEL_REGISTRY_MODELS"] or {}).items()
+            }
+        )
         app.extensions[EXTENSION_KEY] = registry
+        app.extensions[NAMED_KEY] = named
         app.registry = registry  # type: ignore[attr-defined]
+        app.registries = named  # type: ignore[attr-defined]
         if config["MODEL_REGISTRY_API_ENABLED"]:
             register_api(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
@@ -53,3 +65,8 @@ class FlaskModelRegistry:
     def registry(self) -> ModelRegistry:
         """The registry of the current app (needs an app context)."""
         return get_registry()
+
+    @property
+    def registries(self) -> Mapping[str, ModelRegistry]:
+        """The named registries of the current app (needs an app context)."""
+        return get_registries()

@@ -45,6 +45,24 @@ def app(registry_root: Path, app_config: dict[str, Any]) -> Flask:
 
 
 @pytest.fixture
+def model_roots(tmp_path: Path) -> dict[str, Path]:
+    """The roots of the two named models of :func:`named_models` (not created: a save creates them)."""
+    return {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
+
+
+@pytest.fixture
+def named_models(model_roots: dict[str, Path]) -> dict[str, Any]:
+    """Config of a two-model service beside the default registry, as the README sets one up; a test
+    module turns it on with ``app_config`` returning it."""
+    return {
+        "MODEL_REGISTRY_MODELS": {
+            "fraud": str(model_roots["fraud"]),
+            "churn": {"root": str(model_roots["churn"]), "stages": ["staging", "prod"]},
+        }
+    }
+
+
+@pytest.fixture
 def published(registry: ModelRegistry) -> ModelRegistry:
     """The registry with 1.0.0 (prod), 1.1.0 (staging, canary) and 2.0.0-rc.1 published."""
     registry.save_model("1.0.0", {"weights": [1.0]}, {"stage": "prod", "auc": 0.81}, actor="trainer")

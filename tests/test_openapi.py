@@ -62,9 +62,18 @@ def test_document_names_exactly_the_routes_of_the_blueprint(app, document):
     assert set(operations(document)) == routes
 
 
-def test_default_document_is_the_packaged_file(document):
+def test_default_document_is_the_packaged_file_plus_the_named_models(document):
     packaged = json.loads(resources.files("flask_model_registry").joinpath("openapi.json").read_bytes())
-    assert document == packaged
+    default_paths = {p: item for p, item in document["paths"].items() if not p.startswith("/models/{model}")}
+    assert {**document, "paths": default_paths} == packaged
+    for path, item in packaged["paths"].items():
+        if path != "/models/openapi.json":
+            named = document["paths"][path.replace("/models", "/models/{model}", 1)]
+            assert named["parameters"][0] == {"$ref": "#/components/parameters/model"}
+            for method in set(item) - {"parameters"}:
+                assert named[method]["operationId"] == item[method]["operationId"] + "OfModel"
+                assert item[method]["responses"].items() <= named[method]["responses"].items()
+                assert "404" in named[method]["responses"]  # an unknown name
 
 
 def test_document_names_the_mount_point_as_its_server(app, client):

@@ -421,7 +421,21 @@ class FsspecStorage(Storage):
 
     def fetch(self, path: str) -> tuple[bytes, Stamp]:
         """One GET: the object's bytes and stamp. Every metadata and audit read goes through here."""
-        return self._objects.read(path)
+        with self._store_errors("a read"):
+            return self._objects.read(path)
+
+    @contextlib.contextmanager
+    def _store_errors(self, doing: str) -> Iterator[None]:
+        """Errors about one object (OSError: not found, refused) pass; any other failure of the store
+        (each backend has its own: botocore, azure-core, aiohttp …) is a StorageUnavailableError."""
+        try:
+            yield
+        except OSError:
+            raise
+        except Exception as exc:
+            raise StorageUnavailableError(
+                f"{self._label}: {doing} failed ({type(exc).__name__}); is the store reachable?"
+            ) from exc
 
     def _fetch_all(self, paths: Mapping[str, str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         """Fetch many objects (a key: its path), a few at a time; those gone since listed are left
@@ -541,16 +555,18 @@ class FsspecStorage(Storage):
         return self.fetch(f"{self._audit}/{name}")[0]
 
     def audit_delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), self._store_errors("deleting an audit event"):
             self.fs.rm_file(f"{self._audit}/{name}")
 
     def audit_list(self, folder: str, start_after: str | None = None, limit: int | None = None) -> list[str]:
         path = f"{self._audit}/{folder}".rstrip("/")
-        names = self._objects.list_names(path, start_after, limit)
+        with self._store_errors("listing the audit trail"):
+            names = self._objects.list_names(path, start_after, limit)
         if names is None:  # no ordered, paged listing: list it all
             self.fs.invalidate_cache(path)
             try:
-                listed = self.fs.ls(path, detail=False)
+                with self._store_errors("listing the audit trail"):
+                    listed = self.fs.ls(path, detail=False)
             except FileNotFoundError:
                 listed = []
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
