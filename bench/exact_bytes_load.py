@@ -2,7 +2,7 @@
 
 The baseline is what the registry did before: hash the open file, ``seek(0)``, unpickle from the
 file (two passes over it; a rewrite in place between them ran the new bytes). The registry now
-reads the artefact once into memory, hashing as it reads, and unpickles those very bytes.
+reads the artefact once into memory, hashes it there and unpickles those very bytes.
 
 Run: ``python bench/exact_bytes_load.py`` (about a minute; writes 1 GiB to a temporary folder,
 removed at the end, and needs about 3 GiB of memory at the peak).
@@ -41,7 +41,7 @@ def main() -> None:
         "exact-bytes artefact load (local disk)",
         [
             "baseline: sha256 of the open file, seek(0), cloudpickle.load(file): two passes",
-            "registry: one read into memory, hashed as read, cloudpickle.loads of that memory",
+            "registry: one read into memory, sha256 of it, cloudpickle.loads of those very bytes",
             "files are in the page cache (a warm-up load first); medians of interleaved rounds",
             "memory: the registry path holds the artefact's bytes beside the model while loading",
         ],

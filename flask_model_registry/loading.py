@@ -3,8 +3,8 @@
 Unpickling runs code, so what is unpickled must be the very bytes that were hashed. A storage whose
 :meth:`~flask_model_registry.storage.Storage.open_artifact` yields a private copy (object storage
 spools one) is hashed and unpickled in place; any other (local disk, where a file may be rewritten
-in place between the hash and the load) is read once into memory, hashed as it is read, and
-unpickled from that memory: the load holds the artefact's bytes beside the model while it runs.
+in place between the hash and the load) is read once into memory, hashed there, and unpickled
+from that memory: the load holds the artefact's bytes beside the model while it runs.
 """
 
 from __future__ import annotations
@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import io
 import logging
-import mmap
-import os
 import platform
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
@@ -28,54 +25,15 @@ from .storage import Storage
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-_HUGE_FROM = 4 << 20  # artefacts from this size are read into memory that asks for huge pages
 
 
-def _size_hint(f: BinaryIO) -> int:
-    try:
-        return os.fstat(f.fileno()).st_size
-    except (OSError, AttributeError, io.UnsupportedOperation):
-        return 0
+def read_hashed(f: BinaryIO) -> tuple[bytes, str]:
+    """The whole file, read once into memory, and the sha256 of exactly those bytes.
 
-
-def _buffer(size: int) -> bytearray | mmap.mmap:
-    """Private, writable memory for ``size`` bytes. A large one is an anonymous mapping asking for
-    huge pages: filling fresh memory costs a page fault per 4 KiB page otherwise, and that, not
-    the copy, is most of what reading into memory adds to a load (see bench/exact_bytes_load.py)."""
-    if size < _HUGE_FROM or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return bytearray(size)
-    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(OSError):
-        buffer.madvise(mmap.MADV_HUGEPAGE)
-    return buffer
-
-
-def read_hashed(f: BinaryIO) -> tuple[bytearray | mmap.mmap | bytes, str]:
-    """The whole file, read once into private memory, and the sha256 of exactly those bytes."""
-    digest = hashlib.sha256()
-    size = _size_hint(f)
-    data = _buffer(size)
-    done = 0
-    with memoryview(data) as view:
-        while done < size:
-            got = f.readinto(view[done : done + _CHUNK])
-            if not got:
-                break
-            digest.update(view[done : done + got])
-            done += got
-    rest = b"".join(iter(lambda: f.read(_CHUNK), b""))  # grown since its size was taken
-    if done == size and not rest:
-        return data, digest.hexdigest()
-    whole = bytes(data[:done]) + rest  # shrank or grew while read: rare, and no need to be fast
-    _close(data)
-    digest.update(rest)
-    return whole, digest.hexdigest()
-
-
-def _close(data: object) -> None:
-    if isinstance(data, mmap.mmap):
-        with contextlib.suppress(BufferError):  # still exported: the garbage collector unmaps it
-            data.close()
+    One ``read`` into one ``bytes`` (the kernel fills fresh pages as it copies): measured faster
+    than chunks into a preallocated ``bytearray``, a prefaulted or a huge-page mapping."""
+    data = f.read()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def hash_file(f: BinaryIO) -> str:
@@ -109,11 +67,8 @@ def load_artifact(
                 f.seek(0)
                 return _unpickle(version, artifact, f)
             data, actual = read_hashed(f)
-        try:
-            check_sha256(version, actual, sha)
-            return _unpickle(version, artifact, data)
-        finally:
-            _close(data)
+        check_sha256(version, actual, sha)
+        return _unpickle(version, artifact, data)
 
 
 def verify_artifact(storage: Storage, version: str, file: str, sha: str | None) -> None:
@@ -144,9 +99,9 @@ def _reading(version: str, file: str) -> Iterator[None]:
 def _unpickle(version: str, artifact: Mapping[str, Any], source: Any) -> Any:
     """Unpickle ``source``, a binary file or bytes-like memory."""
     _warn_if_made_elsewhere(version, artifact)
-    if hasattr(source, "readinto") and not isinstance(source, mmap.mmap):
-        return cloudpickle.load(source)
-    return cloudpickle.loads(source)
+    if isinstance(source, bytes):
+        return cloudpickle.loads(source)
+    return cloudpickle.load(source)
 
 
 def _release(value: object, parts: int) -> tuple[str, ...] | None:
