@@ -1,9 +1,12 @@
-"""An example prediction service: ``create_app()`` serves the newest model of the registry.
+"""An example prediction service: ``create_app()`` serves a model of the registry at ``/predict``.
 
 Run it with ``gunicorn -c example_app/gunicorn_conf.py 'example_app:create_app()'``. The registry
 root comes from ``MODEL_REGISTRY_ROOT`` (else ``./registry``); any other config key from a
-``FLASK_``-prefixed environment variable, as Flask reads them (``FLASK_MODEL_REGISTRY_API_TOKEN``);
-``MODEL_STAGE`` serves the highest version of that stage instead of the highest overall.
+``FLASK_``-prefixed environment variable, as Flask reads them (``FLASK_MODEL_REGISTRY_API_TOKEN``).
+
+``/predict`` serves the highest version in the stage ``MODEL_STAGE`` (config key, or environment
+variable ``MODEL_STAGE``; default ``prod``); ``MODEL_STAGE=`` (empty) serves the highest version
+whatever its stage. Its errors are JSON, as the registry's API answers them.
 """
 
 from __future__ import annotations
@@ -13,32 +16,42 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-from flask_model_registry import FlaskModelRegistry
+from flask_model_registry import FlaskModelRegistry, RegistryError
+from flask_model_registry.metadata import check_stage
 
 models = FlaskModelRegistry()
+
+#: The stage ``/predict`` serves unless ``MODEL_STAGE`` says otherwise.
+DEFAULT_STAGE = "prod"
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service; ``config`` overrides the environment (tests pass their own root)."""
     app = Flask(__name__)
     app.config.from_prefixed_env()
-    app.config["MODEL_STAGE"] = os.environ.get("MODEL_STAGE") or None
+    app.config.setdefault("MODEL_STAGE", os.environ.get("MODEL_STAGE", DEFAULT_STAGE))
     app.config.update(config or {})
+    stage = app.config["MODEL_STAGE"] or None
+    if stage is not None:
+        check_stage(stage, None)  # a typo is an error at start-up, not a 404 on every request
     models.init_app(app)
+    app.register_error_handler(RegistryError, lambda exc: json_error(exc.http_status, str(exc)))
+    app.register_error_handler(HTTPException, lambda exc: json_error(exc.code or 500, exc.description))
+    app.register_error_handler(Exception, internal_error)
 
     @app.post("/predict")
     def predict() -> Any:
         body = request.get_json(silent=True)
         rows = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-            return jsonify(error='send {"instances": [[feature, ...], ...]}'), 400
-        registry = current_app.registry  # type: ignore[attr-defined]
-        served = registry.get_latest(current_app.config["MODEL_STAGE"])  # the model and its version
+            return json_error(400, 'send {"instances": [[feature, ...], ...]}')
+        served = current_app.registry.get_latest(stage)  # type: ignore[attr-defined]
         try:
             predictions = served.model.predict(rows)
         except (TypeError, ValueError) as exc:
-            return jsonify(error=str(exc)), 400
+            return json_error(400, str(exc))
         return jsonify(version=served.version, predictions=predictions)
 
     @app.get("/healthz")
@@ -46,3 +59,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         return jsonify(status="ok")
 
     return app
+
+
+def internal_error(exc: Exception) -> Any:
+    current_app.logger.exception("unexpected error")
+    return json_error(500, "internal error; the server log has the details")
+
+
+def json_error(status: int, message: str) -> Any:
+    """The service's errors in the registry API's shape: ``{"error": {"code", "message"}}``."""
+    return jsonify(error={"code": status, "message": message}), status

@@ -21,6 +21,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
+from .answers import entry_item, version_item
 from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
 from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
@@ -72,6 +73,21 @@ def register_api(app: Flask, prefix: str) -> None:
             return None
         path = request.path
         if path == prefix or path.startswith(prefix + "/"):
+            segment = path[len(prefix) + 1 :]
+            if (
+                exc.code == 405
+                and request.method == "PATCH"
+                and re.fullmatch(NAME_PATTERN, segment)
+                and segment not in RESERVED_NAMES
+                and segment not in get_registries()
+            ):
+                # "PATCH /models/v1": a segment shaped like a model name is only a model's list
+                # route; not being one, it is a bad version (400) or, with named models, an
+                # unknown one (404 naming it), never a method error.
+                try:
+                    get_registry(segment) if get_registries() else check_version(segment)
+                except RegistryError as error:
+                    return _error(error.http_status, str(error))
             return _http_error(exc)  # type: ignore[arg-type]
         return None
 
@@ -249,24 +265,13 @@ def _bool_arg(name: str) -> bool:
 # views --------------------------------------------------------------------------------------------
 
 
-def _version_item(version: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """The answer for one version, whose ETag a conditional PATCH compares with."""
-    return {"version": version, "metadata": metadata}
-
-
-def _item(entry: Entry) -> dict[str, Any]:
-    if entry.metadata is None:
-        return {"version": entry.version, "error": entry.error}
-    return _version_item(entry.version, entry.metadata)
-
-
 def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> tuple[bytes, str]:
     return snap.memo(("api", *key), lambda: _render(payload()))
 
 
 def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
     entry.require_metadata()  # a corrupt version answers 500 with the reason
-    return _respond(_memo(snap, ("entry", entry.version), lambda: _item(entry)))
+    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry)))
 
 
 def _route(rule: str, method: str) -> Callable[[View], View]:
@@ -299,7 +304,7 @@ def list_models(registry: ModelRegistry) -> Response:
         return _respond(_render([]))
 
     def items() -> list[dict[str, Any]]:
-        return [_item(e) for e in snap.entries if stage is None or e.stage == stage]
+        return [entry_item(e) for e in snap.entries if stage is None or e.stage == stage]
 
     return _respond(_memo(snap, ("list", stage), items))
 
@@ -361,13 +366,13 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(_version_item(version, current))[1]) is None
+        return _failed_precondition(_render(version_item(version, current))[1]) is None
 
     conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
     metadata = registry.update_metadata(
         version, changes, actor=_actor(), expected=precondition if conditional else None
     )
-    return _respond(_render(_version_item(version, metadata)))
+    return _respond(_render(version_item(version, metadata)))
 
 
 @bp.get("/openapi.json")

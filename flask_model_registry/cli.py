@@ -1,8 +1,10 @@
 """The ``flask models`` command group: a thin terminal adapter over the app's registry.
 
-Registry errors print as one ``Error: …`` line with exit status 1, never a traceback. Every
-subcommand takes ``--model NAME``: a named model (``MODEL_REGISTRY_MODELS``) instead of the default
-registry; a subcommand reaches the registry it is about through :func:`selected_registry`.
+Every failure (a registry error, any ``OSError`` such as a read-only registry) prints as one
+``Error: …`` line with exit status 1, never a traceback; the CLI, unlike the HTTP API, may name the
+path at fault. Every reading command takes ``--json``, in the HTTP API's shapes. Every subcommand
+takes ``--model NAME``: a named model (``MODEL_REGISTRY_MODELS``) instead of the default registry; a
+subcommand reaches the registry it is about through :func:`selected_registry`.
 """
 
 from __future__ import annotations
@@ -15,41 +17,47 @@ from typing import Any, TypeVar
 import click
 from flask.cli import AppGroup
 
+from .answers import entry_item, version_item
 from .context import get_registries, get_registry
-from .errors import RegistryError, UnknownModelError
+from .errors import InvalidMetadataError, RegistryError, StorageUnavailableError, UnknownModelError
+from .metadata import check_stage
 from .registry import ModelRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
 
 
-def _model_option(command: F) -> F:
-    """Add ``--model NAME`` to ``command``; an unknown name is one ``Error:`` line naming it."""
+def _selecting_model(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` behind ``--model NAME``: the name is kept for :func:`selected_registry`; an
+    unknown one is one ``Error:`` line naming it."""
 
-    @click.option(
-        "--model",
-        "model_name",
-        metavar="NAME",
-        help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
-    )
-    @wraps(command)
-    def run(*args: Any, model_name: str | None, **kwargs: Any) -> Any:
+    @wraps(callback)
+    def run(*args: Any, model_name: str | None = None, **kwargs: Any) -> Any:
         try:
             get_registry(model_name)
         except UnknownModelError as exc:
             raise click.ClickException(str(exc)) from None
         click.get_current_context().meta[_MODEL] = model_name
-        return command(*args, **kwargs)
+        return callback(*args, **kwargs)
 
-    return run  # type: ignore[return-value]
+    return run
 
 
 class _ModelsGroup(AppGroup):
-    """A command group whose every subcommand takes ``--model NAME``."""
+    """A command group whose every subcommand takes ``--model NAME``, also one defined elsewhere
+    and added with ``add_command``."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], click.Command]:
-        decorate = super().command(*args, **kwargs)
-        return lambda command: decorate(_model_option(command))
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.callback is not None and "model_name" not in {param.name for param in cmd.params}:
+            cmd.params.append(
+                click.Option(
+                    ["--model", "model_name"],
+                    metavar="NAME",
+                    help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
+                )
+            )
+            cmd.callback = _selecting_model(cmd.callback)
+        super().add_command(cmd, name)
 
 
 def selected_registry() -> ModelRegistry:
@@ -60,19 +68,46 @@ def selected_registry() -> ModelRegistry:
 models_cli = _ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for the operator: the registry's message, or an OS error with the path it names."""
+    if isinstance(exc, StorageUnavailableError) and exc.location:
+        return f"{exc} ({exc.location})"
+    if isinstance(exc, RegistryError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc) or type(exc).__name__
+        return f"{what}: {exc.filename}" if exc.filename else what
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _clean_errors(command: F) -> F:
     @wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except RegistryError as exc:
-            raise click.ClickException(str(exc)) from None
+        except (RegistryError, OSError) as exc:
+            raise click.ClickException(describe_error(exc)) from None
 
     return run  # type: ignore[return-value]
 
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _valid_stage(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--stage`` checked as the API checks ``?stage=`` (a bad name is a usage error, exit 2)."""
+    if value is None:
+        return None
+    try:
+        return check_stage(value, None)
+    except InvalidMetadataError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+STAGE_OPTION = click.option("--stage", callback=_valid_stage, help="Only versions in this stage.")
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, as the HTTP API answers.")
+ACTOR_OPTION = click.option("--actor", help="Who makes the change, for the audit trail (default: user@host).")
 
 
 def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tuple[str, ...]:
@@ -84,80 +119,151 @@ def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tu
 
 
 @models_cli.command("list")
-@click.option("--stage", help="Only versions in this stage.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@STAGE_OPTION
+@JSON_OPTION
 @_clean_errors
 def list_command(stage: str | None, as_json: bool) -> None:
     """List every version in ascending order, with its stage and flags (and, for the default
     registry, which named models there are)."""
     entries = [e for e in selected_registry().snapshot().entries if stage is None or e.stage == stage]
     if as_json:
-        _echo_json([{"version": e.version, "metadata": e.metadata, "error": e.error} for e in entries])
+        _echo_json([entry_item(e) for e in entries])
         return
     if not entries:
         click.echo("no versions" + (f" in stage {stage!r}" if stage else ""))
-    else:
-        rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
-        rows += [_row(e.version, e.metadata, e.error) for e in entries]
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        for row in rows:
-            cells = [row[i].ljust(widths[i]) for i in range(3)]
-            click.echo("  ".join([*cells, row[3]]).rstrip())
+        return
+    rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
+    rows += [_row(e.version, e.metadata, e.error) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in range(3)]
+        click.echo("  ".join([*cells, row[3]]).rstrip())
     if click.get_current_context().meta.get(_MODEL) is None and get_registries():
         click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 
 
 @models_cli.command("latest")
-@click.option("--stage", help="The highest version in this stage.")
+@click.option("--stage", callback=_valid_stage, help="The highest version in this stage.")
 @click.option("--prerelease", is_flag=True, help="Consider prereleases too.")
+@JSON_OPTION
 @_clean_errors
-def latest_command(stage: str | None, prerelease: bool) -> None:
-    """Print the latest version (exit status 1 when there is none)."""
-    version = selected_registry().get_latest_version(stage, include_prerelease=prerelease)
-    if version is None:
+def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
+    """Print the latest version; exit status 1 when there is none, or when its metadata is broken
+    (a deploy script must not pick a broken version)."""
+    entry = selected_registry().snapshot().latest(stage, prerelease)
+    if entry is None:
         raise click.ClickException("no version" + (f" in stage {stage!r}" if stage else "") + " yet")
-    click.echo(version)
+    metadata = entry.require_metadata()
+    if as_json:
+        _echo_json(version_item(entry.version, metadata))
+    else:
+        click.echo(entry.version)
 
 
 @models_cli.command("show")
 @click.argument("version")
+@JSON_OPTION
 @_clean_errors
-def show_command(version: str) -> None:
-    """Print a version's metadata as JSON."""
-    _echo_json(selected_registry().get_metadata(version))
+def show_command(version: str, as_json: bool) -> None:
+    """Print a version's metadata as JSON (``--json``: ``{"version", "metadata"}``, as the API)."""
+    metadata = selected_registry().get_metadata(version)
+    _echo_json(version_item(version, metadata) if as_json else metadata)
 
 
 @models_cli.command("promote")
 @click.argument("version")
 @click.argument("stage")
+@ACTOR_OPTION
 @_clean_errors
-def promote_command(version: str, stage: str) -> None:
+def promote_command(version: str, stage: str, actor: str | None) -> None:
     """Move VERSION to STAGE (recorded in the audit trail)."""
-    selected_registry().set_stage(version, stage)
+    selected_registry().set_stage(version, stage, actor=actor)
     click.echo(f"{version} is now in stage {stage!r}")
+
+
+@models_cli.command("demote")
+@click.argument("version")
+@ACTOR_OPTION
+@_clean_errors
+def demote_command(version: str, actor: str | None) -> None:
+    """Take VERSION out of its stage (recorded in the audit trail)."""
+    selected_registry().set_stage(version, None, actor=actor)
+    click.echo(f"{version} is now in no stage")
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    """``key=value``: the value as JSON if it parses (``0.9``, ``true``, ``{"a": 1}``), else the
+    plain string; ``key=`` removes the key (as ``null`` does in a merge patch)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not key=value")
+    if value == "":
+        return key, None
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+@models_cli.command("set")
+@click.argument("version")
+@click.argument("assignments", nargs=-1, required=True)
+@ACTOR_OPTION
+@_clean_errors
+def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -> None:
+    """Set metadata keys of VERSION: ``key=value`` (a JSON value, else a string); ``key=`` removes."""
+    changes: dict[str, Any] = {}
+    for text in assignments:
+        key, value = _assignment(text)
+        if key in changes:
+            raise click.BadParameter(f"{key!r} is given twice")
+        changes[key] = value
+    metadata = selected_registry().update_metadata(version, changes, actor=actor)
+    _echo_json(metadata)
 
 
 @models_cli.command("history")
 @click.argument("version", required=False)
+@JSON_OPTION
 @_clean_errors
-def history_command(version: str | None) -> None:
-    """Print the audit trail (of one version, or all) as JSON, oldest first."""
-    _echo_json(selected_registry().history(version))
+def history_command(version: str | None, as_json: bool) -> None:
+    """Print the audit trail (of one version, or all), oldest first."""
+    events = selected_registry().history(version)
+    if as_json:
+        _echo_json(events)
+        return
+    for event in events:
+        before, after = json.dumps(event.get("before")), json.dumps(event.get("after"))
+        click.echo(
+            f"{event.get('time')}  {event.get('version')}  {event.get('action')}"
+            f"  by {event.get('actor')}: {before} -> {after}"
+        )
 
 
 @models_cli.command("verify")
+@JSON_OPTION
 @_clean_errors
-def verify_command() -> None:
-    """Re-hash every artefact against its recorded sha256; exit status 1 on any failure."""
+def verify_command(as_json: bool) -> None:
+    """Re-hash every artefact against its recorded sha256, reporting each version; exit status 1
+    if any fails (missing, unreadable, not a file, mismatch, broken metadata)."""
     registry = selected_registry()
-    failures = 0
+    results = []
     for version in registry.list_versions():
         try:
             sha = registry.verify(version)
-        except RegistryError as exc:
-            failures += 1
-            click.echo(f"FAIL  {version}: {exc}")
-            continue
-        click.echo(f"ok    {version}" + ("" if sha else " (no sha256 recorded; not checked)"))
+        except (RegistryError, OSError) as exc:
+            results.append({"version": version, "ok": False, "error": describe_error(exc)})
+        else:
+            results.append({"version": version, "ok": True, "sha256": sha})
+    if as_json:
+        _echo_json(results)
+    else:
+        for result in results:
+            if not result["ok"]:
+                click.echo(f"FAIL  {result['version']}: {result['error']}")
+            else:
+                note = "" if result["sha256"] else " (no sha256 recorded; not checked)"
+                click.echo(f"ok    {result['version']}{note}")
+    failures = sum(not result["ok"] for result in results)
     if failures:
         raise click.ClickException(f"{failures} version(s) failed verification")

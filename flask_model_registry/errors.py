@@ -65,9 +65,16 @@ class PreconditionFailedError(RegistryError):
 
 
 class StorageUnavailableError(RegistryError, OSError):
-    """The store did not answer a listing or a read (a timeout, a refused connection, a 503)."""
+    """The store did not answer a listing or a read (a timeout, a refused connection, a 503), or
+    the registry root is not there (a local folder or a bucket that does not exist)."""
 
     http_status = 503
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        #: The full path or URL at fault, for the operator (the CLI prints it). Never part of the
+        #: message, which the HTTP API shows.
+        self.location = location
 
 
 class UnknownModelError(RegistryError, KeyError):

@@ -14,6 +14,7 @@ import logging
 import os
 import platform
 import random
+import re
 import socket
 import threading
 import time
@@ -46,6 +47,7 @@ DEFAULT_MODEL_CACHE_SIZE = 4
 _CAS_ATTEMPTS = 50
 #: What a conditional change expects: the metadata it was decided on, or a test of the current one.
 Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -315,8 +317,8 @@ class ModelRegistry:
         sha = artifact.get("sha256")
         if not (isinstance(file, str) and file and file[0] != "." and _SAFE_FILE.issuperset(file)):
             raise CorruptVersionError(f"version {entry.version}: artefact file name {file!r} is not allowed")
-        if sha is not None and not isinstance(sha, str):
-            raise CorruptVersionError(f"version {entry.version}: artefact sha256 is not a string")
+        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            raise CorruptVersionError(f"version {entry.version}: recorded sha256 is not 64 hex digits")
         return file, sha, artifact
 
     def verify(self, version: str) -> str | None:

@@ -19,8 +19,11 @@ from flask_model_registry import FlaskModelRegistry, ModelRegistry
 
 @pytest.fixture
 def registry_root(tmp_path: Path) -> Path:
-    """An empty registry folder (``versions/`` is created by the first save)."""
-    return tmp_path / "registry"
+    """An empty registry folder (``versions/`` is created by the first save). It exists: a root
+    that does not is a ``StorageUnavailableError``, not an empty registry."""
+    root = tmp_path / "registry"
+    root.mkdir()
+    return root
 
 
 @pytest.fixture
@@ -152,6 +155,7 @@ def registry_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         if target.filesystem.exists(target.path()):  # memory:// is shared by the whole process
             target.filesystem.rm(target.path(), recursive=True)
     else:
+        (tmp_path / name).mkdir()
         yield servers.RegistryTarget(backend, str(tmp_path / name))
 
 

@@ -235,3 +235,17 @@ def test_json_is_valid_even_with_odd_metadata(client, registry: ModelRegistry):
     registry.save_model("1.0.0", 1, {"note": "caf\u00e9 \u2603", "nested": {"a": [1, 2.5, None]}})
     body = json.loads(client.get("/models/1.0.0").data)
     assert body["metadata"]["note"] == "caf\u00e9 \u2603"
+
+
+def test_a_missing_root_is_503_without_its_path(tmp_path: Path, json_error):
+    missing = tmp_path / "typo-in-the-root"
+    app = Flask("typo")
+    app.config["MODEL_REGISTRY_ROOT"] = str(missing)
+    FlaskModelRegistry(app)
+    for url in ("/models", "/models/latest", "/models/1.0.0"):
+        response = app.test_client().get(url)
+        assert response.status_code == 503, url
+        message = json_error(response)["message"]
+        assert "root folder does not exist" in message and str(tmp_path) not in message
+    ModelRegistry(missing).save_model("1.0.0", "model")  # save_model creates the root
+    assert app.test_client().get("/models/latest").get_json()["version"] == "1.0.0"

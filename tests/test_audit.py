@@ -133,7 +133,7 @@ def test_history_over_http_pages_and_refuses_bad_values(client, published: Model
 
 
 def test_events_written_by_earlier_releases_are_read_with_their_ids(registry_root: Path) -> None:
-    shutil.copytree(Path(__file__).parent.parent / "registry", registry_root)
+    shutil.copytree(Path(__file__).parent.parent / "registry", registry_root, dirs_exist_ok=True)
     registry = ModelRegistry(registry_root)
     old = registry.history("1.0.0")
     assert [e["action"] for e in old] == ["publish"] and old[0]["id"].startswith("0179")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_model_registry import ModelRegistry
+from flask_model_registry import FlaskModelRegistry, ModelRegistry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def test_promote_records_history(cli, published: ModelRegistry):
     result = cli("promote", "1.1.0", "prod")
     assert result.exit_code == 0, result.output
     assert published.get_latest_version("prod") == "1.1.0"
-    events = json.loads(cli("history", "1.1.0").output)
+    events = json.loads(cli("history", "1.1.0", "--json").output)
     assert events[-1]["action"] == "set_stage" and events[-1]["after"] == {"stage": "prod"}
     assert cli("promote", "1.1.0", "no spaces").exit_code == 1
 
@@ -89,3 +89,136 @@ def test_cli_as_a_real_subprocess(published: ModelRegistry, registry_root: Path)
     missing = flask("models", "show", "7.7.7")
     assert missing.returncode == 1
     assert missing.stderr.strip() == "Error: version 7.7.7 not found"
+
+
+# robustness and the commands of issue 11 ----------------------------------------------------------
+
+
+def test_verify_checks_every_version_and_reports_each(cli, registry_root: Path, by_hand):
+    versions = registry_root / "versions"
+    (versions / "1.0.0" / "model.pkl").unlink()
+    (versions / "1.0.0" / "model.pkl").mkdir()  # a folder where the artefact should be
+    metadata = json.loads((versions / "2.0.0-rc.1" / "metadata.json").read_text())
+    metadata["artifact"]["sha256"] = "\u00e9" * 64  # recorded sha256 not ASCII
+    (versions / "2.0.0-rc.1" / "metadata.json").write_text(json.dumps(metadata))
+    by_hand("3.0.0", {"owner": "ml"}, "model")  # fine: no sha256 recorded
+    (versions / "4.0.0").mkdir()
+    (versions / "4.0.0" / "metadata.json").write_text("{broken")
+    result = cli("verify")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    lines = {
+        line.split()[1].rstrip(":"): line
+        for line in result.output.splitlines()
+        if line.startswith(("FAIL", "ok"))
+    }
+    assert set(lines) == {"1.0.0", "1.1.0", "2.0.0-rc.1", "3.0.0", "4.0.0"}
+    assert lines["1.0.0"].startswith("FAIL") and "not a regular file" in lines["1.0.0"]
+    assert lines["1.1.0"].startswith("ok")
+    assert "FAIL  2.0.0-rc.1: version 2.0.0-rc.1: recorded sha256 is not 64 hex digits" in result.output
+    assert lines["4.0.0"].startswith("FAIL") and "corrupt" in lines["4.0.0"]
+    assert "not checked" in lines["3.0.0"]
+    report = json.loads(cli("verify", "--json").output.split("\nError:")[0])
+    assert [(r["version"], r["ok"]) for r in report][2:] == [
+        ("2.0.0-rc.1", False),
+        ("3.0.0", True),
+        ("4.0.0", False),
+    ]
+
+
+def test_verify_reports_an_unreadable_artefact(cli, registry_root: Path, monkeypatch):
+    """As an artefact without read permission answers (the tests may run as root, who reads anyway)."""
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).endswith("1.1.0/model.pkl"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("os.open", refusing_open)
+    result = cli("verify")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "ok    1.0.0" in result.output and "FAIL  1.1.0: " in result.output
+    assert "Permission denied" in result.output or "cannot be read" in result.output
+
+
+def test_a_read_only_registry_is_one_line_naming_the_path(cli, registry_root: Path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(registry_root / ".locks" / "1.1.0.lock"))
+
+    monkeypatch.setattr("os.makedirs", refuse)
+    for args in (("promote", "1.1.0", "prod"), ("demote", "1.1.0"), ("set", "1.1.0", "a=1")):
+        result = cli(*args)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert result.output.strip().splitlines() == [
+            f"Error: Permission denied: {registry_root}/.locks/1.1.0.lock"
+        ]
+
+
+def test_stage_options_are_validated(cli):
+    for args in (("list", "--stage", "bad stage"), ("latest", "--stage", "x" * 100)):
+        result = cli(*args)
+        assert result.exit_code == 2 and "stage" in result.output and "Traceback" not in result.output
+
+
+def test_writes_take_an_actor(cli, published: ModelRegistry):
+    assert cli("promote", "1.1.0", "prod", "--actor", "ana").exit_code == 0
+    assert published.history("1.1.0")[-1]["actor"] == "ana"
+
+
+def test_demote_takes_a_version_out_of_its_stage(cli, published: ModelRegistry):
+    result = cli("demote", "1.0.0", "--actor", "bo")
+    assert result.exit_code == 0, result.output
+    assert "stage" not in published.get_metadata("1.0.0")
+    assert published.get_latest_version("prod") is None
+    assert published.history("1.0.0")[-1]["before"] == {"stage": "prod"}
+
+
+def test_set_takes_json_values_and_removes_empty_ones(cli, published: ModelRegistry):
+    result = cli(
+        "set", "1.1.0", "auc=0.93", "notes=looks good", 'tags=["a", "b"]', "canary=", "--actor", "ana"
+    )
+    assert result.exit_code == 0, result.output
+    metadata = published.get_metadata("1.1.0")
+    assert metadata["auc"] == 0.93 and metadata["notes"] == "looks good" and metadata["tags"] == ["a", "b"]
+    assert "canary" not in metadata
+    assert json.loads(result.output) == metadata
+    assert published.history("1.1.0")[-1]["actor"] == "ana"
+    assert cli("set", "1.1.0", "no-equals-sign").exit_code == 2
+    reserved = cli("set", "1.1.0", "version=9.9.9")
+    assert reserved.exit_code == 1 and "written by the registry" in reserved.output
+
+
+def test_every_reading_command_takes_json_in_the_apis_shapes(app, cli, registry_root: Path):
+    (registry_root / "versions" / "1.0.0" / "metadata.json").write_text("{oops")
+    client = app.test_client()
+    assert json.loads(cli("list", "--json").output) == client.get("/models").get_json()
+    assert json.loads(cli("latest", "--json").output) == client.get("/models/latest").get_json()
+    assert json.loads(cli("show", "1.1.0", "--json").output) == client.get("/models/1.1.0").get_json()
+    assert (
+        json.loads(cli("history", "1.1.0", "--json").output) == client.get("/models/1.1.0/history").get_json()
+    )
+    assert "error" not in json.loads(cli("list", "--json").output)[1]
+    assert "metadata" not in json.loads(cli("list", "--json").output)[0]
+    assert "publish" in cli("history", "1.1.0").output
+
+
+def test_latest_on_a_broken_version_exits_1_with_the_reason(cli, registry_root: Path):
+    (registry_root / "versions" / "1.1.0" / "metadata.json").write_text("{oops")
+    result = cli("latest")
+    assert result.exit_code == 1
+    assert "1.1.0" in result.output and "not valid JSON" in result.output
+
+
+def test_a_missing_root_is_exit_1_naming_the_path(tmp_path: Path):
+    missing = tmp_path / "typo"
+    app = Flask("typo")
+    app.config["MODEL_REGISTRY_ROOT"] = str(missing)
+    FlaskModelRegistry(app)
+    runner = app.test_cli_runner()
+    for args in (["list"], ["latest"], ["verify"], ["list", "--json"]):
+        result = runner.invoke(args=["models", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert result.output.startswith("Error: the registry root folder does not exist")
+        assert str(missing) in result.output
+    ModelRegistry(missing).save_model("1.0.0", "model")  # save_model creates it
+    assert runner.invoke(args=["models", "latest"]).output.strip() == "1.0.0"

@@ -34,18 +34,41 @@ def test_bundled_registry_loads_on_a_fresh_checkout():
     assert registry.get_latest_version("prod") == "1.0.0"
 
 
-def test_predict_uses_the_latest_model(bundled_copy: Path):
+def test_predict_serves_the_prod_model_by_default(bundled_copy: Path, json_error):
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
     response = client.post("/predict", json={"instances": [[1, 0, 0], [0, 0, 0]]})
-    assert response.get_json() == {"version": "1.1.0", "predictions": [0.38 + 0.47, 0.38]}
-    assert client.post("/predict", json={"instances": [[1]]}).status_code == 400
-    assert client.post("/predict", data="nope").status_code == 400
+    assert response.get_json() == {"version": "1.0.0", "predictions": [0.42 + 0.5, 0.5]}
+    for bad in ({"json": {"instances": [[1]]}}, {"data": "nope"}, {"json": {"rows": []}}):
+        response = client.post("/predict", **bad)
+        assert response.status_code == 400
+        json_error(response)
 
 
-def test_predict_can_follow_a_stage(bundled_copy: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MODEL_STAGE", "prod")
+@pytest.mark.parametrize(("stage", "version"), [("staging", "1.1.0"), ("", "1.1.0"), ("prod", "1.0.0")])
+def test_predict_serves_the_stage_chosen_by_model_stage(bundled_copy: Path, monkeypatch, stage, version):
+    monkeypatch.setenv("MODEL_STAGE", stage)
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
-    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == "1.0.0"
+    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == version
+    monkeypatch.setenv("FLASK_MODEL_STAGE", "staging")  # app config (from_prefixed_env) wins
+    client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
+    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == "1.1.0"
+
+
+def test_a_bad_model_stage_is_an_error_at_start_up(bundled_copy: Path):
+    with pytest.raises(ValueError, match="stage"):
+        create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "MODEL_STAGE": "no such stage!"})
+
+
+def test_predict_errors_are_json(tmp_path: Path, json_error):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root, status in ((empty, 404), (tmp_path / "typo", 503)):
+        client = create_app({"MODEL_REGISTRY_ROOT": str(root), "TESTING": True}).test_client()
+        response = client.post("/predict", json={"instances": [[1, 2, 3]]})
+        assert response.status_code == status
+        assert str(tmp_path) not in json_error(response)["message"]
+    assert json_error(client.get("/no-such-page"))["code"] == 404
+    assert json_error(client.get("/predict"))["code"] == 405
 
 
 def test_gunicorn_serves_and_follows_new_versions(bundled_copy: Path):

@@ -21,7 +21,7 @@ from helpers_procs import (
     write_by_hand,
 )
 
-from flask_model_registry import ModelRegistry, VersionNotFoundError
+from flask_model_registry import ModelRegistry, StorageUnavailableError, VersionNotFoundError
 
 
 @pytest.fixture(params=["inotify", "stat"])
@@ -41,8 +41,11 @@ def serve_a_while(service: ModelRegistry) -> None:
 def test_a_registry_created_after_the_service_started(
     service: ModelRegistry, registry_root: Path, children: Children
 ) -> None:
-    assert not registry_root.exists()
-    serve_a_while(service)
+    registry_root.rmdir()
+    for _ in range(3):  # a missing root is an error, not an empty registry; asked again each time
+        with pytest.raises(StorageUnavailableError, match="root folder does not exist"):
+            service.list_versions()
+    registry_root.mkdir()
     assert service.list_versions() == []
     children.run(save, registry_root, "1.0.0", "first model")
     assert service.list_versions() == ["1.0.0"]

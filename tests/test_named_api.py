@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import servers
-from flask import Flask
+from flask import Flask, url_for
+from hypothesis import given
+from hypothesis import strategies as st
+from servers_gunicorn import get, gunicorn
+from test_fuzz import fuzz, version_strings
 from test_store_outage import FAIL_FAST
 
 from flask_model_registry import FlaskModelRegistry, ModelRegistry
@@ -186,6 +192,7 @@ def test_named_stages_reject_typos(app: Flask, client, json_error):
         ("GET", "/nope/1.0.0/history"),
         ("GET", "/nope/history"),
         ("PATCH", "/nope/1.0.0"),
+        ("PATCH", "/nope"),
         ("GET", "/fraud-2/latest"),
     ],
 )
@@ -215,8 +222,9 @@ def test_names_start_with_a_letter_and_versions_with_a_digit(app: Flask, client)
 def test_without_named_models_the_default_api_is_unchanged(registry_root: Path, json_error):
     client = make_app(registry_root, None).test_client()
     for bad in ("abc", "v1", "latest-ish"):  # a name-shaped segment is still read as a bad version
-        response = client.get(f"/models/{bad}")
-        assert response.status_code == 400 and bad in json_error(response)["message"]
+        for method in ("GET", "PATCH"):
+            response = client.open(f"/models/{bad}", method=method, json={"stage": "prod"})
+            assert response.status_code == 400 and bad in json_error(response)["message"]
     response = client.get("/models/abc/latest")
     assert response.status_code == 404
     assert "no model named 'abc'" in json_error(response)["message"]
@@ -228,6 +236,16 @@ def test_named_models_follow_the_url_prefix(registry_root: Path, model_roots: di
     client = app.test_client()
     assert client.get("/api/v1/fraud/latest").get_json()["version"] == "1.0.0"
     assert client.get("/models/fraud/latest").mimetype == "text/html"  # not ours
+
+
+def test_url_for_builds_the_default_or_the_named_route(app: Flask):
+    with app.test_request_context():
+        assert url_for("model_registry.show_model", version="1.0.0") == "/models/1.0.0"
+        assert url_for("model_registry.show_model", version="1.0.0", model="fraud") == "/models/fraud/1.0.0"
+        assert url_for("model_registry.list_models", model=None) == "/models"
+        assert url_for("model_registry.model_history", model="churn", version="1.0.0") == (
+            "/models/churn/1.0.0/history"
+        )
 
 
 # each named model refreshes on its own ------------------------------------------------------------
@@ -321,3 +339,49 @@ def test_patch_preconditions_on_a_named_model(app: Flask, client, json_error):
     app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] = True
     required = client.patch("/models/fraud/1.0.0", json={"stage": "y"}, headers=AUTH)
     assert required.status_code == 428 and json_error(required)
+
+
+@fuzz
+@given(
+    name=st.from_regex(r"[a-z][a-z0-9_-]{0,70}", fullmatch=True) | version_strings,
+    version=version_strings,
+)
+def test_any_name_and_version_in_the_url_get_a_json_answer(
+    app: Flask, client, json_error, model_roots: dict[str, Path], name: str, version: str
+):
+    app.config["MODEL_REGISTRY_API_TOKEN"] = TOKEN
+    if not app.registries["fraud"].list_versions():
+        app.registries["fraud"].save_model("1.0.0", "m")
+    segment, quoted = (quote(part.encode("utf-8", "surrogatepass"), safe="") for part in (name, version))
+    for method, url in [
+        ("GET", f"/models/{segment}"),
+        ("GET", f"/models/{segment}/latest"),
+        ("GET", f"/models/{segment}/{quoted}"),
+        ("GET", f"/models/{segment}/{quoted}/history"),
+        ("PATCH", f"/models/{segment}/{quoted}"),
+    ]:
+        response = client.open(url, method=method, json={"note": "fuzz"}, headers=AUTH)
+        assert response.status_code < 500, (method, url, response.data[:300])
+        assert response.mimetype == "application/json"
+        assert str(model_roots["fraud"]) not in response.get_data(as_text=True)
+        if response.status_code >= 400:
+            json_error(response)
+
+
+def test_a_two_model_service_under_real_gunicorn(s3_named, registry_root: Path, model_roots: dict[str, Path]):
+    fraud = s3_named(refresh_interval=0.2)
+    models = {"fraud": fraud, "churn": str(model_roots["churn"])}
+    ModelRegistry(registry_root).save_model("1.0.0", "default model", {"stage": "prod"})
+    trainer = ModelRegistry(fraud["root"], storage_options=fraud["storage_options"])
+    trainer.save_model("2.0.0", "fraud model", {"stage": "prod"})
+    ModelRegistry(model_roots["churn"]).save_model("3.0.0", "churn model")
+    env = {"MODEL_REGISTRY_ROOT": str(registry_root), "FLASK_MODEL_REGISTRY_MODELS": json.dumps(models)}
+    with gunicorn(env, workers=2) as base:
+        status, body = get(f"{base}/models/fraud/latest?stage=prod")
+        assert (status, body["version"]) == (200, "2.0.0")
+        assert get(f"{base}/models/latest")[1]["version"] == "1.0.0"
+        assert [v["version"] for v in get(f"{base}/models/churn")[1]] == ["3.0.0"]
+        status, body = get(f"{base}/models/nope/latest")
+        assert status == 404 and "nope" in body["error"]["message"]
+        trainer.save_model("2.1.0", "newer fraud model")  # every worker sees it within the interval
+        wait_for(lambda: all(get(f"{base}/models/fraud/latest")[1]["version"] == "2.1.0" for _ in range(6)))

@@ -7,16 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import Result
 from flask import Flask
 
 from flask_model_registry import FlaskModelRegistry, ModelRegistry
-from flask_model_registry.cli import models_cli
+from flask_model_registry.cli import models_cli, selected_registry
 
 REPO = Path(__file__).resolve().parent.parent
 NOTE = "named models (list one with --model NAME): churn, fraud\n"
@@ -41,6 +42,26 @@ def test_every_subcommand_takes_model(cli: Callable[..., Result]):
     for name, command in models_cli.commands.items():
         assert "--model" in {opt for param in command.params for opt in param.opts}, name
         assert "--model NAME" in cli(name, "--help").output, name
+
+
+@pytest.fixture
+def added_later() -> Iterator[str]:
+    """A subcommand defined elsewhere (as an add-on would) and added with ``add_command``."""
+
+    @click.command("count")
+    def count() -> None:
+        click.echo(len(selected_registry().list_versions()))
+
+    models_cli.add_command(count)
+    yield "count"
+    models_cli.commands.pop("count")
+
+
+def test_a_subcommand_added_later_takes_model_too(cli: Callable[..., Result], app: Flask, added_later: str):
+    app.registries["churn"].save_model("1.0.0", "m")
+    assert cli(added_later).output == "3\n"
+    assert cli(added_later, "--model", "churn").output == "1\n"
+    assert cli(added_later, "--model", "nope").exit_code == 1
 
 
 @pytest.mark.parametrize(

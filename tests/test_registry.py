@@ -18,6 +18,7 @@ from flask_model_registry import (
     InvalidVersionError,
     ModelRegistry,
     RegistryError,
+    StorageUnavailableError,
     VersionExistsError,
     VersionNotFoundError,
 )
@@ -45,8 +46,9 @@ def test_the_root_comes_from_the_environment_else_registry(tmp_path: Path, monke
     assert (tmp_path / "registry/versions/1.0.0/metadata.json").is_file()
     assert ModelRegistry(f"file://{tmp_path / 'registry'}").get_latest_model() == "in ./registry"
     monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(tmp_path / "mounted"))
-    assert ModelRegistry().list_versions() == []
-    ModelRegistry().save_model("2.0.0", "in the mounted folder")
+    with pytest.raises(StorageUnavailableError):  # not there yet: not an empty registry
+        ModelRegistry().list_versions()
+    ModelRegistry().save_model("2.0.0", "in the mounted folder")  # creates it
     assert (tmp_path / "mounted/versions/2.0.0/model.pkl").is_file()
 
 

@@ -122,15 +122,17 @@ def assert_only_itself_is_broken(target: servers.RegistryTarget, bad: str, match
     assert broken.status_code == 500 and broken.get_json()["error"]["message"].startswith(f"version {bad}")
     assert client.get(f"/models/{bad}/history").status_code == 200
 
-    runner = app.test_cli_runner()
-    table = runner.invoke(args=["models", "list"])
-    assert table.exit_code == 0 and f"{bad}" in table.output and "ERROR: metadata.json" in table.output
-    rows = json.loads(runner.invoke(args=["models", "list", "--json"]).output)
-    assert [row["version"] for row in rows] == ["1.0.0", bad, "2.0.0"] and rows[1]["metadata"] is None
-    shown = runner.invoke(args=["models", "show", bad])
-    assert shown.exit_code == 1 and shown.output.startswith(f"Error: version {bad} is corrupt")
-    assert json.loads(runner.invoke(args=["models", "show", "1.0.0"]).output)["stage"] == "prod"
-    assert runner.invoke(args=["models", "history"]).exit_code == 0
+    with app.app_context():  # as `flask` runs a command (FlaskCliRunner alone does not push one)
+        runner = app.test_cli_runner()
+        table = runner.invoke(args=["models", "list"])
+        assert table.exit_code == 0 and f"{bad}" in table.output and "ERROR: metadata.json" in table.output
+        rows = json.loads(runner.invoke(args=["models", "list", "--json"]).output)
+        assert [row["version"] for row in rows] == ["1.0.0", bad, "2.0.0"]
+        assert "metadata.json" in rows[1]["error"]
+        shown = runner.invoke(args=["models", "show", bad])
+        assert shown.exit_code == 1 and shown.output.startswith(f"Error: version {bad} is corrupt")
+        assert json.loads(runner.invoke(args=["models", "show", "1.0.0"]).output)["stage"] == "prod"
+        assert runner.invoke(args=["models", "history"]).exit_code == 0
 
 
 @pytest.fixture
@@ -163,7 +165,8 @@ def test_every_kind_at_once(two_good) -> None:
     app = app_over(two_good)
     listing = app.test_client().get("/models").get_json()
     assert [item["version"] for item in listing if "error" in item] == list(bad)
-    table = app.test_cli_runner().invoke(args=["models", "list"])
+    with app.app_context():
+        table = app.test_cli_runner().invoke(args=["models", "list"])
     assert table.exit_code == 0 and table.output.count("ERROR: metadata.json") == len(bad)
 
 

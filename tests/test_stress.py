@@ -52,7 +52,7 @@ def test_wrk_against_two_workers_while_publishing_no_5xx_no_wrong_answer_flat_me
 def test_predict_names_the_version_whose_model_predicted(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     ModelRegistry(root).save_model(stress.version_of(0), stress.model_of(0))
-    client = create_app({"MODEL_REGISTRY_ROOT": str(root), "TESTING": True}).test_client()
+    client = create_app({"MODEL_REGISTRY_ROOT": str(root), "MODEL_STAGE": "", "TESTING": True}).test_client()
     mislabelled, answers = [], 0
     with stress.publisher(root, tmp_path / "log", seconds=2, every=0) as publishing:
         while publishing.poll() is None:

@@ -266,6 +266,11 @@ class LocalStorage(Storage):
         try:
             versions_fd = self._open_versions()
         except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
+                raise StorageUnavailableError(
+                    "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
+                    location=self.root,
+                ) from None
             yield None
             return
         try:
