@@ -170,6 +170,18 @@ def test_every_kind_at_once(two_good) -> None:
     assert table.exit_code == 0 and table.output.count("ERROR: metadata.json") == len(bad)
 
 
+def test_a_running_registry_keeps_seeing_changes_around_a_bad_file(two_good) -> None:
+    registry = two_good.open(refresh_interval=0)
+    assert registry.list_versions() == ["1.0.0", "2.0.0"]
+    put(two_good, "1.5.0", "metadata.json", JUNK["nesting past the recursion limit"])
+    assert registry.list_versions() == ["1.0.0", "1.5.0", "2.0.0"]
+    two_good.open().save_model("3.0.0", "third")  # another process publishes
+    assert registry.get_latest_model() == "third"
+    put(two_good, "1.5.0", "metadata.json", b'{"stage": "prod", "fixed": true}')  # repaired by hand
+    assert registry.get_metadata("1.5.0")["fixed"] is True
+    assert registry.get_latest_version(stage="prod") == "1.5.0"
+
+
 def test_metadata_over_the_limit_says_so(two_good) -> None:
     put(two_good, "1.5.0", "metadata.json", b" " * (MAX_METADATA_READ_BYTES + 1))
     assert_only_itself_is_broken(two_good, "1.5.0", match="larger than the limit of 1048576 bytes")
