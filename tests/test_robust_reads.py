@@ -183,8 +183,10 @@ def test_a_running_registry_keeps_seeing_changes_around_a_bad_file(two_good) -> 
 
 
 def test_metadata_over_the_limit_says_so(two_good) -> None:
-    put(two_good, "1.5.0", "metadata.json", b" " * (MAX_METADATA_READ_BYTES + 1))
+    put(two_good, "1.5.0", "metadata.json", b" " * (3 * MAX_METADATA_READ_BYTES))
     assert_only_itself_is_broken(two_good, "1.5.0", match="larger than the limit of 1048576 bytes")
+    data, _ = two_good.open().storage.read_metadata("1.5.0")
+    assert len(data) == MAX_METADATA_READ_BYTES + 1, "read no further than the limit + 1 byte"
 
 
 def test_metadata_just_under_the_limit_is_read(target: servers.RegistryTarget) -> None:
