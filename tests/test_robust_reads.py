@@ -385,13 +385,15 @@ def test_a_running_process_whose_rescan_fails_sees_the_change_at_the_next_call(
 
 #: Any JSON object as Python's ``json`` writes it by default: NaN, Infinity, escaped lone surrogates.
 _any_text = st.text(st.characters(exclude_categories=()), max_size=8)
+
+
+def _nest(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(_any_text, inner, max_size=4)
+
+
 _any_json = st.dictionaries(
     _any_text,
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | _any_text,
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_any_text, inner, max_size=4),
-        max_leaves=8,
-    ),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | _any_text, _nest, max_leaves=8),
     max_size=4,
 ).map(lambda value: json.dumps(value).encode())
 #: Long runs of what breaks parsers: brackets (nesting), digits (long ints), exponents (overflow).
