@@ -18,7 +18,7 @@ serve: $(BIN)/.installed
 
 ## Debian tools the tests and benchmarks use: docker-compose (offline compose check) and wrk.
 system-tools:
-	@missing=""; for tool in docker-compose wrk; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for tool in docker-compose wrk chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -15,7 +15,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .answers import entry_item, version_item
 from .context import get_registries, get_registry
@@ -56,7 +56,7 @@ class _ModelsGroup(AppGroup):
                     help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
                 )
             )
-            cmd.callback = _selecting_model(cmd.callback)
+            cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
         super().add_command(cmd, name)
 
 
@@ -131,13 +131,13 @@ def list_command(stage: str | None, as_json: bool) -> None:
         return
     if not entries:
         click.echo("no versions" + (f" in stage {stage!r}" if stage else ""))
-        return
-    rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
-    rows += [_row(e.version, e.metadata, e.error) for e in entries]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(3)]
-        click.echo("  ".join([*cells, row[3]]).rstrip())
+    else:
+        rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
+        rows += [_row(e.version, e.metadata, e.error) for e in entries]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            cells = [row[i].ljust(widths[i]) for i in range(3)]
+            click.echo("  ".join([*cells, row[3]]).rstrip())
     if click.get_current_context().meta.get(_MODEL) is None and get_registries():
         click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 
@@ -267,3 +267,7 @@ def verify_command(as_json: bool) -> None:
     failures = sum(not result["ok"] for result in results)
     if failures:
         raise click.ClickException(f"{failures} version(s) failed verification")
+
+
+# Subcommands kept in modules of their own register themselves on the group (with --model).
+from . import audit_cli  # noqa: E402, F401

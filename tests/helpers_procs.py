@@ -398,3 +398,40 @@ def approve_each(root: str, version: str, keys: list[str], go: Any) -> None:
     go.wait(PATIENCE)
     for key in keys:
         registry.update_metadata(version, {key: True}, actor=key)
+
+
+def promote_in_turns(root: str, version: str, name: str, count: int, started: Any) -> None:
+    """Move ``version`` to stage ``<name>-<n>`` for n = 0, 1, … (``count`` times, 0: until killed),
+    as actor ``name``; ``started`` is set as the first one begins."""
+    registry = ModelRegistry(root)
+    registry.get_metadata(version)
+    started.set()
+    for n in range(count or 100_000):
+        registry.set_stage(version, f"{name}-{n}", actor=name)
+
+
+def update_through(root: Path, version: str, keys: list[str], go: Any, results: Any) -> None:
+    """Wait for ``go``, then set each of ``keys`` through the folder name ``version`` (which may be
+    an alias); report ``(acknowledged keys, refused keys)``."""
+    from flask_model_registry import VersionAliasError
+
+    registry = ModelRegistry(root)
+    go.wait(PATIENCE)
+    acknowledged, refused = [], []
+    for key in keys:
+        try:
+            registry.update_metadata(version, {key: True})
+        except VersionAliasError:
+            refused.append(key)
+        else:
+            acknowledged.append(key)
+    results.put((acknowledged, refused))
+
+
+def race_to_promote(root: str, version: str, stage: str, go: Any, results: Any) -> None:
+    """Wait for ``go``, then move ``version`` to ``stage``; report the stage."""
+    registry = ModelRegistry(root)
+    registry.get_metadata(version)
+    go.wait(PATIENCE)
+    registry.set_stage(version, stage)
+    results.put(stage)

@@ -127,6 +127,19 @@ def _read_whole(fd: int, limit: int = MAX_METADATA_READ_BYTES) -> tuple[bytes, S
         os.close(fd)
 
 
+def _link_parents(path: str) -> list[str]:
+    """The (real) folders that hold a symbolic link on the way to ``path``: watching them shows
+    when one of those links is switched."""
+    parents, current = [], os.sep
+    for part in path.strip(os.sep).split(os.sep):
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            parents.append(current)
+            candidate = os.path.realpath(candidate)
+        current = candidate
+    return parents
+
+
 def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
@@ -182,13 +195,17 @@ class LocalStorage(Storage):
 
     is_local = True
 
-    def __init__(self, root: str, *, watch: bool = True, refresh_interval: float = 0.0) -> None:
+    def __init__(
+        self, root: str, *, watch: bool = True, refresh_interval: float = 0.0, max_watches: int | None = None
+    ) -> None:
         self.root = os.path.abspath(root)
         self._refresh_interval = refresh_interval
         self._next_poll = 0.0
         self.versions_dir = os.path.join(self.root, VERSIONS_DIR)
         self._real_root = os.path.realpath(self.root)
-        self._watcher = DirectoryWatcher(enabled=watch)
+        self._resolved: tuple[str, str] | None = None  # where the root and versions/ led at the last scan
+        self._scan_started = 0.0
+        self._watcher = DirectoryWatcher(enabled=watch, budget=max_watches)
         self._plain: set[str] = set()  # version folders the last scan saw as directories, not links
         self._listings: dict[str, tuple[tuple[int, int, int], list[str]]] = {}  # audit folders, sorted
 
@@ -199,6 +216,11 @@ class LocalStorage(Storage):
     def watching(self) -> bool:
         """Whether change notifications spare the per-call ``stat`` of every version."""
         return self._watcher.active
+
+    @property
+    def watcher(self) -> DirectoryWatcher:
+        """The change notification (how many folders it watches, how many it could not)."""
+        return self._watcher
 
     def version_dir(self, version: str) -> str:
         return os.path.join(self.versions_dir, version)
@@ -236,7 +258,8 @@ class LocalStorage(Storage):
     def scan(self) -> dict[str, Stamp]:
         found: dict[str, Stamp] = {}
         with self._listing() as versions_fd:
-            for name in self._folders(versions_fd):
+            names = list(self._folders(versions_fd))
+            for name in names:
                 try:
                     st = os.stat(f"{name}/{METADATA_FILE}", dir_fd=versions_fd)
                 except (FileNotFoundError, NotADirectoryError):
@@ -247,21 +270,33 @@ class LocalStorage(Storage):
                     found[name] = ("unreadable", exc.errno)
                     continue
                 found[name] = _stamp(st)
+        self._watch_folders(names, found)
         return found
 
     def scan_metadata(self) -> dict[str, tuple[bytes, Stamp] | OSError]:
         """One pass: each version's metadata read as its folder is listed, stamped by the read."""
         with self._listing() as versions_fd:
-            read = functools.partial(self.read_metadata, versions_fd=versions_fd)
-            return read_each(self._folders(versions_fd), read)
+            names = list(self._folders(versions_fd))
+            found = read_each(names, functools.partial(self.read_metadata, versions_fd=versions_fd))
+        self._watch_folders(names, found)
+        return found
 
     @contextlib.contextmanager
     def _listing(self) -> Iterator[int | None]:
         """``versions/``, open (None if there is none yet) for a listing that sees whatever the
-        watcher had queued; the root and ``versions/`` are watched from now on."""
+        watcher had queued. The root, ``versions/`` and the folders holding a link on the way to
+        them are watched from now on; where such a link was switched (a Kubernetes ``..data``
+        volume, git-sync, a blue/green release folder), what it leads to now."""
         self._watcher.settle()
-        self._watcher.watch(self.root)
-        self._watcher.watch(self.versions_dir)
+        self._scan_started = time.monotonic()
+        resolved = (os.path.realpath(self.root), os.path.realpath(self.versions_dir))
+        if resolved != self._resolved:
+            if self._resolved is not None:
+                self._watcher.forget()
+            self._resolved = resolved
+            self._real_root = resolved[0]
+        for path in (self.root, self.versions_dir, *_link_parents(self.versions_dir)):
+            self._watcher.watch(path)
         self._plain = set()
         try:
             versions_fd = self._open_versions()
@@ -278,9 +313,28 @@ class LocalStorage(Storage):
         finally:
             os.close(versions_fd)
 
+    def _watch_folders(self, names: list[str], committed: Iterable[str]) -> None:
+        """Watch the version folders: every one still being written (its commit must be seen at
+        once), then committed ones, the highest first, as far as the watch budget goes."""
+        watcher = self._watcher
+        if not watcher.active:
+            return
+        committed = set(committed)
+        rest = []
+        for name in names:
+            if name in committed:
+                rest.append(name)
+            else:
+                watcher.watch(os.path.join(self.versions_dir, name))
+        if len(rest) > watcher.budget:
+            rest.sort(key=sort_key, reverse=True)  # type: ignore[arg-type,return-value]
+        for name in rest:
+            watcher.watch(os.path.join(self.versions_dir, name), optional=True)
+        watcher.scanned(time.monotonic() - self._scan_started)
+
     def _folders(self, versions_fd: int | None) -> Iterator[str]:
         """The version folders in ``versions/``: valid names, directories, links only if they stay
-        inside the root; each one watched, and noted in :attr:`_plain` if not a link."""
+        inside the root; each one noted in :attr:`_plain` if not a link."""
         if versions_fd is None:
             return
         with os.scandir(versions_fd) as entries:
@@ -290,12 +344,10 @@ class LocalStorage(Storage):
                     if sort_key(name) is None or not entry.is_dir():
                         continue
                     linked = entry.is_symlink()
-                    path = os.path.join(self.versions_dir, name)
-                    if linked and not self._inside_root(path):
+                    if linked and not self._inside_root(os.path.join(self.versions_dir, name)):
                         continue
                 except OSError:  # a link loop, no permission: not a usable version folder
                     continue
-                self._watcher.watch(path)
                 if not linked:
                     self._plain.add(name)
                 yield name
@@ -371,7 +423,7 @@ class LocalStorage(Storage):
         finally:
             os.close(fd)
 
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
@@ -392,6 +444,9 @@ class LocalStorage(Storage):
                     os.unlink(tmp)
                 raise
             _fsync_dir(directory)
+        with contextlib.suppress(OSError):  # tells registries that do not watch this folder
+            os.utime(self.versions_dir)
+        return True
 
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):
@@ -402,6 +457,7 @@ class LocalStorage(Storage):
     @contextlib.contextmanager
     def open_artifact(self, version: str, file: str) -> Iterator[BinaryIO]:
         path = os.path.join(self.version_dir(version), file)
+        self._real_root = os.path.realpath(self.root)  # the root may be a link, switched since
         if not self._inside_root(path):  # unpickling runs code: only ever from the root
             raise FileNotFoundError(errno.ENOENT, "artefact lies outside the registry root")
         fd = os.open(path, _READ_FLAGS)
