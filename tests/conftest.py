@@ -49,8 +49,12 @@ def app(registry_root: Path, app_config: dict[str, Any]) -> Flask:
 
 @pytest.fixture
 def model_roots(tmp_path: Path) -> dict[str, Path]:
-    """The roots of the two named models of :func:`named_models` (not created: a save creates them)."""
-    return {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
+    """The roots of the two named models of :func:`named_models`: empty folders (a root that does not
+    exist is a ``StorageUnavailableError``, not an empty registry)."""
+    roots = {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
+    for root in roots.values():
+        root.mkdir()
+    return roots
 
 
 @pytest.fixture

@@ -254,6 +254,16 @@ def count_calls(obj: object, name: str) -> list[None]:
     return calls
 
 
+def list_unprivileged(root: str, results: Any) -> None:
+    """Read the registry at ``root`` as an unprivileged user (root may read any file) and report
+    each version's error (None when readable) and the model of 2.0.0."""
+    if os.geteuid() == 0:
+        os.setgid(65534)  # nobody / nogroup
+        os.setuid(65534)
+    registry = ModelRegistry(root)
+    results.put(({e.version: e.error for e in registry.snapshot().entries}, registry.get_model("2.0.0")))
+
+
 # Fault injection: children killed with SIGKILL at random moments (tests/test_faults.py). ----------
 
 #: What the fork server imports once, so that each child it forks starts in milliseconds.
@@ -416,3 +426,12 @@ def update_through(root: Path, version: str, keys: list[str], go: Any, results: 
         else:
             acknowledged.append(key)
     results.put((acknowledged, refused))
+
+
+def race_to_promote(root: str, version: str, stage: str, go: Any, results: Any) -> None:
+    """Wait for ``go``, then move ``version`` to ``stage``; report the stage."""
+    registry = ModelRegistry(root)
+    registry.get_metadata(version)
+    go.wait(PATIENCE)
+    registry.set_stage(version, stage)
+    results.put(stage)

@@ -71,6 +71,11 @@ class Storage(abc.ABC):
         sends the caller on to :meth:`may_have_changed` under the registry's lock."""
         return False
 
+    def rescan_failed(self) -> None:
+        """Called when a rescan failed (it saw nothing): the next :meth:`may_have_changed` must not
+        say False for what that rescan was to see. A storage that polls on a timer has nothing to do."""
+        return None
+
     @abc.abstractmethod
     def scan(self) -> dict[str, Stamp]:
         """Every committed version (valid name, metadata present) and the stamp of its metadata."""
@@ -107,8 +112,10 @@ class Storage(abc.ABC):
         return read_each(versions, self.read_metadata)
 
     @abc.abstractmethod
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
-        """Atomically replace ``metadata.json`` if its stamp is still ``expected``, else ConflictError."""
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
+        """Atomically replace ``metadata.json`` if its stamp is still ``expected``, else ConflictError.
+        True when this call wrote it; False when it already held exactly ``data`` (our own write,
+        retried after its answer was lost, or another writer's identical change)."""
 
     @abc.abstractmethod
     def begin_publication(self, version: str) -> Publication:

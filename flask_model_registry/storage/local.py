@@ -282,6 +282,10 @@ class LocalStorage(Storage):
             return None
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
+    def rescan_failed(self) -> None:
+        self._watcher.forget()  # its signal was consumed by the scan that failed
+        self._next_poll = 0.0
+
     def scan(self) -> dict[str, Stamp]:
         found: dict[str, Stamp] = {}
         with self._listing() as versions_fd:
@@ -326,35 +330,23 @@ class LocalStorage(Storage):
         for path in (self.root, self.versions_dir, *_link_parents(self.versions_dir)):
             self._watcher.watch(path)
         self._plain = set()
-        with self._rearmed_on_failure():
-            try:
-                versions_fd = self._open_versions()
-            except (FileNotFoundError, NotADirectoryError):
-                if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
-                    raise StorageUnavailableError(
-                        "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
-                        location=self.root,
-                    ) from None
-                versions_fd = None
-            try:
-                yield versions_fd
-            finally:
-                if versions_fd is not None:
-                    os.close(versions_fd)
+        try:
+            versions_fd = self._open_versions()
+        except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
+                raise StorageUnavailableError(
+                    "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
+                    location=self.root,
+                ) from None
+            versions_fd = None
+        try:
+            yield versions_fd
+        finally:
+            if versions_fd is not None:
+                os.close(versions_fd)
         ended = time.monotonic()
         self._probed, self._pass_seconds = probe, ended - started
         self._next_poll = ended + self.staleness_bound
-
-    @contextlib.contextmanager
-    def _rearmed_on_failure(self) -> Iterator[None]:
-        """A listing that fails has consumed the watcher's signal without seeing the change: say
-        "maybe changed" again, so that the next call rescans instead of serving the old state."""
-        try:
-            yield
-        except BaseException:
-            self._watcher.forget()
-            self._next_poll = 0.0
-            raise
 
     def _watch_folders(self, names: list[str], committed: Iterable[str]) -> None:
         """Watch the version folders: every one still being written (its commit must be seen at
@@ -429,15 +421,14 @@ class LocalStorage(Storage):
         return _read_whole(self._open_inside(self._metadata_path(version)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
-        with self._rearmed_on_failure():
-            try:
-                versions_fd = self._open_versions()
-            except (FileNotFoundError, NotADirectoryError):
-                return {}
-            try:
-                return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
-            finally:
-                os.close(versions_fd)
+        try:
+            versions_fd = self._open_versions()
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        try:
+            return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
+        finally:
+            os.close(versions_fd)
 
     def _lock_name(self, version: str) -> str:
         """The lock of a version's folder: its own name, or for a folder linked elsewhere in the root,
@@ -467,7 +458,7 @@ class LocalStorage(Storage):
         finally:
             os.close(fd)
 
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
@@ -490,6 +481,7 @@ class LocalStorage(Storage):
             _fsync_dir(directory)
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
+        return True
 
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):

@@ -308,11 +308,16 @@ class FsspecStorage(Storage):
                 raise
             return stamp
 
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
         path = self._path(version, METADATA_FILE)
-        if self._objects.replace(path, data, expected) is None and self.holds(path, data) is None:
+        if self._objects.replace(path, data, expected) is not None:
+            wrote = True
+        elif self.holds(path, data) is not None:
+            wrote = False
+        else:
             raise ConflictError(f"version {version} changed while being updated")
-        self.discovery.record(version, path)
+        self.discovery.record(version, path)  # also when already ours: its update may not have landed
+        return wrote
 
     def begin_publication(self, version: str) -> Publication:
         if self.fs.exists(self._path(version, METADATA_FILE)):
