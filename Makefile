@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SERVE_EXTRAS := server
 TEST_EXTRAS := test,server,s3,azure,gcs
 # Debian packages the tests and benchmarks use, as command:package (apt-get installs them as root).
-SYSTEM_TOOLS := docker-compose:docker-compose wrk:wrk node:nodejs npm:npm
+SYSTEM_TOOLS := docker-compose:docker-compose wrk:wrk node:nodejs npm:npm chromium:chromium
 
 .PHONY: serve test bench registry system-tools
 

@@ -18,7 +18,9 @@ from .api import register_api
 from .cli import models_cli
 from .config import CONFIG_DEFAULTS, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
+from .monitoring import init_monitoring
 from .registry import ModelRegistry
+from .ui import register_ui
 
 __all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
 
@@ -46,6 +48,7 @@ class FlaskModelRegistry:
             allowed_stages=config["MODEL_REGISTRY_STAGES"],
             model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
             watch=config["MODEL_REGISTRY_WATCH"],
+            canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
         )
         named = MappingProxyType(
             {
@@ -59,7 +62,10 @@ class FlaskModelRegistry:
         app.registries = named  # type: ignore[attr-defined]
         if config["MODEL_REGISTRY_API_ENABLED"]:
             register_api(app, config["MODEL_REGISTRY_URL_PREFIX"])
+        if config["MODEL_REGISTRY_UI_ENABLED"]:
+            register_ui(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
+        init_monitoring(app, config["MODEL_REGISTRY_API_ENABLED"] and config["MODEL_REGISTRY_URL_PREFIX"])
 
     @property
     def registry(self) -> ModelRegistry:
