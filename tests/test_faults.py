@@ -486,6 +486,7 @@ def test_many_writers_and_readers_at_once(registry_target: RegistryTarget, clean
         promoter.start()
         go.wait(Children.TIMEOUT)
         promoter.join(Children.TIMEOUT)
+        assert not promoter.is_alive(), "the promoting thread did not finish in time"
         for writer in writers:
             writer.join(Children.TIMEOUT)
             assert writer.exitcode == 0, f"a writer ended with {writer.exitcode}"

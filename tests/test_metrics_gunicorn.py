@@ -106,9 +106,10 @@ def healthcheck_command() -> list[str]:
     """The Dockerfile's ``HEALTHCHECK`` command (compose runs the same one)."""
     lines = (REPO / "Dockerfile").read_text().split("HEALTHCHECK", 1)[1].split("\n")
     command = next(line.strip() for line in lines if line.strip().startswith("CMD "))[4:]
+    argv = json.loads(command) if command.startswith("[") else shlex.split(command)  # exec or shell form
     compose = (REPO / "docker-compose.yml").read_text()
-    assert command.split(" -c ")[1].strip('"') in compose, "compose checks health the same way"
-    return shlex.split(command)
+    assert json.dumps(argv[argv.index("-c") + 1]) in compose, "compose checks health the same way"
+    return argv
 
 
 def test_the_container_healthcheck_follows_the_registry(bundled_copy: Path):

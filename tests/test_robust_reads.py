@@ -246,7 +246,14 @@ def test_metadata_that_is_not_a_regular_file_never_blocks(local_two_good, fifo, 
         path.mkdir()
     else:
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(str(path))  # the socket file stays after the close
+            # Bound relative to its folder: a socket path is limited to 107 bytes, tmp paths under
+            # pytest-xdist are longer. The socket file stays after the close.
+            cwd = os.getcwd()
+            os.chdir(folder)
+            try:
+                sock.bind("metadata.json")
+            finally:
+                os.chdir(cwd)
     within(20, lambda: assert_only_itself_is_broken(local_two_good, "1.5.0", match="cannot be read"))
 
 

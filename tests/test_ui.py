@@ -4,7 +4,6 @@ input. The browser tests (test_ui_browser.py) drive the same pages in chromium."
 from __future__ import annotations
 
 import configparser
-import fnmatch
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -365,12 +364,11 @@ def test_templates_and_static_files_ship_in_the_wheel() -> None:
     root = Path(__file__).resolve().parent.parent
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["flask_model_registry.ui"].split(",")]
-    ui = root / "flask_model_registry" / "ui"
-    files = [
-        p.relative_to(ui).as_posix() for p in ui.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-    ]
-    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
+    package = root / "flask_model_registry"
+    patterns = [p.strip() for p in config["options.package_data"]["flask_model_registry"].split(",")]
+    shipped = {path for pattern in patterns for path in package.glob(pattern) if path.is_file()}
+    files = {p for p in (package / "ui").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")}
+    assert files and files <= shipped, sorted(str(p) for p in files - shipped)
 
 
 def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[..., Flask]) -> None:
