@@ -185,7 +185,8 @@ def test_a_save_killed_at_a_random_moment_leaves_only_whole_versions_and_a_retry
     registry_target: RegistryTarget, clean_children: Children, rng: random.Random
 ) -> None:
     # One registry watches from the start, another comes in afresh: both see the same.
-    registry, other = registry_target.open(refresh_interval=0), registry_target.open(refresh_interval=0)
+    # full_refresh=0: a writer killed between its commit and its manifest update is found by a full listing
+    registry, other = (registry_target.open(refresh_interval=0, full_refresh=0) for _ in range(2))
     save = reaching(registry_target, save_once_started)
     listed = ["0.0.1"]  # saved by a child that is not killed, to time a save
     took = seconds_in_child(clean_children, save, registry_target.root, "0.0.1", ARTEFACT_SIZE)
@@ -266,7 +267,8 @@ def check_after_killed_promotions(registry: ModelRegistry, published: dict[str, 
 def test_a_promotion_killed_at_a_random_moment_lands_whole_or_not_at_all(
     registry_target: RegistryTarget, clean_children: Children, rng: random.Random
 ) -> None:
-    registry, other = registry_target.open(refresh_interval=0), registry_target.open(refresh_interval=0)
+    # full_refresh=0: a writer killed between its commit and its manifest update is found by a full listing
+    registry, other = (registry_target.open(refresh_interval=0, full_refresh=0) for _ in range(2))
     published = registry.save_model("1.0.0", "model", {"owner": "ml", "stage": "step-0", "seq": 0})
     step_time = min(seconds_taken(lambda n=n: promotion_step(registry, "1.0.0", n)) for n in (1, 2))
     window = PROMOTIONS_PER_CHILD * step_time
