@@ -14,5 +14,5 @@ COPY example_app ./example_app
 
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/models/health', timeout=2)"
 CMD ["gunicorn", "-c", "example_app/gunicorn_conf.py", "example_app:create_app()"]

@@ -20,7 +20,12 @@ N = 2_000
 
 def bench_app(root: Path) -> Flask:
     """The example app over ``root``, plus ``/bare/latest``: the same JSON, precomputed, no registry."""
-    config = {"MODEL_REGISTRY_ROOT": str(root), "TESTING": True}
+    # the same registry as a named model too: what /models/<name>/latest adds to /models/latest
+    config = {
+        "MODEL_REGISTRY_ROOT": str(root),
+        "MODEL_REGISTRY_MODELS": {"named": str(root)},
+        "TESTING": True,
+    }
     body = create_app(config).test_client().get("/models/latest").get_data()  # a throwaway app's
     app = create_app(config)
 
@@ -36,7 +41,7 @@ def main() -> None:
     app = bench_app(root)
     client = app.test_client()
     etag = client.get("/models/latest").headers["ETag"]
-    for path in ("/models/latest", "/bare/latest", "/models"):
+    for path in ("/models/latest", "/bare/latest", "/models", "/models/named/latest"):
         response = client.get(path)
         assert response.status_code == 200, (path, response.status_code)
     assert client.get("/models/latest").data == client.get("/bare/latest").data
@@ -44,6 +49,7 @@ def main() -> None:
     latest = interleaved(
         {
             "latest": lambda: client.get("/models/latest"),
+            "named": lambda: client.get("/models/named/latest"),
             "bare": lambda: client.get("/bare/latest"),
             "304": lambda: client.get("/models/latest", headers={"If-None-Match": etag}),
         },
@@ -74,6 +80,13 @@ def main() -> None:
                 "bare endpoint, same JSON",
                 latest["bare"],
                 Target("GET /models/latest within 1.5x of the bare endpoint", 1.5),
+            ),
+            Row(
+                "warm GET /models/<name>/latest (named model)",
+                latest["named"],
+                "GET /models/latest (default)",
+                latest["latest"],
+                Target("a named model within 1.1x of the default registry", 1.1),
             ),
             Row("GET /models/latest, If-None-Match → 304", latest["304"], "bare endpoint", latest["bare"]),
             Row(

@@ -4,9 +4,12 @@ Run it with ``gunicorn -c example_app/gunicorn_conf.py 'example_app:create_app()
 root comes from ``MODEL_REGISTRY_ROOT`` (else ``./registry``); any other config key from a
 ``FLASK_``-prefixed environment variable, as Flask reads them (``FLASK_MODEL_REGISTRY_API_TOKEN``).
 
-``/predict`` serves the highest version in the stage ``MODEL_STAGE`` (config key, or environment
-variable ``MODEL_STAGE``; default ``prod``); ``MODEL_STAGE=`` (empty) serves the highest version
-whatever its stage. Its errors are JSON, as the registry's API answers them.
+``/predict`` serves the stage ``MODEL_STAGE`` (config key, or environment variable ``MODEL_STAGE``;
+default ``prod``); ``MODEL_STAGE=`` (empty) serves all versions whatever their stage. It goes
+through :meth:`ModelRegistry.route`: a version flagged ``canary`` takes its share of the traffic,
+and the same routing key (the ``X-Routing-Key`` header, or a ``routing_key`` field in the body: a
+user id, a session id) always gets the same version. Each answer names its version. Its errors are
+JSON, as the registry's API answers them.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         rows = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
             return json_error(400, 'send {"instances": [[feature, ...], ...]}')
-        served = current_app.registry.get_latest(stage)  # type: ignore[attr-defined]
+        key = request.headers.get("X-Routing-Key") or body.get("routing_key")
+        if key is not None and (isinstance(key, bool) or not isinstance(key, str | int)):
+            return json_error(400, "routing_key must be a string or an integer")
+        served = current_app.registry.route(key, stage)  # type: ignore[attr-defined]
         try:
             predictions = served.model.predict(rows)
         except (TypeError, ValueError) as exc:

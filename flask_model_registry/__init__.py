@@ -23,6 +23,7 @@ from .errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from .events import RegistryObserver
 from .extension import FlaskModelRegistry
 from .registry import LoadedModel, ModelRegistry
 
@@ -39,6 +40,7 @@ __all__ = [
     "ModelRegistry",
     "PreconditionFailedError",
     "RegistryError",
+    "RegistryObserver",
     "StorageBackendMissingError",
     "StorageUnavailableError",
     "UnknownModelError",

@@ -29,7 +29,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -113,6 +113,24 @@ def _encode(event: dict[str, Any]) -> bytes:
     return data
 
 
+def _chain_of(event: dict[str, Any]) -> tuple[Any, Any]:
+    """The sha256 of the metadata before and after an event (unknown for earlier releases')."""
+    chain = event.get(_CHAIN)
+    if not isinstance(chain, dict):
+        return object(), object()
+    return chain.get("before"), chain.get("after")
+
+
+def _nearest_final(order: list[str], at: int, step: int, finals: dict[str, tuple[Any, Any]]) -> Any:
+    """The chain of the final event nearest to ``order[at]`` in direction ``step``, if any."""
+    at += step
+    while 0 <= at < len(order):
+        if order[at] in finals:
+            return finals[order[at]]
+        at += step
+    return None
+
+
 class Pending:
     """An event written before its change: :meth:`finalise` once the change landed, :meth:`discard`
     once it surely did not."""
@@ -190,6 +208,23 @@ class AuditTrail:
         self.storage.audit_create([f"{pending.version}/{key}.json", f"{LOG}/{key}.json"], pending.data)
         self.storage.audit_delete(pending.name)
 
+    def recorded_elsewhere(self, pending: Pending) -> bool:
+        """Whether another writer's event records the same change as ``pending`` (the same metadata
+        before and after): two writers made one change at once, and the store took one write for
+        both. Then only one event is kept, so the trail still links up."""
+        version, chain = pending.version, pending.event[_CHAIN]
+        ids = [i for i in self._pendings([version]).get(version, []) if i != pending.id]
+        names = [f"{PENDING}/{i}@{version}.json" for i in ids]
+        names += [f"{version}/{name}" for name in self.storage.audit_list(version, start_after="r", limit=2)]
+        for name in names:
+            try:
+                other = json.loads(self.storage.audit_read(name))
+            except (OSError, ValueError):
+                continue
+            if isinstance(other, dict) and other.get(_CHAIN) == chain and other.get("id") != pending.id:
+                return True
+        return False
+
     # settling what dead writers left ----------------------------------------------------------------
 
     def _pendings(self, versions: Iterable[str] | None) -> dict[str, list[str]]:
@@ -217,50 +252,72 @@ class AuditTrail:
                 newest = max(final, newest) if newest else final
         return newest
 
+    def _finals_down_to(self, version: str, oldest: str) -> list[tuple[str, dict[str, Any]]]:
+        """The final events of ``version`` newer than event ``oldest``, and the one before it (to
+        spot a pending event that repeats its neighbour), newest first; listed a page at a time."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        start, beyond = "r", 0
+        while beyond < 1:
+            names = self.storage.audit_list(version, start_after=start, limit=64)
+            for name in names:
+                if name >= key_of(oldest):
+                    beyond += 1
+                    if beyond > 1:
+                        break
+                event = self._read(f"{version}/{name}")
+                if event is not None:
+                    found.append((id_of(name.removesuffix(".json")), event))
+            if len(names) < 64:
+                break
+            start = names[-1]
+        return found
+
     def _settle_version(self, version: str, ids: list[str]) -> None:
+        """Walk the version's events from the newest back, from the current metadata: a pending
+        event whose "after" is the state reached at that point landed (finalised), one that could
+        still land (its writer may be alive) is left, any other is dropped. Two pending events of
+        one identical change (two writers at once) are left to their writers while young; one
+        that repeats the final event next to it is dropped."""
         try:
             current = sha256_of(self.storage.read_metadata(version)[0])
         except FileNotFoundError:
             current = None
         except OSError:
             return  # the metadata cannot be read now: decide another time
-        oldest = ids[0]
-        finals: list[tuple[str, dict[str, Any]]] = []
-        for name in self.storage.audit_list(version, start_after="r"):
-            if name >= key_of(oldest):
-                break
-            event = self._read(f"{version}/{name}")
-            if event is not None:
-                finals.append((id_of(name.removesuffix(".json")), event))
-        final_ids = {event_id for event_id, _ in finals}
-        walk = sorted([(i, False) for i in ids] + [(i, True) for i in final_ids], reverse=True)
-        by_id = dict(finals)
-        expect: object = current
-        landed_after = False
-        for event_id, final in walk:
-            if final:
-                expect = by_id[event_id].get(_CHAIN, {}).get("before", object())
-                landed_after = True
-                continue
+        pendings: dict[str, tuple[Pending, tuple[Any, Any]]] = {}
+        for event_id in ids:
             name = f"{PENDING}/{event_id}@{version}.json"
             try:
                 data = self.storage.audit_read(name)
-                chain = md.loads(data)[_CHAIN]
+                event = md.loads(data)
+                chain = (event[_CHAIN]["before"], event[_CHAIN]["after"])
             except FileNotFoundError:
                 continue  # settled by someone else meanwhile
             except (ValueError, KeyError, TypeError):
                 self.storage.audit_delete(name)
                 continue
-            pending = Pending(self, md.loads(data), data)
-            age = (time.time_ns() - int(event_id[:20])) / 1e9
-            if chain["after"] == expect:
+            pendings[event_id] = (Pending(self, event, data), chain)
+        finals = {event_id: _chain_of(event) for event_id, event in self._finals_down_to(version, ids[0])}
+        order = sorted([*pendings, *finals], reverse=True)
+        twins = Counter(chain for _, chain in pendings.values())
+        expect: object = current
+        landed_after = False
+        for at, event_id in enumerate(order):
+            if event_id in finals:
+                expect, landed_after = finals[event_id][0], True
+                continue
+            pending, (before, after) = pendings[event_id]
+            young = (time.time_ns() - int(event_id[:20])) / 1e9 < PENDING_GRACE_SECONDS
+            if (before, after) in [_nearest_final(order, at, step, finals) for step in (-1, 1)]:
+                pending.discard()  # the same change, recorded already by the writer next to it
+            elif twins[(before, after)] > 1 and young:
+                if after == expect:  # one of them landed; their writers say which
+                    expect, landed_after = before, True
+            elif after == expect:
                 pending.finalise()
-                expect = chain["before"]
-                landed_after = True
-            elif chain["before"] == current and not landed_after and age < PENDING_GRACE_SECONDS:
-                continue  # its writer may still be about to commit: not decided, not shown
-            else:
-                self.storage.audit_delete(name)
+                expect, landed_after = before, True
+            elif not (before == current and not landed_after and young):
+                pending.discard()  # else its writer may still be about to commit: left, not shown
 
     # reading --------------------------------------------------------------------------------------
 

@@ -131,13 +131,13 @@ def list_command(stage: str | None, as_json: bool) -> None:
         return
     if not entries:
         click.echo("no versions" + (f" in stage {stage!r}" if stage else ""))
-        return
-    rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
-    rows += [_row(e.version, e.metadata, e.error) for e in entries]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(3)]
-        click.echo("  ".join([*cells, row[3]]).rstrip())
+    else:
+        rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
+        rows += [_row(e.version, e.metadata, e.error) for e in entries]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            cells = [row[i].ljust(widths[i]) for i in range(3)]
+            click.echo("  ".join([*cells, row[3]]).rstrip())
     if click.get_current_context().meta.get(_MODEL) is None and get_registries():
         click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 

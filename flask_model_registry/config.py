@@ -23,7 +23,8 @@ from typing import Any
 
 from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
-from .registry import DEFAULT_MODEL_CACHE_SIZE
+from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
+from .routing import check_weight
 
 PREFIX = "MODEL_REGISTRY_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -67,6 +68,14 @@ def _count(value: Any) -> int:
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
     raise ValueError("a whole number, 0 or more")
+
+
+def _weight(value: Any) -> float:
+    """A share of traffic: a number in (0, 1] (``0.05``, or ``"0.05"`` from the environment)."""
+    try:
+        return check_weight(value)
+    except ValueError:
+        raise ValueError("a number in (0, 1], such as 0.05") from None
 
 
 def _text(value: Any) -> str:
@@ -161,6 +170,7 @@ MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
     "stages": ("allowed_stages", "STAGES", _optional(_stage_names)),
     "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
     "watch": ("watch", "WATCH", _bool),
+    "canary_weight": ("canary_weight", "CANARY_WEIGHT", _weight),
 }
 
 
@@ -245,6 +255,7 @@ KEYS: dict[str, Key] = {
     "WATCH": Key(True, _bool),
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
+    "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
 }

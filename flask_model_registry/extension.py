@@ -18,6 +18,7 @@ from .api import register_api
 from .cli import models_cli
 from .config import CONFIG_DEFAULTS, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
+from .monitoring import init_monitoring
 from .registry import ModelRegistry
 from .ui import register_ui
 
@@ -47,6 +48,7 @@ class FlaskModelRegistry:
             allowed_stages=config["MODEL_REGISTRY_STAGES"],
             model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
             watch=config["MODEL_REGISTRY_WATCH"],
+            canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
         )
         named = MappingProxyType(
             {
@@ -63,6 +65,7 @@ class FlaskModelRegistry:
         if config["MODEL_REGISTRY_UI_ENABLED"]:
             register_ui(app, config["MODEL_REGISTRY_URL_PREFIX"])
         app.cli.add_command(models_cli)
+        init_monitoring(app, config["MODEL_REGISTRY_API_ENABLED"] and config["MODEL_REGISTRY_URL_PREFIX"])
 
     @property
     def registry(self) -> ModelRegistry:

@@ -34,6 +34,7 @@ from .errors import (
     StorageUnavailableError,
     VersionNotFoundError,
 )
+from .events import Observers, RegistryObserver
 from .loading import load_artifact, verify_artifact
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 #: How many loaded models :meth:`ModelRegistry.get_model` keeps by default.
 DEFAULT_MODEL_CACHE_SIZE = 4
+#: The share of traffic a version flagged ``"canary": true`` takes in :meth:`ModelRegistry.route`.
+DEFAULT_CANARY_WEIGHT = 0.1
 _CAS_ATTEMPTS = 50
 #: What a conditional change expects: the metadata it was decided on, or a test of the current one.
 Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
@@ -109,6 +112,7 @@ class ModelRegistry:
         model_cache_size: int = DEFAULT_MODEL_CACHE_SIZE,
         watch: bool = True,
         storage: Storage | None = None,
+        canary_weight: float = DEFAULT_CANARY_WEIGHT,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -139,6 +143,12 @@ class ModelRegistry:
         # the fallback when a newer version fails to load, and the hot path while they stay.
         self._served: dict[tuple[str | None, bool], tuple[Snapshot, Entry, LoadedModel]] = {}
         self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
+        self._observers = Observers()
+        #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
+        self.last_refresh_error: Exception | None = None
+        from .routing import Router  # above the registry: it imports this module
+
+        self._router = Router(self, self._observers, canary_weight)
 
     def __repr__(self) -> str:
         return f"<ModelRegistry {self.storage.describe()}>"
@@ -157,9 +167,14 @@ class ModelRegistry:
             try:
                 if stale or self.storage.may_have_changed():
                     self._stale = False  # before the rescan: a write during it marks it again
-                    self._snapshot = self._rescan(self._snapshot)
+                    old, self._snapshot = self._snapshot, self._rescan(self._snapshot)
+                    self.last_refresh_error = None
+                    if self._snapshot is not old or not self._scanned:
+                        self._observers.each("refreshed", self, len(self._snapshot.entries))
                     self._scanned = True
             except Exception as exc:
+                self.last_refresh_error = exc
+                self._observers.each("refresh_failed", self, exc)
                 # A failed rescan saw nothing: what asked for it still stands (the storage
                 # re-arms its own signal), and with no state yet the next call tries again.
                 self._stale = self._stale or stale or not self._scanned
@@ -256,6 +271,22 @@ class ModelRegistry:
         self._served[slot] = (snap, entry, loaded)
         return loaded
 
+    def route(
+        self, key: str | bytes | int | None = None, stage: str | None = None, include_prerelease: bool = False
+    ) -> LoadedModel:
+        """The model a request goes to while a canary takes a share of ``stage``'s traffic: the
+        stable version or the canary, the same for the same ``key`` everywhere (random without one).
+        See :mod:`flask_model_registry.routing`; ``get_latest*`` ignore canaries."""
+        return self._router.route(key, stage, include_prerelease)
+
+    def add_observer(self, observer: RegistryObserver) -> None:
+        """Tell ``observer`` of loads, refreshes and routing answers (see :mod:`.events`)."""
+        self._observers.add(observer)
+
+    def remove_observer(self, observer: RegistryObserver) -> None:
+        """Stop telling ``observer``."""
+        self._observers.remove(observer)
+
     def _model_of(self, entry: Entry) -> Any:
         # A loaded model is the artefact's, not the metadata's: a promotion or a metadata edit
         # must not reload it. Versions that record no sha256 fall back to the metadata stamp.
@@ -281,11 +312,17 @@ class ModelRegistry:
                 failure = self._failures.get(failure_key)
                 if failure is not None:
                     raise failure
+                started = time.perf_counter()
                 try:
                     model = load_artifact(self.storage, entry.version, file, sha, artifact)
-                except CorruptVersionError as exc:
-                    self._failures[failure_key] = exc
+                except (CorruptVersionError, StorageUnavailableError) as exc:
+                    self._observers.each(
+                        "model_load_failed", self, entry.version, time.perf_counter() - started, exc
+                    )
+                    if isinstance(exc, CorruptVersionError):
+                        self._failures[failure_key] = exc
                     raise
+                self._observers.each("model_loaded", self, entry.version, time.perf_counter() - started)
                 with self._models_lock:
                     models[cache_key] = model
                     while len(models) > self._model_cache_size:
@@ -447,7 +484,7 @@ class ModelRegistry:
             before, after = md.changed_keys(current, updated)
             pending = self.audit.prepare(action, version, before, after, actor, data, new)
             try:
-                self.storage.replace_metadata(version, new, stamp)
+                wrote = self.storage.replace_metadata(version, new, stamp)
             except ConflictError:
                 pending.discard()
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -456,8 +493,12 @@ class ModelRegistry:
                 if not self._landed(version, new):
                     pending.discard()
                     raise
+                wrote = True
             self._stale = True
-            pending.finalise()
+            if wrote is False and self.audit.recorded_elsewhere(pending):
+                pending.discard()  # another writer made the same change at once: its event records it
+            else:
+                pending.finalise()
             return _copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 

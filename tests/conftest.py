@@ -49,8 +49,11 @@ def app(registry_root: Path, app_config: dict[str, Any]) -> Flask:
 
 @pytest.fixture
 def model_roots(tmp_path: Path) -> dict[str, Path]:
-    """The roots of the two named models of :func:`named_models` (not created: a save creates them)."""
-    return {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
+    """The roots of the two named models of :func:`named_models`: empty registry folders."""
+    roots = {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
+    for root in roots.values():
+        root.mkdir()
+    return roots
 
 
 @pytest.fixture

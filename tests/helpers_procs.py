@@ -416,3 +416,12 @@ def update_through(root: Path, version: str, keys: list[str], go: Any, results: 
         else:
             acknowledged.append(key)
     results.put((acknowledged, refused))
+
+
+def race_to_promote(root: str, version: str, stage: str, go: Any, results: Any) -> None:
+    """Wait for ``go``, then move ``version`` to ``stage``; report the stage."""
+    registry = ModelRegistry(root)
+    registry.get_metadata(version)
+    go.wait(PATIENCE)
+    registry.set_stage(version, stage)
+    results.put(stage)

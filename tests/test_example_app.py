@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from servers_gunicorn import REPO, get, gunicorn
 
 from example_app import create_app
 from flask_model_registry import ModelRegistry
+from flask_model_registry.routing import share
 
 
 @pytest.fixture
@@ -34,24 +36,44 @@ def test_bundled_registry_loads_on_a_fresh_checkout():
     assert registry.get_latest_version("prod") == "1.0.0"
 
 
-def test_predict_serves_the_prod_model_by_default(bundled_copy: Path, json_error):
+def key_on(canary: str, on_it: bool, weight: float = 0.1) -> str:
+    """A routing key that lands on ``canary`` (or off it) at ``weight``."""
+    return next(f"user-{n}" for n in range(1000) if (share(f"user-{n}", canary) < weight) == on_it)
+
+
+def test_predict_serves_prod_with_the_canary_taking_its_share(bundled_copy: Path, json_error):
+    # prod is 1.0.0; the bundled 1.1.0 (staging) is flagged "canary": true: 10% of prod's traffic.
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
-    response = client.post("/predict", json={"instances": [[1, 0, 0], [0, 0, 0]]})
-    assert response.get_json() == {"version": "1.0.0", "predictions": [0.42 + 0.5, 0.5]}
-    for bad in ({"json": {"instances": [[1]]}}, {"data": "nope"}, {"json": {"rows": []}}):
+    on_canary, on_stable = key_on("1.1.0", True), key_on("1.1.0", False)
+    body = {"instances": [[1, 0, 0], [0, 0, 0]]}
+    for _ in range(3):  # sticky, by header or by body field
+        answer = client.post("/predict", json=body, headers={"X-Routing-Key": on_canary}).get_json()
+        assert answer == {"version": "1.1.0", "predictions": [0.38 + 0.47, 0.38]}
+        answer = client.post("/predict", json={**body, "routing_key": on_stable}).get_json()
+        assert answer == {"version": "1.0.0", "predictions": [0.5 + 0.42, 0.5]}
+    versions = Counter(client.post("/predict", json=body).get_json()["version"] for _ in range(400))
+    assert set(versions) == {"1.0.0", "1.1.0"} and versions["1.1.0"] < versions["1.0.0"]
+    for bad in (
+        {"json": {"instances": [[1]]}},
+        {"data": "nope"},
+        {"json": {"rows": []}},
+        {"json": {**body, "routing_key": [1]}},
+    ):
         response = client.post("/predict", **bad)
         assert response.status_code == 400
         json_error(response)
 
 
-@pytest.mark.parametrize(("stage", "version"), [("staging", "1.1.0"), ("", "1.1.0"), ("prod", "1.0.0")])
+# "": every version: 1.0.0 is the highest without a weight, 1.1.0 its canary (a key off it here)
+@pytest.mark.parametrize(("stage", "version"), [("staging", "1.1.0"), ("", "1.0.0"), ("prod", "1.0.0")])
 def test_predict_serves_the_stage_chosen_by_model_stage(bundled_copy: Path, monkeypatch, stage, version):
     monkeypatch.setenv("MODEL_STAGE", stage)
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
-    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == version
+    body = {"instances": [[0, 0, 0]], "routing_key": key_on("1.1.0", False)}  # not on the canary
+    assert client.post("/predict", json=body).get_json()["version"] == version
     monkeypatch.setenv("FLASK_MODEL_STAGE", "staging")  # app config (from_prefixed_env) wins
     client = create_app({"MODEL_REGISTRY_ROOT": str(bundled_copy), "TESTING": True}).test_client()
-    assert client.post("/predict", json={"instances": [[0, 0, 0]]}).get_json()["version"] == "1.1.0"
+    assert client.post("/predict", json=body).get_json()["version"] == "1.1.0"
 
 
 def test_a_bad_model_stage_is_an_error_at_start_up(bundled_copy: Path):

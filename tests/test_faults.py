@@ -36,6 +36,7 @@ from helpers_procs import (
     promote_until_killed,
     promotion_step,
     publish_each,
+    race_to_promote,
     race_to_save,
     reaching,
     save_once_started,
@@ -331,6 +332,20 @@ def test_racing_promotions_leave_a_chained_trail(
         assert racer.exitcode == 0
     reader = registry_target.open()
     assert check_chain(reader, "1.0.0") == 1 + RACING_PROMOTERS * each
+
+
+@on_disk_and_s3
+def test_the_same_promotion_raced_by_several_processes_is_recorded_once(
+    registry_target: RegistryTarget, clean_children: Children
+) -> None:
+    registry_target.open().save_model("1.0.0", "model", {"stage": "none"})
+    rounds = ["prod", "staging", "prod", "archived"]
+    for stage in rounds:
+        race = reaching(registry_target, race_to_promote)
+        assert clean_children.race(race, registry_target.root, "1.0.0", [stage] * RACING_PROMOTERS)
+    reader = registry_target.open()
+    assert check_chain(reader, "1.0.0") == 1 + len(rounds)
+    assert [e["after"]["stage"] for e in reader.history("1.0.0")[1:]] == rounds
 
 
 @on_disk_and_s3

@@ -56,7 +56,7 @@ def app_config(named_models: dict[str, Any]) -> dict[str, Any]:
 def twins(published: ModelRegistry, registry_root: Path, model_roots: dict[str, Path]) -> None:
     """The named model ``fraud`` holds a byte-for-byte copy of the default registry (``published``),
     audit trail included; ``churn`` holds one version of its own."""
-    shutil.copytree(registry_root, model_roots["fraud"])
+    shutil.copytree(registry_root, model_roots["fraud"], dirs_exist_ok=True)
     ModelRegistry(model_roots["churn"]).save_model("7.0.0", "churn model", {"stage": "prod"})
 
 
@@ -246,6 +246,23 @@ def test_url_for_builds_the_default_or_the_named_route(app: Flask):
         assert url_for("model_registry.model_history", model="churn", version="1.0.0") == (
             "/models/churn/1.0.0/history"
         )
+
+
+def test_a_named_model_whose_local_root_is_missing_answers_503(
+    registry_root: Path, model_roots: dict[str, Path], tmp_path: Path, json_error
+):
+    gone = tmp_path / "not-mounted"
+    app = make_app(registry_root, {"gone": str(gone), "churn": str(model_roots["churn"])})
+    app.registry.save_model("1.0.0", "default model")
+    client = app.test_client()
+    for path in ("/gone", "/gone/latest", "/gone/1.0.0", "/gone/1.0.0/history"):
+        response = client.get("/models" + path)
+        assert response.status_code == 503, path
+        assert str(gone) not in json_error(response)["message"]  # no server path in an answer
+    assert client.get("/models/latest").get_json()["version"] == "1.0.0"
+    assert client.get("/models/churn").get_json() == []
+    gone.mkdir()  # mounted: it answers at once
+    assert client.get("/models/gone").get_json() == []
 
 
 # each named model refreshes on its own ------------------------------------------------------------

@@ -32,7 +32,7 @@ def app_config(named_models: dict[str, Any]) -> dict[str, Any]:
 def cli(app: Flask, published: ModelRegistry, registry_root: Path, model_roots: dict[str, Path]):
     """``cli(*args)`` runs ``flask models *args``; the named model ``fraud`` starts as a byte-for-byte
     copy of the default registry (``published``), ``churn`` empty."""
-    shutil.copytree(registry_root, model_roots["fraud"])
+    shutil.copytree(registry_root, model_roots["fraud"], dirs_exist_ok=True)
     runner = app.test_cli_runner()
     return lambda *args: runner.invoke(args=["models", *args])
 
@@ -87,10 +87,7 @@ def test_a_named_model_answers_as_the_default_registry(cli: Callable[..., Result
     assert (named.exit_code, named.output) == (default.exit_code, table)
 
 
-def test_commands_act_on_the_named_model_only(
-    cli: Callable[..., Result], app: Flask, model_roots: dict[str, Path]
-):
-    model_roots["churn"].mkdir()  # an empty registry (a missing root is an error)
+def test_commands_act_on_the_named_model_only(cli: Callable[..., Result], app: Flask):
     assert cli("list", "--model", "churn").output.strip() == "no versions"
     assert cli("latest", "--model", "churn").exit_code == 1
     result = cli("promote", "1.1.0", "prod", "--model", "fraud")
@@ -112,7 +109,7 @@ def test_verify_checks_the_named_models_artefacts(cli: Callable[..., Result], mo
 
 def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]):
     for name in models_cli.commands:
-        args = {
+        args = {  # a subcommand added with required arguments needs a row here
             "show": ["1.0.0"],
             "promote": ["1.0.0", "prod"],
             "demote": ["1.0.0"],
@@ -130,6 +127,22 @@ def test_list_without_model_says_which_named_models_exist(cli: Callable[..., Res
     assert lines[-1] + "\n" == NOTE
     assert "named models" not in cli("list", "--model", "fraud").output
     json.loads(cli("list", "--json").output)  # JSON stays JSON
+
+
+def test_an_empty_default_registry_still_names_the_named_models(app: Flask):
+    result = app.test_cli_runner().invoke(args=["models", "list"])
+    assert result.output == "no versions\n" + NOTE
+
+
+def test_a_named_model_whose_root_is_missing_is_one_error_line(tmp_path: Path, registry_root: Path):
+    app = Flask(__name__)
+    app.config["MODEL_REGISTRY_ROOT"] = str(registry_root)
+    app.config["MODEL_REGISTRY_MODELS"] = {"gone": str(tmp_path / "x")}
+    FlaskModelRegistry(app)
+    result = app.test_cli_runner().invoke(args=["models", "list", "--model", "gone"])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert str(tmp_path / "x") in result.output  # the CLI, unlike the API, names the path
+    assert app.test_cli_runner().invoke(args=["models", "list"]).exit_code == 0
 
 
 def test_list_without_named_models_says_nothing_of_them(registry_root: Path, published: ModelRegistry):

@@ -122,6 +122,7 @@ def test_a_dict_sets_a_models_own_settings_and_the_rest_come_from_the_app(tmp_pa
                 "stages": ["prod"],
                 "model_cache_size": 1,
                 "watch": False,
+                "canary_weight": 0.25,
             },
         },
         MODEL_REGISTRY_REFRESH_INTERVAL=3,
@@ -135,6 +136,7 @@ def test_a_dict_sets_a_models_own_settings_and_the_rest_come_from_the_app(tmp_pa
         "allowed_stages": ["staging", "prod"],
         "model_cache_size": 2,
         "watch": True,
+        "canary_weight": 0.1,
     }
     assert opened[str(tmp_path / "own")] == {
         "storage_options": options,
@@ -142,6 +144,7 @@ def test_a_dict_sets_a_models_own_settings_and_the_rest_come_from_the_app(tmp_pa
         "allowed_stages": ["prod"],
         "model_cache_size": 1,
         "watch": False,
+        "canary_weight": 0.25,
     }
     assert app.registries["own"].allowed_stages == {"prod"}
     assert not app.registries["own"].storage.watching

@@ -89,8 +89,10 @@ class Storage(abc.ABC):
         return read_each(versions, self.read_metadata)
 
     @abc.abstractmethod
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
-        """Atomically replace ``metadata.json`` if its stamp is still ``expected``, else ConflictError."""
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
+        """Atomically replace ``metadata.json`` if its stamp is still ``expected``, else ConflictError.
+        True when this call wrote it; False when it already held exactly ``data`` (our own write,
+        retried after its answer was lost, or another writer's identical change)."""
 
     @abc.abstractmethod
     def begin_publication(self, version: str) -> Publication:

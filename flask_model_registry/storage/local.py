@@ -433,7 +433,7 @@ class LocalStorage(Storage):
         finally:
             os.close(fd)
 
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
@@ -456,6 +456,7 @@ class LocalStorage(Storage):
             _fsync_dir(directory)
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
+        return True
 
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):

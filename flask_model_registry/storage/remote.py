@@ -522,10 +522,13 @@ class FsspecStorage(Storage):
             if not self.holds(path, data):
                 raise
 
-    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> None:
+    def replace_metadata(self, version: str, data: bytes, expected: Stamp) -> bool:
         path = self._path(version, METADATA_FILE)
-        if not self._objects.replace(path, data, expected) and not self.holds(path, data):
-            raise ConflictError(f"version {version} changed while being updated")
+        if self._objects.replace(path, data, expected):
+            return True
+        if self.holds(path, data):
+            return False
+        raise ConflictError(f"version {version} changed while being updated")
 
     def begin_publication(self, version: str) -> Publication:
         if self.fs.exists(self._path(version, METADATA_FILE)):

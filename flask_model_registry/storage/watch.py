@@ -155,6 +155,10 @@ class DirectoryWatcher:
         self._optional = 0
         self._dirty = True
 
+    def __del__(self) -> None:  # a dropped registry frees its descriptor, without a ResourceWarning
+        with contextlib.suppress(Exception):
+            self.forget()
+
     def close(self) -> None:
         """Drop every watch and free the descriptors for good (idempotent): from now on every call
         counts as a change, as without notification."""
