@@ -2,30 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS := test,server,s3,azure,gcs
+# `serve` installs the runtime and the server only; `test` adds the tools and every storage backend.
+SERVE_EXTRAS := server
+TEST_EXTRAS := test,server,s3,azure,gcs
+# Debian packages the tests and benchmarks use, as command:package (apt-get installs them as root).
+SYSTEM_TOOLS := docker-compose:docker-compose wrk:wrk node:nodejs npm:npm chromium:chromium
 
 .PHONY: serve test bench registry system-tools
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/.installed-serve: setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(SERVE_EXTRAS)]'
+	touch $@
+
+$(BIN)/.installed: setup.cfg pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
 	touch $@
 
 ## Serve the example app with gunicorn on 127.0.0.1:8000 over ./registry.
-serve: $(BIN)/.installed
+serve: $(BIN)/.installed-serve
 	MODEL_REGISTRY_ROOT=$${MODEL_REGISTRY_ROOT:-registry} $(BIN)/gunicorn -c example_app/gunicorn_conf.py 'example_app:create_app()'
 
-## Debian tools the tests and benchmarks use: docker-compose (offline compose check) and wrk.
+## Install the missing SYSTEM_TOOLS with apt-get when root on Debian; otherwise say what to install.
 system-tools:
-	@missing=""; for tool in docker-compose wrk chromium; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "note: install$$missing (Debian packages) for the compose check and the load tests"; fi; \
-	fi
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "system-tools: apt-get install$$missing"; \
+	  log=$$( (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing) 2>&1) \
+	    || { echo "$$log"; exit 1; }; \
+	else echo "system-tools: not root on Debian; install$$missing yourself (see README, Development)"; fi
 
-## Lint, then run the whole test suite (the tests start every server they need on 127.0.0.1).
+## Lint, then run the whole test suite (the tests start every server they need on 127.0.0.1), one
+## pytest-xdist worker per core, each test file in one worker (each worker starts its own servers).
+PYTEST_ARGS ?= -n auto --dist loadfile
 test: $(BIN)/.installed system-tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -29,6 +29,7 @@ MAX_DEPTH = 32
 MAX_READ_DEPTH = 100
 #: The most digits of an integer read from JSON, when Python itself sets no limit.
 MAX_INT_DIGITS = 4300
+_INT_BOUND = 10**MAX_INT_DIGITS
 STAGE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _KEY_PATTERN = re.compile(rf"[^\x00-\x1f\x7f]{{1,{MAX_KEY_LENGTH}}}")
 
@@ -156,6 +157,8 @@ def _check_value(value: Any, depth: int) -> None:
             _check_value(item, depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise InvalidMetadataError("metadata values must be finite numbers (no NaN or Infinity)")
+    elif type(value) is int and not -_INT_BOUND < value < _INT_BOUND:
+        raise InvalidMetadataError(f"metadata integers must have at most {MAX_INT_DIGITS} digits")
     elif value is not None and not isinstance(value, (str, int, float, bool)):
         raise InvalidMetadataError(
             f"metadata values must be JSON (objects, arrays, strings, numbers, booleans, null),"

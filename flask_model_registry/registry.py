@@ -173,16 +173,19 @@ class ModelRegistry:
                         self._observers.each("refreshed", self, len(self._snapshot.entries))
                     self._scanned = True
             except Exception as exc:
-                self.last_refresh_error = exc
+                previous, self.last_refresh_error = self.last_refresh_error, exc
                 self._observers.each("refresh_failed", self, exc)
-                # A failed rescan saw nothing: what asked for it still stands (the storage
-                # re-arms its own signal), and with no state yet the next call tries again.
+                # A failed rescan saw nothing: what asked for it still stands, and with no state
+                # yet the next call tries again.
+                self.storage.rescan_failed()
                 self._stale = self._stale or stale or not self._scanned
                 if not self._scanned:
                     raise
                 # A store that fails for a moment (a timeout, a 503) must not take the
-                # service down: keep the last state and try again at the next refresh.
-                log.warning("refresh failed, serving the last state: %s", exc)
+                # service down: keep the last state and try again at the next refresh (logged
+                # once while the failure stays the same).
+                if previous is None or str(previous) != str(exc):
+                    log.warning("refresh failed, serving the last state: %s", exc)
             finally:
                 self._rescanning = False
             return self._snapshot

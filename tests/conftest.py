@@ -49,7 +49,8 @@ def app(registry_root: Path, app_config: dict[str, Any]) -> Flask:
 
 @pytest.fixture
 def model_roots(tmp_path: Path) -> dict[str, Path]:
-    """The roots of the two named models of :func:`named_models`: empty registry folders."""
+    """The roots of the two named models of :func:`named_models`: empty folders (a root that does not
+    exist is a ``StorageUnavailableError``, not an empty registry)."""
     roots = {"fraud": tmp_path / "fraud", "churn": tmp_path / "churn"}
     for root in roots.values():
         root.mkdir()

@@ -254,6 +254,16 @@ def count_calls(obj: object, name: str) -> list[None]:
     return calls
 
 
+def list_unprivileged(root: str, results: Any) -> None:
+    """Read the registry at ``root`` as an unprivileged user (root may read any file) and report
+    each version's error (None when readable) and the model of 2.0.0."""
+    if os.geteuid() == 0:
+        os.setgid(65534)  # nobody / nogroup
+        os.setuid(65534)
+    registry = ModelRegistry(root)
+    results.put(({e.version: e.error for e in registry.snapshot().entries}, registry.get_model("2.0.0")))
+
+
 # Fault injection: children killed with SIGKILL at random moments (tests/test_faults.py). ----------
 
 #: What the fork server imports once, so that each child it forks starts in milliseconds.

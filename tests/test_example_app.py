@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from servers_gunicorn import REPO, get, gunicorn
 
 from example_app import create_app
@@ -117,18 +118,61 @@ def test_gunicorn_serves_and_follows_new_versions(bundled_copy: Path):
             assert json.loads(response.read()) == {"version": "1.2.0", "predictions": [6.0]}
 
 
-def test_compose_file_is_valid_and_matches_the_design():
+def compose_config(env_file: Path) -> dict:
+    """``docker-compose config``: the service as compose reads it, with ``env_file`` as its ``.env``."""
     compose = shutil.which("docker-compose")
     if compose is None:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing: `make test` installs it with apt-get when run as root")
         pytest.skip("docker-compose (Debian package) is not installed; CI installs it")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_REGISTRY_", "APP_"))}
     run = subprocess.run(
-        [compose, "-f", "docker-compose.yml", "config"], cwd=REPO, capture_output=True, text=True, timeout=60
+        [compose, "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean,
     )
     assert run.returncode == 0, run.stderr
-    rendered = run.stdout
-    assert "python-api:" in rendered
-    assert "/app/registry" in rendered and "8000" in rendered
-    assert "MODEL_REGISTRY_ROOT: /app/registry" in rendered
-    assert "healthcheck:" in rendered
+    return yaml.safe_load(run.stdout)["services"]["python-api"]
+
+
+def test_compose_serves_loopback_only_unprivileged_and_without_token_by_default(tmp_path: Path):
+    (tmp_path / ".env").write_text("")
+    service = compose_config(tmp_path / ".env")
+    assert service["ports"] == ["127.0.0.1:8000:8000/tcp"]
+    assert service["volumes"] == [f"{REPO / 'registry'}:/app/registry:rw"]
+    assert service["environment"]["MODEL_REGISTRY_ROOT"] == "/app/registry"
+    assert service["environment"]["MODEL_REGISTRY_API_TOKEN"] == ""
+    assert service["user"] == "10001:10001" and service["read_only"] is True
+    assert service["cap_drop"] == ["ALL"]
+
+
+def test_compose_takes_the_token_and_the_owner_from_an_env_file(tmp_path: Path):
+    (tmp_path / ".env").write_text("MODEL_REGISTRY_API_TOKEN=s3cret\nAPP_UID=1000\nAPP_GID=1001\n")
+    service = compose_config(tmp_path / ".env")
+    assert service["environment"]["MODEL_REGISTRY_API_TOKEN"] == "s3cret"
+    assert service["user"] == "1000:1001"
+
+
+@pytest.mark.parametrize("token", ["", "s3cret"])
+def test_the_compose_environment_turns_the_token_on_in_the_service(
+    tmp_path: Path, bundled_copy: Path, monkeypatch: pytest.MonkeyPatch, token: str
+):
+    """The service started with the environment compose gives it: the token from ``.env`` guards
+    every request; without one, reads are open and writes refused."""
+    (tmp_path / ".env").write_text(f"MODEL_REGISTRY_API_TOKEN={token}\n" if token else "")
+    for key, value in compose_config(tmp_path / ".env")["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(bundled_copy))  # the container's /app/registry
+    client = create_app({"TESTING": True}).test_client()
+    patch = {"json": {"stage": "prod"}}
+    if token:
+        assert client.get("/models/latest").status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/models/latest", headers=headers).status_code == 200
+        assert client.patch("/models/1.1.0", headers=headers, **patch).status_code == 200
+    else:
+        assert client.get("/models/latest").status_code == 200
+        assert client.patch("/models/1.1.0", **patch).status_code == 403

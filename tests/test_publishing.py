@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -93,7 +94,7 @@ def test_user_metadata_cannot_set_reserved_keys(registry: ModelRegistry, registr
         {"auc": math.inf},
         {"nested": {"deep": [1, -math.inf]}},
         {"model": object()},
-        {"tags": {"a", "b"}},
+        {"tags": {"a"}},
         {"raw": b"bytes"},
         {1: "a key that is not a string"},
         {"stage": "not a stage!"},
@@ -103,7 +104,7 @@ def test_user_metadata_cannot_set_reserved_keys(registry: ModelRegistry, registr
         "text",
         0,
     ],
-    ids=repr,
+    ids=lambda value: re.sub(r" at 0x[0-9a-f]+", "", repr(value)),  # the same in every xdist worker
 )
 def test_bad_metadata_is_refused_and_nothing_is_written(
     registry: ModelRegistry, registry_root: Path, metadata

@@ -4,7 +4,6 @@ input. The browser tests (test_ui_browser.py) drive the same pages in chromium."
 from __future__ import annotations
 
 import configparser
-import fnmatch
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -361,16 +360,21 @@ def test_security_headers(make_app: Callable[..., Flask]) -> None:
 
 
 def test_templates_and_static_files_ship_in_the_wheel() -> None:
-    """Every non-Python file of the console matches a package_data pattern of setup.cfg."""
+    """Every non-Python file of the console matches a package_data glob of setup.cfg."""
     root = Path(__file__).resolve().parent.parent
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["flask_model_registry.ui"].split(",")]
-    ui = root / "flask_model_registry" / "ui"
+    shipped = {
+        path
+        for package, value in config["options.package_data"].items()
+        for pattern in value.split(",")
+        for path in (root / package.replace(".", "/")).glob(pattern.strip())  # ** as setuptools reads it
+    }
     files = [
-        p.relative_to(ui).as_posix() for p in ui.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+        p for p in (root / "flask_model_registry" / "ui").rglob("*") if p.is_file() and p.suffix != ".py"
     ]
-    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
+    files = [p for p in files if "__pycache__" not in p.parts]
+    assert files and not set(files) - shipped, sorted(set(files) - shipped)
 
 
 def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[..., Flask]) -> None:

@@ -68,6 +68,11 @@ class Storage(abc.ABC):
         sends the caller on to :meth:`may_have_changed` under the registry's lock."""
         return False
 
+    def rescan_failed(self) -> None:
+        """Called when a rescan failed (it saw nothing): the next :meth:`may_have_changed` must not
+        say False for what that rescan was to see. A storage that polls on a timer has nothing to do."""
+        return None
+
     @abc.abstractmethod
     def scan(self) -> dict[str, Stamp]:
         """Every committed version (valid name, metadata present) and the stamp of its metadata."""

@@ -251,6 +251,10 @@ class LocalStorage(Storage):
         self._next_poll = now + self._refresh_interval
         return True
 
+    def rescan_failed(self) -> None:
+        self._watcher.forget()  # its signal was consumed by the scan that failed
+        self._next_poll = 0.0
+
     def scan(self) -> dict[str, Stamp]:
         found: dict[str, Stamp] = {}
         with self._listing() as versions_fd:
@@ -294,33 +298,20 @@ class LocalStorage(Storage):
         for path in (self.root, self.versions_dir, *_link_parents(self.versions_dir)):
             self._watcher.watch(path)
         self._plain = set()
-        with self._rearmed_on_failure():
-            try:
-                versions_fd = self._open_versions()
-            except (FileNotFoundError, NotADirectoryError):
-                if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
-                    raise StorageUnavailableError(
-                        "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
-                        location=self.root,
-                    ) from None
-                yield None
-                return
-            try:
-                yield versions_fd
-            finally:
-                os.close(versions_fd)
-
-    @contextlib.contextmanager
-    def _rearmed_on_failure(self) -> Iterator[None]:
-        """A listing that fails has consumed the watcher's signal without seeing the change: say
-        "maybe changed" again, so that the next call rescans instead of serving the old state."""
         try:
-            yield
-        except BaseException:
-            self._watcher.forget()
-            if self._refresh_interval > 0:
-                self._next_poll = 0.0
-            raise
+            versions_fd = self._open_versions()
+        except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
+                raise StorageUnavailableError(
+                    "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
+                    location=self.root,
+                ) from None
+            yield None
+            return
+        try:
+            yield versions_fd
+        finally:
+            os.close(versions_fd)
 
     def _watch_folders(self, names: list[str], committed: Iterable[str]) -> None:
         """Watch the version folders: every one still being written (its commit must be seen at
@@ -395,15 +386,14 @@ class LocalStorage(Storage):
         return _read_whole(self._open_inside(self._metadata_path(version)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
-        with self._rearmed_on_failure():
-            try:
-                versions_fd = self._open_versions()
-            except (FileNotFoundError, NotADirectoryError):
-                return {}
-            try:
-                return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
-            finally:
-                os.close(versions_fd)
+        try:
+            versions_fd = self._open_versions()
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        try:
+            return read_each(versions, functools.partial(self.read_metadata, versions_fd=versions_fd))
+        finally:
+            os.close(versions_fd)
 
     def _lock_name(self, version: str) -> str:
         """The lock of a version's folder: its own name, or for a folder linked elsewhere in the root,
