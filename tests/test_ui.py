@@ -360,15 +360,21 @@ def test_security_headers(make_app: Callable[..., Flask]) -> None:
 
 
 def test_templates_and_static_files_ship_in_the_wheel() -> None:
-    """Every non-Python file of the console matches a package_data pattern of setup.cfg."""
+    """Every non-Python file of the console matches a package_data glob of setup.cfg."""
     root = Path(__file__).resolve().parent.parent
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
-    package = root / "flask_model_registry"
-    patterns = [p.strip() for p in config["options.package_data"]["flask_model_registry"].split(",")]
-    shipped = {path for pattern in patterns for path in package.glob(pattern) if path.is_file()}
-    files = {p for p in (package / "ui").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")}
-    assert files and files <= shipped, sorted(str(p) for p in files - shipped)
+    shipped = {
+        path
+        for package, value in config["options.package_data"].items()
+        for pattern in value.split(",")
+        for path in (root / package.replace(".", "/")).glob(pattern.strip())  # ** as setuptools reads it
+    }
+    files = [
+        p for p in (root / "flask_model_registry" / "ui").rglob("*") if p.is_file() and p.suffix != ".py"
+    ]
+    files = [p for p in files if "__pycache__" not in p.parts]
+    assert files and not set(files) - shipped, sorted(set(files) - shipped)
 
 
 def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[..., Flask]) -> None:
