@@ -106,9 +106,10 @@ def healthcheck_command() -> list[str]:
     """The Dockerfile's ``HEALTHCHECK`` command (compose runs the same one)."""
     lines = (REPO / "Dockerfile").read_text().split("HEALTHCHECK", 1)[1].split("\n")
     command = next(line.strip() for line in lines if line.strip().startswith("CMD "))[4:]
-    compose = (REPO / "docker-compose.yml").read_text()
-    assert command.split(" -c ")[1].strip('"') in compose, "compose checks health the same way"
-    return shlex.split(command)
+    argv = json.loads(command) if command.startswith("[") else shlex.split(command)
+    code = argv[argv.index("-c") + 1]
+    assert code in (REPO / "docker-compose.yml").read_text(), "compose checks health the same way"
+    return argv
 
 
 def test_the_container_healthcheck_follows_the_registry(bundled_copy: Path):
