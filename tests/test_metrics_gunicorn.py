@@ -106,9 +106,9 @@ def healthcheck_command() -> list[str]:
     """The Dockerfile's ``HEALTHCHECK`` command (compose runs the same one)."""
     lines = (REPO / "Dockerfile").read_text().split("HEALTHCHECK", 1)[1].split("\n")
     command = next(line.strip() for line in lines if line.strip().startswith("CMD "))[4:]
-    argv = json.loads(command) if command.startswith("[") else shlex.split(command)  # exec or shell form
-    compose = (REPO / "docker-compose.yml").read_text()
-    assert json.dumps(argv[argv.index("-c") + 1]) in compose, "compose checks health the same way"
+    argv = json.loads(command) if command.startswith("[") else shlex.split(command)
+    code = argv[argv.index("-c") + 1]
+    assert code in (REPO / "docker-compose.yml").read_text(), "compose checks health the same way"
     return argv
 
 
