@@ -3,7 +3,6 @@ input. The browser tests (test_ui_browser.py) drive the same pages in chromium."
 
 from __future__ import annotations
 
-import configparser
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -357,24 +356,6 @@ def test_security_headers(make_app: Callable[..., Flask]) -> None:
     answer = make_app().test_client().get(f"{UI}/")
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
     assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["Cache-Control"] == "no-store"
-
-
-def test_templates_and_static_files_ship_in_the_wheel() -> None:
-    """Every non-Python file of the console matches a package_data glob of setup.cfg."""
-    root = Path(__file__).resolve().parent.parent
-    config = configparser.ConfigParser()
-    config.read(root / "setup.cfg")
-    shipped = {
-        path
-        for package, value in config["options.package_data"].items()
-        for pattern in value.split(",")
-        for path in (root / package.replace(".", "/")).glob(pattern.strip())  # ** as setuptools reads it
-    }
-    files = [
-        p for p in (root / "flask_model_registry" / "ui").rglob("*") if p.is_file() and p.suffix != ".py"
-    ]
-    files = [p for p in files if "__pycache__" not in p.parts]
-    assert files and not set(files) - shipped, sorted(set(files) - shipped)
 
 
 def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[..., Flask]) -> None:
