@@ -38,11 +38,16 @@ def cold_snapshot(root: Path, watch: bool = True) -> object:
     return registry, registry.snapshot()
 
 
-def cold_public_listing(root: Path) -> object:
+def cold_public_listing(root: Path, watch: bool = True) -> object:
     """A fresh instance, then the public calls: ``list_versions()`` and ``get_metadata`` of each."""
     versioning._sort_key.cache_clear()
-    registry = ModelRegistry(root)
+    registry = ModelRegistry(root, watch=watch)
     return registry, [registry.get_metadata(v) for v in registry.list_versions()]
+
+
+def read_everything(registry: ModelRegistry) -> object:
+    """The seed's own pattern on a warm instance: ``list_versions()``, then ``get_metadata`` of each."""
+    return [registry.get_metadata(v) for v in registry.list_versions()]
 
 
 def second_call(root: Path, repeats: int = 7) -> float:
@@ -66,6 +71,7 @@ def cold_timings(root: Path) -> dict[str, float]:
             "snapshot": lambda: cold_snapshot(root),
             "public": lambda: cold_public_listing(root),
             "unwatched": lambda: cold_snapshot(root, watch=False),
+            "public unwatched": lambda: cold_public_listing(root, watch=False),
         },
         rounds=11,
     )
@@ -89,6 +95,13 @@ def cold_rows(cold: dict[str, float]) -> list[Row]:
             Target("cold snapshot() well below the naive loop (<1x)", 1.0),
         ),
         Row("cold list_versions()+get_metadata() each", cold["public"], floor, cold["floor"]),
+        Row(
+            "cold list_versions()+get_metadata() each, watch=False",
+            cold["public unwatched"],
+            floor,
+            cold["floor"],
+            Target("cold listing + get_metadata of each, watch=False, ≤1.5x the floor", 1.5),
+        ),
         Row("cold snapshot(), watch=False (no inotify)", cold["unwatched"], floor, cold["floor"]),
         Row("naive loop", cold["naive"], floor, cold["floor"]),
     ]
@@ -117,6 +130,9 @@ def warm_rows(root: Path, cold: float) -> list[Row]:
         number=20_000,
     )
     polled_version = interleaved({"polled": polled.get_latest_version}, rounds=5, number=20)["polled"]
+    pattern = interleaved(
+        {"watched": lambda: read_everything(watched), "polled": lambda: read_everything(polled)}, rounds=9
+    )
     return [
         Row(
             "warm get_latest_version()",
@@ -134,6 +150,13 @@ def warm_rows(root: Path, cold: float) -> list[Row]:
         ),
         Row("warm get_latest_version()", micro["version"], "unchanged() alone", micro["check"]),
         Row("warm get_latest_version(), watch=False", polled_version, "cold snapshot()", cold),
+        Row(
+            "list_versions()+get_metadata() each, watch=False",
+            pattern["polled"],
+            "the same with inotify",
+            pattern["watched"],
+            Target("the seed's pattern without inotify ≤2x the same with inotify", 2.0),
+        ),
         Row("2nd get_latest_version() of a fresh instance", second_call(root), "cold snapshot()", cold),
     ]
 

@@ -1,13 +1,16 @@
-"""Remote discovery: 1,000 versions on S3 (moto on 127.0.0.1), each figure next to the naive way.
+"""Remote discovery on S3 (moto on 127.0.0.1): requests and time per refresh, three schemes side by side.
 
-The naive way reads every ``metadata.json`` with a fresh fsspec filesystem at each refresh: one
-paged listing, then one GET after the other. The registry lists once and fetches only the metadata
-whose ETag changed since its last refresh, a few at a time.
+- naive: a fresh fsspec filesystem lists ``versions/`` and GETs every ``metadata.json``, each time;
+- listing (the scheme before the manifest): each refresh lists ``versions/`` and GETs the metadata
+  whose ETag changed; a cold start GETs every version;
+- manifest (this package): an idle refresh is one conditional GET of ``manifest.json`` (304); after
+  a write, that GET brings the changes; a cold start reads the manifest and confirms it with one
+  listing; a full listing runs every ``full_refresh`` seconds (not in the figures below).
 
-Run: ``python bench/remote_discovery.py`` (about a minute). moto runs in a process of its own, so
-client and server do not share one interpreter. moto spends milliseconds of Python on each request
-while the round trip to it is far below one: concurrent GETs gain little against it, where against
-a real store (tens of milliseconds a round trip) they gain nearly their number.
+Requests are counted by a proxy in front of moto (every scheme goes through it, so each figure
+includes the same proxy hop). Run: ``python bench/remote_discovery.py [1000 10000]`` (1,000 takes a
+minute or two; 10,000 several minutes, most of it writing the objects and the GETs of the naive and
+listing cold starts). moto runs in a process of its own.
 """
 
 from __future__ import annotations
@@ -18,37 +21,46 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
 import cloudpickle
 import semver
-from _common import REPO, Row, Target, print_header, print_table, user_metadata, version_name
+from _common import REPO, Row, print_header, print_table, user_metadata, version_name
 
 from flask_model_registry import ModelRegistry
+from flask_model_registry.storage.base import Storage
+from flask_model_registry.storage.remote import FsspecStorage
 
 sys.path.insert(0, str(REPO / "tests"))
-from servers import Store, moto_s3
+from servers import Store, StoreProxy, moto_s3, proxied
 
-N = 1_000
 ROUNDS = 3
+#: S3's price per 1,000 requests (us-east-1, Standard): LIST (class A) and GET (class B).
+PRICE = {"LIST": 0.005, "GET": 0.0004}
+REFRESH_INTERVAL = 2.0
 
 
-def populate(store: Store, url: str) -> None:
-    """``N`` versions written straight into the bucket: what ``save_model`` would leave there."""
+class ListingStorage(FsspecStorage):
+    """The scheme before the manifest: every refresh lists, then GETs what changed."""
+
+    refresh = Storage.refresh
+
+
+def populate(store: Store, url: str, n: int) -> None:
+    """``n`` versions written straight into the bucket: what ``save_model`` would leave there."""
     fs = store.filesystem()
     root = fs._strip_protocol(url)
     objects = {}
-    for i in range(N):
+    for i in range(n):
         version = version_name(i)
         model = cloudpickle.dumps({"weights": [0.4 + i / 1e4, -1.3, 2.05]})
         artifact = {"file": "model.pkl", "sha256": hashlib.sha256(model).hexdigest(), "size": len(model)}
         metadata = {"version": version, "created_at": "2026-01-01T00:00:00.000Z", "artifact": artifact}
         objects[f"{root}/versions/{version}/model.pkl"] = model
-        objects[f"{root}/versions/{version}/metadata.json"] = json.dumps(
-            {**metadata, **user_metadata(i)}
-        ).encode()
+        document = {**metadata, **user_metadata(i)}
+        objects[f"{root}/versions/{version}/metadata.json"] = json.dumps(document).encode()
     fs.pipe(objects)
 
 
@@ -65,98 +77,96 @@ def naive_listing(store: Store, url: str) -> list[tuple[Any, str, dict[str, Any]
         except ValueError:
             continue
         items.append((version, name, json.loads(fs.cat_file(path))))
-    items.sort(key=itemgetter(0))
+    items.sort(key=lambda item: item[0])
     return items
 
 
-def timed(fn: Callable[[], object]) -> float:
+def measured(proxy: StoreProxy, action: Callable[[], object]) -> tuple[float, Counter[str]]:
+    """Seconds ``action`` took and the requests it made, by kind."""
+    proxy.reset()
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    action()
+    took = time.perf_counter() - start
+    return took, Counter(proxy.kinds())
 
 
-def counting_gets(registry: ModelRegistry) -> list[str]:
-    """Every GET of ``registry``'s storage from now on (it wraps the storage's one fetch method)."""
-    gets: list[str] = []
-    storage: Any = registry.storage
-    fetch = storage.fetch
-
-    def counted(path: str) -> Any:
-        gets.append(path)
-        return fetch(path)
-
-    storage.fetch = counted
-    return gets
+def fmt(counts: Counter[str]) -> str:
+    return " + ".join(f"{n:,} {kind}" for kind, n in sorted(counts.items())) or "none"
 
 
-def main() -> None:
-    print_header(
-        f"remote discovery: {N:,} versions on S3 (moto, 127.0.0.1)",
-        [
-            f"median of {ROUNDS} rounds; the naive way re-reads every metadata.json at each refresh",
-            "cold: a fresh ModelRegistry, its first listing with all metadata",
-            "refresh: refresh_interval=0, so every read lists the bucket again",
-        ],
-    )
-    with moto_s3(own_process=True) as store:
-        url = store.url(f"bench-{uuid.uuid4().hex}")
+def dollars_per_day(counts: Counter[str]) -> float:
+    """What one replica pays a day refreshing every :data:`REFRESH_INTERVAL` seconds."""
+    per_refresh = sum(PRICE.get(kind, PRICE["GET"]) * n for kind, n in counts.items()) / 1000
+    return per_refresh * 86_400 / REFRESH_INTERVAL
+
+
+def run(n: int) -> None:
+    with moto_s3(own_process=True) as direct, proxied(direct) as (store, proxy):
+        url = direct.url(f"bench-{uuid.uuid4().hex}")
         started = time.perf_counter()
-        populate(store, url)
-        print(f"(wrote {2 * N:,} objects in {time.perf_counter() - started:.1f} s)\n")
+        populate(direct, url, n)
+        print(f"\n{n:,} versions ({2 * n:,} objects written in {time.perf_counter() - started:.1f} s)")
         options = store.storage_options
 
-        reader = ModelRegistry(url, storage_options=options, refresh_interval=0)
-        writer = ModelRegistry(url, storage_options=options)
-        gets = counting_gets(reader)
-        assert len(reader.list_versions()) == N == len(naive_listing(store, url))
-        counts = {"cold": len(gets)}
+        def manifest(**kwargs: Any) -> ModelRegistry:
+            return ModelRegistry(url, storage_options=options, refresh_interval=0, **kwargs)
 
-        samples: dict[str, list[float]] = {"cold": [], "naive": [], "unchanged": [], "one changed": []}
+        def listing() -> ModelRegistry:
+            storage = ListingStorage(url, storage_options=options, refresh_interval=0)
+            return ModelRegistry(url, storage=storage)
+
+        results: dict[str, tuple[float, Counter[str]]] = {}
+        results["naive cold"] = measured(proxy, lambda: naive_listing(store, url))
+        results["listing cold"] = measured(proxy, lambda: listing().snapshot())
+        results["manifest cold, none yet"] = measured(proxy, lambda: manifest().snapshot())
+        colds = [measured(proxy, lambda: manifest().snapshot()) for _ in range(ROUNDS)]
+        results["manifest cold"] = (statistics.median(t for t, _ in colds), colds[-1][1])
+
+        readers = {"listing": listing(), "manifest": manifest()}
+        for reader in readers.values():
+            reader.snapshot()
+        writer = ModelRegistry(url, storage_options=direct.storage_options)
+        for name, reader in readers.items():
+            idle = [measured(proxy, reader.snapshot) for _ in range(ROUNDS)]
+            results[f"{name} idle"] = (statistics.median(t for t, _ in idle), idle[-1][1])
         for round_ in range(ROUNDS):
-            samples["cold"].append(timed(lambda: ModelRegistry(url, storage_options=options).snapshot()))
-            samples["naive"].append(timed(lambda: naive_listing(store, url)))
-            gets.clear()
-            samples["unchanged"].append(timed(reader.snapshot))
-            counts["unchanged"] = max(counts.get("unchanged", 0), len(gets))
-            promoted = version_name(10 * round_ + 1)
-            writer.set_stage(promoted, f"round-{round_}")
-            gets.clear()
-            samples["one changed"].append(timed(reader.snapshot))
-            counts["one changed"] = max(counts.get("one changed", 0), len(gets))
-            assert reader.get_latest_version(stage=f"round-{round_}") == promoted
+            writer.set_stage(version_name(10 * round_ + 1), f"round-{round_}")
+            for name, reader in readers.items():
+                took, counts = measured(proxy, reader.snapshot)
+                assert reader.get_latest_version(stage=f"round-{round_}") == version_name(10 * round_ + 1)
+                previous = results.get(f"{name} one change", (0.0, counts))
+                results[f"{name} one change"] = (max(previous[0], took), counts)
 
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    naive = median["naive"]
+    naive_time = results["naive cold"][0]
     print_table(
         [
-            Row(
-                "cold listing with metadata",
-                median["cold"],
-                "naive",
-                naive,
-                Target("cold listing no slower than the naive way", 1.0),
-            ),
-            Row(
-                "refresh, nothing changed",
-                median["unchanged"],
-                "naive",
-                naive,
-                Target("refresh with no change ≤ 1/5 of the naive way (moto's listing is the floor)", 0.2),
-            ),
-            Row(
-                "refresh, one version changed",
-                median["one changed"],
-                "naive",
-                naive,
-                Target("refresh after one change ≤ 1/5 of the naive way", 0.2),
-            ),
+            Row(f"{what}: {fmt(counts)}", took, "naive cold", naive_time)
+            for what, (took, counts) in results.items()
         ]
     )
+    pages = -(-(2 * n) // 1000)
+    full = 1440 * pages * PRICE["LIST"] / 1000  # one full listing a minute (full_refresh=60)
     print(
-        f"\nmetadata GETs per refresh: cold {counts['cold']:,}, nothing changed {counts['unchanged']},"
-        f" one changed {counts['one changed']}; the naive way {N:,} every time."
-        f" Each also lists the bucket once ({2 * N:,} objects: {-(-2 * N // 1000)} pages)."
+        f"\nper replica per day at refresh_interval={REFRESH_INTERVAL:g} s, S3 prices"
+        f" (LIST ${PRICE['LIST']}/1,000, GET ${PRICE['GET']}/1,000):"
+        f" listing ${dollars_per_day(results['listing idle'][1]):.2f};"
+        f" manifest ${dollars_per_day(results['manifest idle'][1]):.3f} + ${full:.3f} for the full"
+        f" listings every 60 s ({pages} pages each)"
     )
+
+def main() -> None:
+    sizes = [int(arg) for arg in sys.argv[1:]] or [1_000, 10_000]
+    print_header(
+        "remote discovery on S3 (moto, 127.0.0.1, through a counting proxy)",
+        [
+            "cold: a fresh ModelRegistry, its first snapshot with all metadata (manifest: median of"
+            f" {ROUNDS}; 'none yet' is the one slower refresh that writes the manifest)",
+            "idle: a refresh in which nothing changed; one change: after a promotion elsewhere",
+            "ratio: against the naive cold listing of the same registry",
+        ],
+    )
+    for n in sizes:
+        run(n)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,10 @@ class ModelRegistry:
 
     ``root`` is a path or an fsspec URL (``s3://bucket/prefix``); None means the environment variable
     ``MODEL_REGISTRY_ROOT``, else ``./registry``. ``refresh_interval`` bounds how long a change made
-    elsewhere may stay unseen (local disk: 0, always fresh). ``allowed_stages`` turns an unknown
-    stage name into an error. ``watch`` enables change notification on local disk.
+    elsewhere may stay unseen (local disk: 0, always fresh). ``full_refresh`` (object storage): the
+    most seconds between full listings, which find copies made by hand (default 60; between them a
+    refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
+    error. ``watch`` enables change notification on local disk.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ModelRegistry:
         *,
         storage_options: Mapping[str, Any] | None = None,
         refresh_interval: float | None = None,
+        full_refresh: float | None = None,
         allowed_stages: Collection[str] | None = None,
         model_cache_size: int = DEFAULT_MODEL_CACHE_SIZE,
         watch: bool = True,
@@ -121,6 +124,7 @@ class ModelRegistry:
             self.root,
             storage_options=storage_options,
             refresh_interval=refresh_interval,
+            full_refresh=full_refresh,
             watch=watch,
         )
         self.allowed_stages = frozenset(allowed_stages) if allowed_stages is not None else None
@@ -191,19 +195,12 @@ class ModelRegistry:
             return self._snapshot
 
     def _rescan(self, old: Snapshot) -> Snapshot:
+        changes = self.storage.refresh(old.stamps)
+        if changes is None:
+            return old
+        kept, fetched = changes
         previous = old.by_version
-        if previous:
-            stamps = self.storage.scan()
-            changed = [v for v, stamp in stamps.items() if v not in previous or previous[v].stamp != stamp]
-            if not changed and len(stamps) == len(previous):
-                return old
-            fetched = self.storage.read_metadata_many(changed) if changed else {}
-            entries = [previous[v] for v in stamps if v in previous and previous[v].stamp == stamps[v]]
-        else:  # nothing known yet: everything is read, in one pass where the storage can
-            fetched = self.storage.scan_metadata()
-            if not fetched:
-                return old
-            entries = []
+        entries = [previous[v] for v in kept]
         entries += [entry_from(v, got) for v, got in fetched.items()]
         entries.sort(key=lambda e: e.key)
         snap = Snapshot(tuple(entries), {e.version: e for e in entries})
@@ -496,7 +493,7 @@ class ModelRegistry:
                 if not self._landed(version, new):
                     pending.discard()
                     raise
-                wrote = True
+                wrote = False  # it landed, but maybe as another writer's identical change
             self._stale = True
             if wrote is False and self.audit.recorded_elsewhere(pending):
                 pending.discard()  # another writer made the same change at once: its event records it

@@ -63,6 +63,11 @@ class Snapshot:
     _memo: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
+    def stamps(self) -> dict[str, Stamp]:
+        """Each version's stamp: what the storage compares a refresh against."""
+        return {entry.version: entry.stamp for entry in self.entries}
+
+    @cached_property
     def stages(self) -> frozenset[str]:
         """Every stage some version is in."""
         return frozenset(stage for entry in self.entries if (stage := entry.stage) is not None)

@@ -186,6 +186,7 @@ def moto_s3(*, own_process: bool = False) -> Iterator[Store]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _serialise_moto_puts()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -193,6 +194,25 @@ def moto_s3(*, own_process: bool = False) -> Iterator[Store]:
         yield _s3_with_bucket(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+def _serialise_moto_puts() -> None:
+    """moto checks ``If-Match`` / ``If-None-Match`` and then writes, with no lock between: two
+    conditional PutObjects racing in its threaded server can both succeed, which S3 never allows.
+    One lock around PutObject gives the emulator S3's atomic conditional writes."""
+    from moto.s3.responses import S3Response
+
+    if getattr(S3Response.put_object, "serialised", False):
+        return
+    original = S3Response.put_object
+    lock = threading.Lock()
+
+    def put_object(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    put_object.serialised = True  # type: ignore[attr-defined]
+    S3Response.put_object = put_object  # type: ignore[method-assign]
 
 
 def azurite_command() -> list[str]:
@@ -251,11 +271,35 @@ def fake_gcs() -> Iterator[Store]:
         yield _with_bucket("gs", {"endpoint_url": url, "token": "anon", "project": "registry-tests"})
 
 
+@dataclass(frozen=True)
+class Request:
+    """One request that went through a :class:`StoreProxy`, and the status it got."""
+
+    method: str
+    path: str
+    status: int
+    conditional: bool
+
+    @property
+    def kind(self) -> str:
+        """``LIST`` for a listing (S3, Azure and GCS alike), else the HTTP method."""
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if self.method == "GET" and (
+            "list-type" in query  # S3 ListObjectsV2
+            or query.get("comp") == ["list"]  # Azure List Blobs
+            or url.path.rstrip("/").endswith("/o")  # GCS objects.list
+            or ("prefix" in query and url.path.count("/") <= 1)  # S3 ListObjects (v1)
+        ):
+            return "LIST"
+        return self.method
+
+
 class _Forwarder(http.server.BaseHTTPRequestHandler):
     """Forwards each request to the proxy's upstream and its answer back, unless told to lose it."""
 
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
-    server: LossyProxy
+    server: StoreProxy
 
     def _forward(self) -> None:
         body = self._body()
@@ -269,6 +313,8 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
             data = answer.read()
         finally:
             upstream.close()
+        conditional = any(h.lower() in _CONDITIONS for h in self.headers) or "ifGeneration" in self.path
+        self.server.count(Request(self.command, self.path, answer.status, conditional))
         if self.server.should_lose(self.command, self.path, answer.status):
             self.close_connection = True  # the request landed; its answer never arrives
             return
@@ -296,12 +342,16 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the tests assert what went through, through :attr:`LossyProxy.lost`."""
+        """Quiet: the tests assert what went through, through :attr:`StoreProxy.requests`."""
 
 
-class LossyProxy(http.server.ThreadingHTTPServer):
-    """An HTTP proxy on 127.0.0.1 in front of a store that can lose answers: the request reaches the
-    store, but the client's connection is closed before the answer, as when a network drops it."""
+_CONDITIONS = {"if-none-match", "if-match", "if-modified-since", "if-unmodified-since"}
+
+
+class StoreProxy(http.server.ThreadingHTTPServer):
+    """An HTTP proxy on 127.0.0.1 in front of a store. It counts the requests that go through it
+    (:attr:`requests`), and can lose answers: the request reaches the store, but the client's
+    connection is closed before the answer, as when a network drops it."""
 
     daemon_threads = True
 
@@ -310,6 +360,7 @@ class LossyProxy(http.server.ThreadingHTTPServer):
         host, port = urllib.parse.urlsplit(upstream).netloc.split(":")
         self.upstream = (host, int(port))
         self.lost: list[tuple[str, str, int]] = []
+        self.requests: list[Request] = []
         self._losing: list[tuple[str, str]] = []
         self._lock = threading.Lock()
 
@@ -317,6 +368,20 @@ class LossyProxy(http.server.ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    def count(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def kinds(self) -> list[str]:
+        """The kind of each request counted so far (``LIST``, ``GET``, ``PUT`` …), in order."""
+        with self._lock:
+            return [request.kind for request in self.requests]
+
+    def reset(self) -> None:
+        """Forget the requests counted so far."""
+        with self._lock:
+            self.requests.clear()
 
     def lose_next_answer(self, method: str, path_part: str) -> None:
         """Lose the answer to the next ``method`` request whose path holds ``path_part``."""
@@ -333,17 +398,38 @@ class LossyProxy(http.server.ThreadingHTTPServer):
         return False
 
 
+def _endpoint(store: Store) -> str:
+    if store.scheme == "s3":
+        return store.storage_options["client_kwargs"]["endpoint_url"]
+    if store.scheme == "az":
+        parts = store.storage_options["connection_string"].split(";")
+        return dict(part.split("=", 1) for part in parts if part)["BlobEndpoint"]
+    return store.storage_options["endpoint_url"]
+
+
+def _through(store: Store, endpoint: str, proxy_url: str) -> Store:
+    """``store``'s options with its endpoint's scheme, host and port replaced by the proxy's."""
+    url = urllib.parse.urlsplit(endpoint)
+    rewritten = urllib.parse.urlunsplit(urllib.parse.urlsplit(proxy_url)._replace(path=url.path))
+    options = dict(store.storage_options)
+    if store.scheme == "s3":
+        options["client_kwargs"] = {**options["client_kwargs"], "endpoint_url": rewritten}
+    elif store.scheme == "az":
+        options["connection_string"] = options["connection_string"].replace(endpoint, rewritten)
+    else:
+        options["endpoint_url"] = rewritten
+    return Store(store.scheme, store.bucket, options)
+
+
 @contextlib.contextmanager
-def lossy_s3(store: Store) -> Iterator[tuple[Store, LossyProxy]]:
-    """``store`` (an S3 server) reached through a :class:`LossyProxy`; stopped when the block ends."""
-    endpoint = store.storage_options["client_kwargs"]["endpoint_url"]
-    proxy = LossyProxy(endpoint)
-    thread = threading.Thread(target=proxy.serve_forever, name="lossy-proxy", daemon=True)
+def proxied(store: Store) -> Iterator[tuple[Store, StoreProxy]]:
+    """``store`` (S3, Azure or GCS) reached through a :class:`StoreProxy`; stopped when the block ends."""
+    endpoint = _endpoint(store)
+    proxy = StoreProxy(endpoint)
+    thread = threading.Thread(target=proxy.serve_forever, name="store-proxy", daemon=True)
     thread.start()
     try:
-        client_kwargs = {**store.storage_options["client_kwargs"], "endpoint_url": proxy.url}
-        options = {**store.storage_options, "client_kwargs": client_kwargs}
-        yield Store(store.scheme, store.bucket, options), proxy
+        yield _through(store, endpoint, proxy.url), proxy
     finally:
         proxy.shutdown()
         proxy.server_close()

@@ -185,7 +185,8 @@ def test_a_save_killed_at_a_random_moment_leaves_only_whole_versions_and_a_retry
     registry_target: RegistryTarget, clean_children: Children, rng: random.Random
 ) -> None:
     # One registry watches from the start, another comes in afresh: both see the same.
-    registry, other = registry_target.open(refresh_interval=0), registry_target.open(refresh_interval=0)
+    # full_refresh=0: a writer killed between its commit and its manifest update is found by a full listing
+    registry, other = (registry_target.open(refresh_interval=0, full_refresh=0) for _ in range(2))
     save = reaching(registry_target, save_once_started)
     listed = ["0.0.1"]  # saved by a child that is not killed, to time a save
     took = seconds_in_child(clean_children, save, registry_target.root, "0.0.1", ARTEFACT_SIZE)
@@ -266,7 +267,8 @@ def check_after_killed_promotions(registry: ModelRegistry, published: dict[str, 
 def test_a_promotion_killed_at_a_random_moment_lands_whole_or_not_at_all(
     registry_target: RegistryTarget, clean_children: Children, rng: random.Random
 ) -> None:
-    registry, other = registry_target.open(refresh_interval=0), registry_target.open(refresh_interval=0)
+    # full_refresh=0: a writer killed between its commit and its manifest update is found by a full listing
+    registry, other = (registry_target.open(refresh_interval=0, full_refresh=0) for _ in range(2))
     published = registry.save_model("1.0.0", "model", {"owner": "ml", "stage": "step-0", "seq": 0})
     step_time = min(seconds_taken(lambda n=n: promotion_step(registry, "1.0.0", n)) for n in (1, 2))
     window = PROMOTIONS_PER_CHILD * step_time
@@ -470,12 +472,17 @@ def test_many_writers_and_readers_at_once(registry_target: RegistryTarget, clean
         for payload in range(RACERS)
     ]
 
+    failures: list[BaseException] = []
+
     def promote_from_a_thread() -> None:
         host = registry_target.open()
         go.wait(Children.TIMEOUT)
-        host.set_stage("1.0.0", "prod")
-        for key in approvals[-1]:
-            host.update_metadata("1.0.0", {key: True}, actor=key)
+        try:
+            host.set_stage("1.0.0", "prod")
+            for key in approvals[-1]:
+                host.update_metadata("1.0.0", {key: True}, actor=key)
+        except BaseException as exc:  # said by the test, not lost in a thread
+            failures.append(exc)
 
     shared = registry_target.open(refresh_interval=0.05)  # threads of one worker share a registry
     own = [registry_target.open(refresh_interval=0.05) for _ in range(READERS - 2)]
@@ -486,6 +493,8 @@ def test_many_writers_and_readers_at_once(registry_target: RegistryTarget, clean
         promoter.start()
         go.wait(Children.TIMEOUT)
         promoter.join(Children.TIMEOUT)
+        assert not promoter.is_alive(), "the promoting thread did not finish in time"
+        assert failures == [], f"the promoting thread failed: {failures!r}"
         for writer in writers:
             writer.join(Children.TIMEOUT)
             assert writer.exitcode == 0, f"a writer ended with {writer.exitcode}"

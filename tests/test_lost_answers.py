@@ -15,26 +15,26 @@ from flask_model_registry import ModelRegistry, VersionExistsError
 
 
 @pytest.fixture
-def lossy(s3_server: servers.Store) -> Iterator[tuple[servers.Store, servers.LossyProxy]]:
+def lossy(s3_server: servers.Store) -> Iterator[tuple[servers.Store, servers.StoreProxy]]:
     """The S3 server through a proxy that loses the answers it is told to."""
-    with servers.lossy_s3(s3_server) as (store, proxy):
+    with servers.proxied(s3_server) as (store, proxy):
         yield store, proxy
 
 
 @pytest.fixture
-def proxy(lossy: tuple[servers.Store, servers.LossyProxy]) -> servers.LossyProxy:
+def proxy(lossy: tuple[servers.Store, servers.StoreProxy]) -> servers.StoreProxy:
     """The proxy, to tell which answer to lose."""
     return lossy[1]
 
 
 @pytest.fixture
-def root(lossy: tuple[servers.Store, servers.LossyProxy]) -> str:
+def root(lossy: tuple[servers.Store, servers.StoreProxy]) -> str:
     """A fresh registry prefix in the test bucket."""
     return lossy[0].url(f"lost-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture
-def registry(lossy: tuple[servers.Store, servers.LossyProxy], root: str) -> ModelRegistry:
+def registry(lossy: tuple[servers.Store, servers.StoreProxy], root: str) -> ModelRegistry:
     """A registry that reaches S3 through the lossy proxy."""
     return ModelRegistry(root, storage_options=lossy[0].storage_options, refresh_interval=0)
 
@@ -50,7 +50,7 @@ def actions(registry: ModelRegistry, version: str) -> list[str]:
 
 
 def test_a_publish_whose_commit_answer_is_lost_is_published_whole(
-    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.LossyProxy
+    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.StoreProxy
 ):
     proxy.lose_next_answer("PUT", "/versions/1.0.0/metadata.json")
 
@@ -66,7 +66,7 @@ def test_a_publish_whose_commit_answer_is_lost_is_published_whole(
 
 
 def test_an_audit_event_whose_answer_is_lost_is_recorded_once(
-    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.LossyProxy
+    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.StoreProxy
 ):
     registry.save_model("1.0.0", {"weights": [1.0]})
     proxy.lose_next_answer("PUT", "/audit/1.0.0/")
@@ -78,7 +78,7 @@ def test_an_audit_event_whose_answer_is_lost_is_recorded_once(
 
 
 def test_a_promotion_whose_answer_is_lost_is_applied_and_audited(
-    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.LossyProxy
+    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.StoreProxy
 ):
     registry.save_model("1.0.0", {"weights": [1.0]}, {"stage": "staging"})
     proxy.lose_next_answer("PUT", "/versions/1.0.0/metadata.json")

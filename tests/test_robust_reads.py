@@ -236,9 +236,7 @@ def test_a_huge_sparse_metadata_file_is_not_read_whole(local_two_good) -> None:
 
 
 @pytest.mark.parametrize("kind", ["a FIFO", "a folder", "a socket"])
-def test_metadata_that_is_not_a_regular_file_never_blocks(
-    local_two_good, fifo, kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_metadata_that_is_not_a_regular_file_never_blocks(local_two_good, fifo, kind: str) -> None:
     folder = Path(local_two_good.root, "versions", "1.5.0")
     folder.mkdir()
     path = folder / "metadata.json"
@@ -247,9 +245,15 @@ def test_metadata_that_is_not_a_regular_file_never_blocks(
     elif kind == "a folder":
         path.mkdir()
     else:
-        monkeypatch.chdir(folder)  # a relative name: pytest-xdist's longer tmp paths pass AF_UNIX's 108 bytes
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(path.name)  # the socket file stays after the close
+            # Bound relative to its folder: a socket path is limited to 107 bytes, tmp paths under
+            # pytest-xdist are longer. The socket file stays after the close.
+            cwd = os.getcwd()
+            os.chdir(folder)
+            try:
+                sock.bind("metadata.json")
+            finally:
+                os.chdir(cwd)
     within(20, lambda: assert_only_itself_is_broken(local_two_good, "1.5.0", match="cannot be read"))
 
 

@@ -141,7 +141,7 @@ def test_corrupt_metadata_breaks_neither_listing_nor_the_model_being_served(
     registry_target: RegistryTarget, any_registry: ModelRegistry
 ) -> None:
     any_registry.save_model("1.0.0", {"w": 1})
-    reader = registry_target.open(refresh_interval=0)
+    reader = registry_target.open(refresh_interval=0, full_refresh=0)  # finds hand-made files at once
     assert reader.get_latest_model() == {"w": 1}
 
     write_raw(registry_target, b"{not json", "versions", "1.1.0", METADATA_FILE)
@@ -348,7 +348,7 @@ def test_a_change_by_another_host_is_seen_within_the_refresh_interval(
     scan_started = time.monotonic()  # the reader's next scan is due REFRESH after its scan began
     assert reader.list_versions() == []
     scan_ended = time.monotonic()
-    scans = count_calls(reader.storage, "scan")
+    scans = count_calls(reader.storage, "refresh")
 
     writer.save_model("1.0.0", "model")
     if not registry_target.is_remote:
@@ -357,7 +357,7 @@ def test_a_change_by_another_host_is_seen_within_the_refresh_interval(
     while time.monotonic() < scan_started + 0.8 * REFRESH:  # within the interval: the snapshot answers
         assert reader.list_versions() == []
         time.sleep(0.02)
-    assert scans == [], "no listing before the refresh interval is up"
+    assert scans == [], "no request before the refresh interval is up"
     while reader.list_versions() != ["1.0.0"]:
         assert time.monotonic() < scan_ended + REFRESH + 0.5, "not seen within the refresh interval"
         time.sleep(0.02)
@@ -369,6 +369,9 @@ def test_discovery_fetches_only_changed_metadata_a_few_at_a_time(registry_target
     versions = [f"1.{i}.0" for i in range(12)]
     for version in versions:
         writer.save_model(version, version)
+    remote_store = registry_target.is_remote
+    if remote_store:  # a registry without its manifest (hand-made, or older): one GET per version
+        registry_target.filesystem.rm_file(registry_target.path("manifest.json"))
     reader = registry_target.open(refresh_interval=0)
     reads = Reads(reader.storage, delay=0.02)
 
@@ -383,6 +386,7 @@ def test_discovery_fetches_only_changed_metadata_a_few_at_a_time(registry_target
 
     writer.set_stage("1.3.0", "prod")
     assert reader.get_latest_version(stage="prod") == "1.3.0"
+    # on object storage too: the cold start saw no manifest, so the change is read from the object
     assert len(reads.paths) == 1 and "1.3.0" in reads.paths[0], "only the changed metadata"
 
 

@@ -43,7 +43,7 @@ def test_during_an_outage_the_store_is_asked_once_per_refresh_interval(caplog: p
         service.save_model("1.0.0", "the model")
         assert service.get_latest_model() == "the model"
         newcomer = ModelRegistry(store.url("outage-interval"), storage_options=options, refresh_interval=0.5)
-    listings = count_calls(service.storage, "scan")
+    listings = count_calls(service.storage, "refresh")
     time.sleep(0.6)  # the last good listing is older than the interval: the next call asks
 
     with caplog.at_level(logging.WARNING):

@@ -14,6 +14,7 @@ def open_storage(
     *,
     storage_options: Mapping[str, Any] | None = None,
     refresh_interval: float | None = None,
+    full_refresh: float | None = None,
     watch: bool = True,
 ) -> Storage:
     """The storage for ``root``: a local path (or ``file://`` URL), or any fsspec URL."""
@@ -22,7 +23,9 @@ def open_storage(
         return LocalStorage(rest if sep else root, watch=watch, refresh_interval=refresh_interval or 0.0)
     from .remote import FsspecStorage
 
-    return FsspecStorage(root, storage_options=storage_options, refresh_interval=refresh_interval)
+    return FsspecStorage(
+        root, storage_options=storage_options, refresh_interval=refresh_interval, full_refresh=full_refresh
+    )
 
 
 __all__ = ["LocalStorage", "Publication", "Stamp", "Storage", "open_storage"]

@@ -9,17 +9,20 @@ changes; the registry above sees only this interface.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import BinaryIO
 
 #: Token that changes whenever an object changes (inode and times on disk, ETag on object stores).
 Stamp = Hashable
+#: What reading one version's metadata gave: its bytes and stamp, or why it could not be read.
+Read = tuple[bytes, Stamp] | OSError
 
 METADATA_FILE = "metadata.json"
 DEFAULT_ARTIFACT_FILE = "model.pkl"
 VERSIONS_DIR = "versions"
 AUDIT_DIR = "audit"
+_MISSING = object()
 #: The most bytes of a ``metadata.json`` (or an audit event) that are read: a larger file is read no
 #: further than this + 1 bytes, and listed as an ``error`` entry. Writes stop at 256 KiB.
 MAX_METADATA_READ_BYTES = 1 << 20
@@ -76,6 +79,21 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def scan(self) -> dict[str, Stamp]:
         """Every committed version (valid name, metadata present) and the stamp of its metadata."""
+
+    def refresh(self, known: Mapping[str, Stamp]) -> tuple[list[str], dict[str, Read]] | None:
+        """What changed since the state ``known`` (each version's stamp): None if nothing did, else the
+        versions still as known and the metadata of every new or changed one. This default lists
+        every version (:meth:`scan`) and reads what changed; object stores ask their manifest first.
+        """
+        if not known:  # nothing known yet: everything is read, in one pass where the storage can
+            fetched = self.scan_metadata()
+            return ([], fetched) if fetched else None
+        stamps = self.scan()
+        kept = [v for v, stamp in stamps.items() if known.get(v, _MISSING) == stamp]
+        if len(kept) == len(stamps) == len(known):
+            return None
+        kept_set = set(kept)
+        return kept, self.read_metadata_many([v for v in stamps if v not in kept_set])
 
     def scan_metadata(self) -> dict[str, tuple[bytes, Stamp] | OSError]:
         """:meth:`scan`, then :meth:`read_metadata_many` of every version: the first listing of a

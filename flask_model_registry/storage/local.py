@@ -37,6 +37,13 @@ from .base import (
 from .watch import DirectoryWatcher
 
 STAGING_PREFIX = ".staging-"
+#: Without change notification, one stat pass over the versions answers the calls that arrive within
+#: this many times its own duration (and the refresh interval): polling costs at most ~1/11 of the
+#: time, whatever the number of versions, and a change is seen within that bound.
+POLL_REUSE = 10.0
+#: ``versions/`` changed this recently (ns): its mtime may not tell the next change apart (coarse
+#: kernel timestamps), so it is not trusted until it is older.
+_RACY_NS = 20_000_000
 #: The audit folder that holds event temporaries (beside the pending events: a small folder).
 TEMPORARIES = ".pending"
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
@@ -200,7 +207,9 @@ class LocalStorage(Storage):
     ) -> None:
         self.root = os.path.abspath(root)
         self._refresh_interval = refresh_interval
-        self._next_poll = 0.0
+        self._next_poll = 0.0  # without notification: when the last stat pass stops answering
+        self._probed: Stamp | None = None  # ... and what versions/ looked like as it began
+        self._pass_seconds = 0.0  # how long the last pass took
         self.versions_dir = os.path.join(self.root, VERSIONS_DIR)
         self._real_root = os.path.realpath(self.root)
         self._resolved: tuple[str, str] | None = None  # where the root and versions/ led at the last scan
@@ -240,16 +249,38 @@ class LocalStorage(Storage):
     def unchanged(self) -> bool:
         if self._watcher.active:
             return self._watcher.quiet()
-        return self._refresh_interval > 0 and time.monotonic() < self._next_poll
+        return self._polled_recently()
 
     def may_have_changed(self) -> bool:
-        if self._watcher.active or self._refresh_interval <= 0:
+        if self._watcher.active:
             return self._watcher.changed()
-        now = time.monotonic()  # polling, throttled as the user asked
-        if now < self._next_poll:
-            return False
-        self._next_poll = now + self._refresh_interval
-        return True
+        return not self._polled_recently()
+
+    @property
+    def staleness_bound(self) -> float:
+        """The most seconds a change made by another process may stay unseen right now: 0 with
+        notification; without, the refresh interval or :data:`POLL_REUSE` times the last pass."""
+        if self._watcher.active:
+            return 0.0
+        return max(self._refresh_interval, POLL_REUSE * self._pass_seconds)
+
+    def _polled_recently(self) -> bool:
+        """Without notification: whether the last stat pass still answers. It does for
+        :data:`POLL_REUSE` times its own duration (or the refresh interval, if longer), as long as
+        ``versions/`` itself is unchanged: a version folder added, renamed or removed is seen at once,
+        a metadata.json rewritten inside its folder within that bound."""
+        probed = self._probed
+        return time.monotonic() < self._next_poll and probed is not None and self._probe() == probed
+
+    def _probe(self) -> Stamp | None:
+        """``versions/`` as one ``stat`` sees it (None if missing or just changed: not to be trusted)."""
+        try:
+            st = os.stat(self.versions_dir)
+        except OSError:
+            return None
+        if time.time_ns() - st.st_mtime_ns < _RACY_NS:
+            return None
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
     def rescan_failed(self) -> None:
         self._watcher.forget()  # its signal was consumed by the scan that failed
@@ -287,6 +318,7 @@ class LocalStorage(Storage):
         watcher had queued. The root, ``versions/`` and the folders holding a link on the way to
         them are watched from now on; where such a link was switched (a Kubernetes ``..data``
         volume, git-sync, a blue/green release folder), what it leads to now."""
+        started, probe = time.monotonic(), self._probe()
         self._watcher.settle()
         self._scan_started = time.monotonic()
         resolved = (os.path.realpath(self.root), os.path.realpath(self.versions_dir))
@@ -306,12 +338,15 @@ class LocalStorage(Storage):
                     "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
                     location=self.root,
                 ) from None
-            yield None
-            return
+            versions_fd = None
         try:
             yield versions_fd
         finally:
-            os.close(versions_fd)
+            if versions_fd is not None:
+                os.close(versions_fd)
+        ended = time.monotonic()
+        self._probed, self._pass_seconds = probe, ended - started
+        self._next_poll = ended + self.staleness_bound
 
     def _watch_folders(self, names: list[str], committed: Iterable[str]) -> None:
         """Watch the version folders: every one still being written (its commit must be seen at

@@ -1,0 +1,311 @@
+"""Single objects on each store: reads, conditional reads and conditional writes, and stamps.
+
+What each store guarantees (see :mod:`.remote` for how publishing and promotion use them):
+create-only writes, compare-and-swap on the object's ETag (generation on GCS), and a read that
+answers "not modified" to the stamp last seen (the manifest's idle refresh, :mod:`.manifest`).
+``memory://`` and other fsspec filesystems fall back to a lock in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import fsspec
+from fsspec.asyn import sync
+
+from ..errors import StorageUnavailableError
+from .base import MAX_METADATA_READ_BYTES, Stamp
+
+_LIMIT = MAX_METADATA_READ_BYTES + 1  # bytes of a metadata object or audit event read at most
+_S3_BUSY_RETRIES = 5
+
+
+class Objects:
+    """Reads and conditional writes of single objects, and the stamp a listing gives an object.
+
+    This fallback serves ``memory://`` and any fsspec filesystem without a store-specific subclass:
+    its conditional writes are atomic through a lock in this process only.
+    """
+
+    #: How many objects are fetched at once.
+    concurrency = 8
+    _lock = threading.Lock()  # one for the process: memory:// is shared by all its instances
+
+    def __init__(self, fs: fsspec.AbstractFileSystem) -> None:
+        self.fs = fs
+
+    def stamp(self, info: Mapping[str, Any]) -> Stamp:
+        """A token that changes whenever the object does, from a listing or ``info`` entry."""
+        for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
+            value = info.get(key)
+            if value is not None:
+                return (value.timestamp() if isinstance(value, datetime) else value, info.get("size"))
+        return (None, info.get("size"))
+
+    def read(self, path: str, limit: int | None = _LIMIT) -> tuple[bytes, Stamp]:
+        """The object's bytes (no more than ``limit``, None: all of them) and stamp;
+        FileNotFoundError when missing, PermissionError when the store refuses it (403, archived)."""
+        stamp = self.stamp(self.fs.info(path))  # stamp first: a newer body can only fail a CAS
+        return self.fs.cat_file(path, start=0, end=limit), stamp
+
+    def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """Names right inside ``path``, ascending, after ``start_after``, at most ``limit``, in as few
+        requests as the store allows; None where the store has no such listing."""
+        return None
+
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        """All of the object (no limit), unless its stamp is still ``stamp`` (None): one small request."""
+        if self.stamp(self.fs.info(path)) == stamp:
+            return None
+        return self.read(path, None)
+
+    def create(self, path: str, data: bytes) -> Stamp:
+        """Write the object only if there is none (FileExistsError otherwise); its new stamp."""
+        with self._lock:
+            if self.fs.exists(path):
+                raise FileExistsError(path)
+            self.fs.pipe_file(path, data)
+            return self.stamp(self.fs.info(path))
+
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
+        """Overwrite the object only if its stamp is still ``expected``: its new stamp, or None if
+        the stamp was another (or the object is gone)."""
+        with self._lock:
+            try:
+                current = self.stamp(self.fs.info(path))
+            except FileNotFoundError:
+                return None
+            if current != expected:
+                return None
+            self.fs.pipe_file(path, data)
+            return self.stamp(self.fs.info(path))
+
+
+class AsyncObjects(Objects):
+    """A store whose own conditional requests do the work; reads run on fsspec's event loop."""
+
+    concurrency = 16
+
+    def read(self, path: str, limit: int | None = _LIMIT) -> tuple[bytes, Stamp]:
+        return sync(self.fs.loop, self._read, path, limit)
+
+    async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
+        raise NotImplementedError
+
+
+def s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind an exception s3fs translated (``PreconditionFailed``, ...)."""
+    response = getattr(exc.__cause__, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+
+
+class S3Objects(AsyncObjects):
+    """S3 through s3fs: conditional PutObject on the ETag."""
+
+    def stamp(self, info: Mapping[str, Any]) -> Stamp:
+        return info["ETag"]
+
+    async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
+        bucket, key, _ = self.fs.split_path(path)
+        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **condition)
+        body = response["Body"]
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while limit is None or size < limit:  # a larger object is read no further
+                chunk = await body.read(None if limit is None else limit - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            return b"".join(chunks), response["ETag"]
+        finally:
+            body.close()
+
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        try:
+            return sync(self.fs.loop, self._read, path, None, IfNoneMatch=str(stamp))
+        except OSError as exc:
+            if s3_error_code(exc) in ("304", "NotModified"):
+                return None
+            raise
+
+    def list_names(self, path: str, start_after: str | None, limit: int | None) -> list[str] | None:
+        """ListObjectsV2 from ``StartAfter``, a page of at most ``limit`` keys at a time."""
+        bucket, key, _ = self.fs.split_path(path)
+        prefix = f"{key}/"
+        names: list[str] = []
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        if start_after is not None:
+            request["StartAfter"] = prefix + start_after
+        while limit is None or len(names) < limit:
+            if limit is not None:
+                request["MaxKeys"] = min(1000, limit - len(names))
+            try:
+                page = self.fs.call_s3("list_objects_v2", **request)
+            except FileNotFoundError:
+                raise StorageUnavailableError(f"bucket {bucket!r} does not exist") from None
+            found = [item["Key"] for item in page.get("Contents", [])]
+            found += [item["Prefix"].rstrip("/") for item in page.get("CommonPrefixes", [])]
+            names += sorted(k[len(prefix) :] for k in found)
+            if not page.get("IsTruncated"):
+                break
+            request["ContinuationToken"] = page["NextContinuationToken"]
+        return names
+
+    def _put(self, path: str, data: bytes, **condition: str) -> tuple[str | None, Stamp]:
+        """PutObject under ``condition``: (None, the new ETag) when written, else why not."""
+        bucket, key, _ = self.fs.split_path(path)
+        try:
+            response = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        except OSError as exc:
+            code = s3_error_code(exc)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                return code, None
+            raise
+        return None, response["ETag"]
+
+    def create(self, path: str, data: bytes) -> Stamp:
+        for attempt in range(_S3_BUSY_RETRIES):
+            code, etag = self._put(path, data, IfNoneMatch="*")
+            if code != "ConditionalRequestConflict":
+                break
+            time.sleep(0.05 * (attempt + 1))  # 409: another conditional write is in flight; retry
+        if code is not None:  # taken, or still being taken by another writer
+            raise FileExistsError(path)
+        return etag
+
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
+        return self._put(path, data, IfMatch=str(expected))[1]
+
+
+class AzureObjects(AsyncObjects):
+    """Azure Blob through adlfs's client: Put Blob with ``If-None-Match: *`` or ``If-Match: <ETag>``."""
+
+    def stamp(self, info: Mapping[str, Any]) -> Stamp:
+        return info["etag"]
+
+    def _client(self, path: str) -> Any:
+        container, blob, _ = self.fs.split_path(path)
+        return self.fs.service_client.get_blob_client(container=container, blob=blob)
+
+    async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        async with self._client(path) as client:
+            try:
+                # A ranged read (the SDK answers an empty blob's 416 itself): a larger blob is read
+                # no further than the limit.
+                stream = await client.download_blob(offset=0, length=limit, **condition)
+            except ResourceNotFoundError:
+                raise FileNotFoundError(path) from None
+            return await stream.readall(), stream.properties.etag
+
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotModifiedError
+
+        condition = {"etag": stamp, "match_condition": MatchConditions.IfModified}
+        try:
+            return sync(self.fs.loop, self._read, path, None, **condition)
+        except (ResourceNotModifiedError, ResourceModifiedError):  # 304 (Azurite: 412): the same
+            return None
+
+    async def _upload(self, path: str, data: bytes, **conditions: Any) -> Stamp:
+        async with self._client(path) as client:
+            return (await client.upload_blob(data, **conditions))["etag"]
+
+    def create(self, path: str, data: bytes) -> Stamp:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            return sync(self.fs.loop, self._upload, path, data, overwrite=False)
+        except ResourceExistsError:
+            raise FileExistsError(path) from None
+
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        condition = {"etag": expected, "match_condition": MatchConditions.IfNotModified}
+        try:
+            return sync(self.fs.loop, self._upload, path, data, overwrite=True, **condition)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+
+
+class GCSObjects(AsyncObjects):
+    """Google Cloud Storage through gcsfs: uploads with an ``ifGenerationMatch`` precondition."""
+
+    concurrency = 4  # emulators (and small quotas) fall over beyond a few requests at once
+
+    def stamp(self, info: Mapping[str, Any]) -> Stamp:
+        return str(info["generation"])
+
+    async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
+        bucket, key, _ = self.fs.split_path(path)
+        headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media", **condition)
+        return data[:limit], headers["X-Goog-Generation"]
+
+    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+        """The object's metadata first (``ifGenerationNotMatch``: 304 on GCS; a small JSON answer
+        on emulators that ignore it), then its bytes only if the generation moved on."""
+        bucket, key, _ = self.fs.split_path(path)
+        _, answer = self.fs.call("GET", "b/{}/o/{}", bucket, key, ifGenerationNotMatch=str(stamp))
+        if not answer or str(json.loads(answer)["generation"]) == str(stamp):
+            return None
+        return self.read(path, None)
+
+    def _upload(self, path: str, data: bytes, generation: str) -> Stamp:
+        """A multipart upload that the store refuses (412, FileExistsError) unless the object's
+        generation is ``generation`` ("0": no object)."""
+        from gcsfs.core import quote
+
+        bucket, key, _ = self.fs.split_path(path)
+        boundary = uuid.uuid4().hex
+        body = b"".join(
+            [
+                f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+                json.dumps({"name": key}).encode(),
+                f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
+                data,
+                f"\r\n--{boundary}--".encode(),
+            ]
+        )
+        answer = self.fs.call(
+            "POST",
+            f"{self.fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+            uploadType="multipart",
+            ifGenerationMatch=generation,
+            headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
+            data=body,
+            json_out=True,
+        )
+        return str(answer["generation"])
+
+    def create(self, path: str, data: bytes) -> Stamp:
+        return self._upload(path, data, "0")
+
+    def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
+        try:
+            return self._upload(path, data, str(expected))
+        except (FileExistsError, FileNotFoundError):
+            return None
+
+
+OBJECTS: dict[str, type[Objects]] = {
+    **dict.fromkeys(("s3", "s3a"), S3Objects),
+    **dict.fromkeys(("az", "abfs", "abfss"), AzureObjects),
+    **dict.fromkeys(("gs", "gcs"), GCSObjects),
+}
+
+
+def objects_for(scheme: str, fs: fsspec.AbstractFileSystem) -> Objects:
+    """The single-object requests of ``scheme``'s store on ``fs``."""
+    return OBJECTS.get(scheme, Objects)(fs)
