@@ -171,7 +171,9 @@ def test_every_kind_at_once(two_good) -> None:
 
 
 def test_a_running_registry_keeps_seeing_changes_around_a_bad_file(two_good) -> None:
-    registry = two_good.open(refresh_interval=0)
+    # full_refresh=0: on object storage, files put by hand (not by a registry) are found by a full
+    # listing, every MODEL_REGISTRY_FULL_REFRESH seconds by default.
+    registry = two_good.open(refresh_interval=0, full_refresh=0)
     assert registry.list_versions() == ["1.0.0", "2.0.0"]
     put(two_good, "1.5.0", "metadata.json", JUNK["nesting past the recursion limit"])
     assert registry.list_versions() == ["1.0.0", "1.5.0", "2.0.0"]
