@@ -25,7 +25,7 @@ COPY setup.cfg pyproject.toml ./
 RUN mkdir flask_model_registry \
     && echo '__version__ = "0"' > flask_model_registry/__init__.py \
     && touch README.md \
-    && pip install --no-cache-dir '.[server]' \
+    && pip install --no-cache-dir '.[server,metrics]' \
     && pip uninstall --yes flask-model-registry \
     && rm -rf flask_model_registry build ./*.egg-info README.md
 

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # `serve` installs the runtime and the server only; `test` adds the tools and every storage backend.
-SERVE_EXTRAS := server
+SERVE_EXTRAS := server,metrics
 TEST_EXTRAS := test,server,s3,azure,gcs
 # Debian packages the tests and benchmarks use, as command:package (apt-get installs them as root).
 SYSTEM_TOOLS := docker-compose:docker-compose wrk:wrk node:nodejs npm:npm chromium:chromium

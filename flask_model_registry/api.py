@@ -387,8 +387,9 @@ def _openapi_template() -> dict[str, Any]:
     """The packaged document, plus each registry path again under ``/{model}`` for named models."""
     document = json.loads(resources.files(__package__).joinpath(_OPENAPI_FILE).read_bytes())
     paths = document["paths"]
+    app_wide = {f"{_OPENAPI_PREFIX}/{name}" for name in (_OPENAPI_FILE, "health", "metrics")}
     for path, item in list(paths.items()):
-        if not path.endswith("/" + _OPENAPI_FILE):
+        if path not in app_wide:
             paths[f"{_OPENAPI_PREFIX}/{{model}}{path.removeprefix(_OPENAPI_PREFIX)}"] = _of_model(item)
     return document
 

@@ -146,11 +146,16 @@ def check_stage(stage: object, allowed: Collection[str] | None) -> str:
 
 
 def _check_value(value: Any, depth: int) -> None:
+    """A value JSON can carry as it is. Top-level keys follow the key rule (they are the names of
+    flags and columns); keys of nested objects are the user's data: any string."""
     if depth > MAX_DEPTH:
         raise InvalidMetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_key(key)
+            if depth == 0:
+                _check_key(key)
+            elif not isinstance(key, str):
+                raise InvalidMetadataError(f"metadata key {_short(key)} is not a string")
             _check_value(item, depth + 1)
     elif isinstance(value, list):
         for item in value:

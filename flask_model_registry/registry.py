@@ -493,7 +493,7 @@ class ModelRegistry:
                 if not self._landed(version, new):
                     pending.discard()
                     raise
-                wrote = True
+                wrote = False  # it landed, but maybe as another writer's identical change
             self._stale = True
             if wrote is False and self.audit.recorded_elsewhere(pending):
                 pending.discard()  # another writer made the same change at once: its event records it

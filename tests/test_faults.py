@@ -472,12 +472,17 @@ def test_many_writers_and_readers_at_once(registry_target: RegistryTarget, clean
         for payload in range(RACERS)
     ]
 
+    failures: list[BaseException] = []
+
     def promote_from_a_thread() -> None:
         host = registry_target.open()
         go.wait(Children.TIMEOUT)
-        host.set_stage("1.0.0", "prod")
-        for key in approvals[-1]:
-            host.update_metadata("1.0.0", {key: True}, actor=key)
+        try:
+            host.set_stage("1.0.0", "prod")
+            for key in approvals[-1]:
+                host.update_metadata("1.0.0", {key: True}, actor=key)
+        except BaseException as exc:  # said by the test, not lost in a thread
+            failures.append(exc)
 
     shared = registry_target.open(refresh_interval=0.05)  # threads of one worker share a registry
     own = [registry_target.open(refresh_interval=0.05) for _ in range(READERS - 2)]
@@ -488,6 +493,8 @@ def test_many_writers_and_readers_at_once(registry_target: RegistryTarget, clean
         promoter.start()
         go.wait(Children.TIMEOUT)
         promoter.join(Children.TIMEOUT)
+        assert not promoter.is_alive(), "the promoting thread did not finish in time"
+        assert failures == [], f"the promoting thread failed: {failures!r}"
         for writer in writers:
             writer.join(Children.TIMEOUT)
             assert writer.exitcode == 0, f"a writer ended with {writer.exitcode}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from servers_gunicorn import REPO, get, gunicorn
 
@@ -103,12 +103,13 @@ def test_two_workers_add_up(bundled_copy: Path):
 
 
 def healthcheck_command() -> list[str]:
-    """The Dockerfile's ``HEALTHCHECK`` command (compose runs the same one)."""
+    """The Dockerfile's ``HEALTHCHECK`` command (exec form; compose runs the same one)."""
     lines = (REPO / "Dockerfile").read_text().split("HEALTHCHECK", 1)[1].split("\n")
-    command = next(line.strip() for line in lines if line.strip().startswith("CMD "))[4:]
-    compose = (REPO / "docker-compose.yml").read_text()
-    assert command.split(" -c ")[1].strip('"') in compose, "compose checks health the same way"
-    return shlex.split(command)
+    argv = json.loads(next(line.strip() for line in lines if line.strip().startswith("CMD "))[4:])
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    healthcheck = compose["services"]["python-api"]["healthcheck"]
+    assert healthcheck["test"] == ["CMD", *argv], "compose checks health the same way"
+    return argv
 
 
 def test_the_container_healthcheck_follows_the_registry(bundled_copy: Path):

@@ -12,6 +12,7 @@ from flask import Flask
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from flask_model_registry.api import bp
+from flask_model_registry.monitoring import bp as monitoring_bp
 
 #: Methods Flask adds to every rule by itself; the document leaves them out, as is usual.
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
@@ -34,7 +35,7 @@ def blueprint_operations(app: Flask) -> set[tuple[str, str]]:
     return {
         (re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule), method.lower())
         for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith(f"{bp.name}.")
+        if rule.endpoint.partition(".")[0] in (bp.name, monitoring_bp.name)
         for method in rule.methods - IMPLICIT_METHODS
     }
 
@@ -67,7 +68,7 @@ def test_default_document_is_the_packaged_file_plus_the_named_models(document):
     default_paths = {p: item for p, item in document["paths"].items() if not p.startswith("/models/{model}")}
     assert {**document, "paths": default_paths} == packaged
     for path, item in packaged["paths"].items():
-        if path != "/models/openapi.json":
+        if path not in ("/models/openapi.json", "/models/health", "/models/metrics"):  # app-wide
             named = document["paths"][path.replace("/models", "/models/{model}", 1)]
             assert named["parameters"][0] == {"$ref": "#/components/parameters/model"}
             for method in set(item) - {"parameters"}:

@@ -171,7 +171,9 @@ def test_every_kind_at_once(two_good) -> None:
 
 
 def test_a_running_registry_keeps_seeing_changes_around_a_bad_file(two_good) -> None:
-    registry = two_good.open(refresh_interval=0, full_refresh=0)  # hand-made files: a full listing each time
+    # full_refresh=0: on object storage, files put by hand (not by a registry) are found by a full
+    # listing, every MODEL_REGISTRY_FULL_REFRESH seconds by default.
+    registry = two_good.open(refresh_interval=0, full_refresh=0)
     assert registry.list_versions() == ["1.0.0", "2.0.0"]
     put(two_good, "1.5.0", "metadata.json", JUNK["nesting past the recursion limit"])
     assert registry.list_versions() == ["1.0.0", "1.5.0", "2.0.0"]
@@ -246,7 +248,14 @@ def test_metadata_that_is_not_a_regular_file_never_blocks(local_two_good, fifo, 
         path.mkdir()
     else:
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(str(path))  # the socket file stays after the close
+            # Bound relative to its folder: a socket path is limited to 107 bytes, tmp paths under
+            # pytest-xdist are longer. The socket file stays after the close.
+            cwd = os.getcwd()
+            os.chdir(folder)
+            try:
+                sock.bind("metadata.json")
+            finally:
+                os.chdir(cwd)
     within(20, lambda: assert_only_itself_is_broken(local_two_good, "1.5.0", match="cannot be read"))
 
 

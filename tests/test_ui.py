@@ -3,8 +3,6 @@ input. The browser tests (test_ui_browser.py) drive the same pages in chromium."
 
 from __future__ import annotations
 
-import configparser
-import fnmatch
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -358,19 +356,6 @@ def test_security_headers(make_app: Callable[..., Flask]) -> None:
     answer = make_app().test_client().get(f"{UI}/")
     assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
     assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["Cache-Control"] == "no-store"
-
-
-def test_templates_and_static_files_ship_in_the_wheel() -> None:
-    """Every non-Python file of the console matches a package_data pattern of setup.cfg."""
-    root = Path(__file__).resolve().parent.parent
-    config = configparser.ConfigParser()
-    config.read(root / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["flask_model_registry.ui"].split(",")]
-    ui = root / "flask_model_registry" / "ui"
-    files = [
-        p.relative_to(ui).as_posix() for p in ui.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-    ]
-    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
 
 
 def test_host_error_handlers_do_not_take_over_the_console(make_app: Callable[..., Flask]) -> None:

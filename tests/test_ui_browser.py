@@ -99,7 +99,7 @@ def test_pages_load_and_show_the_registry(serve: Callable[..., str], open_tab: C
     expect(table.locator("tr.broken")).to_contain_text("1.2.0")
     expect(table.locator("tr.broken")).to_contain_text("not valid JSON")
     serving = t.page.locator("dl.serving")
-    expect(serving).to_contain_text("latest")
+    expect(serving.locator("div", has_text="latest").first).to_contain_text("1.2.0 (broken)")
     expect(serving.locator("div", has_text="prod")).to_contain_text("1.0.0")
     t.screenshot("ui-registry.png")
 
