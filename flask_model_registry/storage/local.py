@@ -16,7 +16,6 @@ import functools
 import hashlib
 import os
 import shutil
-import stat
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,13 +25,23 @@ from ..errors import ConflictError, StorageUnavailableError, VersionAliasError, 
 from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
-    MAX_METADATA_READ_BYTES,
     METADATA_FILE,
     VERSIONS_DIR,
     Publication,
     Stamp,
     Storage,
     read_each,
+)
+from .files import (
+    READ_FLAGS,
+    fsync_dir,
+    link_parents,
+    lock_folder,
+    read_whole,
+    remove_stale,
+    require_regular,
+    stamp,
+    write_durably,
 )
 from .watch import DirectoryWatcher
 
@@ -46,111 +55,6 @@ POLL_REUSE = 10.0
 _RACY_NS = 20_000_000
 #: The audit folder that holds event temporaries (beside the pending events: a small folder).
 TEMPORARIES = ".pending"
-#: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
-STALE_SECONDS = 3600.0
-#: How every file is opened for reading: a FIFO or a device never blocks the open (nor becomes a
-#: controlling terminal); what is not a regular file is then refused by :func:`_require_regular`.
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(path: str, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _remove_stale(directory: str, prefix: str, suffix: str = "", max_age: float = STALE_SECONDS) -> None:
-    """Remove the temporaries ``<prefix>…<suffix>`` in ``directory`` older than ``max_age`` seconds
-    (0: all of them), left by crashed writers; a folder a live writer holds locked (a very slow
-    save) stays."""
-    cutoff = time.time() - max_age
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if entry.name.startswith(prefix) and entry.name.endswith(suffix):
-            with contextlib.suppress(OSError):
-                if max_age and entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                    continue
-                if not entry.is_dir(follow_symlinks=False):
-                    os.unlink(entry.path)
-                    continue
-                try:
-                    fd = _lock_folder(entry.path, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its writer is alive, however slow
-                except OSError:  # a filesystem without flock: the age alone decides
-                    fd = -1
-                try:
-                    shutil.rmtree(entry.path)
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
-
-
-def _lock_folder(path: str, how: int = fcntl.LOCK_EX) -> int:
-    """Open the folder ``path`` and ``flock`` it; the descriptor (closing it, or dying, unlocks)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, how)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _require_regular(fd: int) -> os.stat_result:
-    """The ``fstat`` of ``fd``; an OSError if it is not a regular file (a FIFO, a device, a folder)."""
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
-    return st
-
-
-def _read_whole(fd: int, limit: int = MAX_METADATA_READ_BYTES) -> tuple[bytes, Stamp]:
-    """The open regular file ``fd`` (then closed), but no more than ``limit`` + 1 bytes, and its stamp."""
-    try:
-        st = _require_regular(fd)
-        chunks = [os.read(fd, min(st.st_size, limit) + 1)]  # one read, unless short or grown meanwhile
-        size = len(chunks[0])
-        while size != st.st_size and size <= limit:
-            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks), _stamp(st)
-    finally:
-        os.close(fd)
-
-
-def _link_parents(path: str) -> list[str]:
-    """The (real) folders that hold a symbolic link on the way to ``path``: watching them shows
-    when one of those links is switched."""
-    parents, current = [], os.sep
-    for part in path.strip(os.sep).split(os.sep):
-        candidate = os.path.join(current, part)
-        if os.path.islink(candidate):
-            parents.append(current)
-            candidate = os.path.realpath(candidate)
-        current = candidate
-    return parents
-
-
-def _stamp(st: os.stat_result) -> Stamp:
-    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-
-
 class LocalPublication(Publication):
     """A version staged in a hidden folder next to the versions, renamed into place on commit."""
 
@@ -161,7 +65,7 @@ class LocalPublication(Publication):
         os.makedirs(storage.versions_dir, exist_ok=True)
         os.mkdir(self._staging)
         try:
-            self._held = _lock_folder(self._staging)  # alive: no cleanup removes it, however slow
+            self._held = lock_folder(self._staging)  # alive: no cleanup removes it, however slow
         except OSError:  # a filesystem without flock: crash cleanup goes by age alone
             self._held = -1
 
@@ -173,8 +77,8 @@ class LocalPublication(Publication):
             os.fsync(f.fileno())
 
     def commit(self, metadata: bytes) -> None:
-        _write_durably(os.path.join(self._staging, METADATA_FILE), metadata)
-        _fsync_dir(self._staging)
+        write_durably(os.path.join(self._staging, METADATA_FILE), metadata)
+        fsync_dir(self._staging)
         target = self._storage.version_dir(self._version)
         if os.path.lexists(target):  # an empty folder would be silently replaced by rename
             raise self._storage.exists_error(self._version)
@@ -184,7 +88,7 @@ class LocalPublication(Publication):
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise self._storage.exists_error(self._version) from None
             raise
-        _fsync_dir(self._storage.versions_dir)
+        fsync_dir(self._storage.versions_dir)
         self._release()
 
     def abort(self) -> None:
@@ -300,7 +204,7 @@ class LocalStorage(Storage):
                     # broken version, listed with an error instead of breaking the whole listing.
                     found[name] = ("unreadable", exc.errno)
                     continue
-                found[name] = _stamp(st)
+                found[name] = stamp(st)
         self._watch_folders(names, found)
         return found
 
@@ -327,7 +231,7 @@ class LocalStorage(Storage):
                 self._watcher.forget()
             self._resolved = resolved
             self._real_root = resolved[0]
-        for path in (self.root, self.versions_dir, *_link_parents(self.versions_dir)):
+        for path in (self.root, self.versions_dir, *link_parents(self.versions_dir)):
             self._watcher.watch(path)
         self._plain = set()
         try:
@@ -395,7 +299,7 @@ class LocalStorage(Storage):
         """Open ``path`` (relative to ``versions_fd`` if given) for reading, without following a
         link that leads out of the root."""
         try:
-            return os.open(path, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=versions_fd)
+            return os.open(path, READ_FLAGS | os.O_NOFOLLOW, dir_fd=versions_fd)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise
@@ -403,7 +307,7 @@ class LocalStorage(Storage):
             path = os.path.join(self.versions_dir, path)
         if not self._inside_root(path):
             raise FileNotFoundError(errno.ENOENT, "link leads out of the registry root")
-        return os.open(path, _READ_FLAGS)
+        return os.open(path, READ_FLAGS)
 
     def _metadata_path(self, version: str) -> str:
         """``versions/<version>/metadata.json``, refusing a version folder linked out of the root."""
@@ -417,8 +321,8 @@ class LocalStorage(Storage):
         the path lookup is shorter, and a folder the last scan saw as a plain directory (not a link)
         needs no second check."""
         if versions_fd is not None and version in self._plain:
-            return _read_whole(self._open_inside(f"{version}/{METADATA_FILE}", versions_fd))
-        return _read_whole(self._open_inside(self._metadata_path(version)))
+            return read_whole(self._open_inside(f"{version}/{METADATA_FILE}", versions_fd))
+        return read_whole(self._open_inside(self._metadata_path(version)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         try:
@@ -463,22 +367,22 @@ class LocalStorage(Storage):
             try:
                 path = self._metadata_path(version)
                 directory = os.path.dirname(path)
-                current = _stamp(os.stat(path))
+                current = stamp(os.stat(path))
             except FileNotFoundError:
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
                 raise ConflictError(f"version {version} changed while being updated")
             # Only a writer holding the version's lock makes one: while we hold it, any is dead.
-            _remove_stale(directory, f".{METADATA_FILE}.", ".tmp", max_age=0)
+            remove_stale(directory, f".{METADATA_FILE}.", ".tmp", max_age=0)
             tmp = os.path.join(directory, f".{METADATA_FILE}.{uuid.uuid4().hex}.tmp")
             try:
-                _write_durably(tmp, data)
+                write_durably(tmp, data)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(directory)
+            fsync_dir(directory)
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
         return True
@@ -486,7 +390,7 @@ class LocalStorage(Storage):
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):
             raise self.exists_error(version)
-        _remove_stale(self.versions_dir, STAGING_PREFIX)
+        remove_stale(self.versions_dir, STAGING_PREFIX)
         return LocalPublication(self, version)
 
     @contextlib.contextmanager
@@ -495,9 +399,9 @@ class LocalStorage(Storage):
         self._real_root = os.path.realpath(self.root)  # the root may be a link, switched since
         if not self._inside_root(path):  # unpickling runs code: only ever from the root
             raise FileNotFoundError(errno.ENOENT, "artefact lies outside the registry root")
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, READ_FLAGS)
         try:
-            _require_regular(fd)
+            require_regular(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -521,7 +425,7 @@ class LocalStorage(Storage):
         temporaries = self._audit_folder(TEMPORARIES)
         tmp = os.path.join(temporaries, f".{uuid.uuid4().hex}.tmp")
         try:
-            _write_durably(tmp, data)  # one file, one more name per link: each name all or nothing
+            write_durably(tmp, data)  # one file, one more name per link: each name all or nothing
             for name in names:
                 folder = name.rpartition("/")[0]
                 os.makedirs(os.path.join(audit, folder), exist_ok=True)
@@ -531,14 +435,14 @@ class LocalStorage(Storage):
                 except FileExistsError:
                     if self.audit_read(name) != data:
                         raise
-                _fsync_dir(os.path.dirname(path))
+                fsync_dir(os.path.dirname(path))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _remove_stale(temporaries, ".", ".tmp")
+        remove_stale(temporaries, ".", ".tmp")
 
     def audit_read(self, name: str) -> bytes:
-        return _read_whole(self._open_inside(self._audit_path(name)))[0]
+        return read_whole(self._open_inside(self._audit_path(name)))[0]
 
     def audit_delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
