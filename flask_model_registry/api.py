@@ -87,8 +87,8 @@ def register_api(app: Flask, prefix: str) -> None:
                 try:
                     get_registry(segment) if get_registries() else check_version(segment)
                 except RegistryError as error:
-                    return _error(error.http_status, str(error))
-            return _http_error(exc)  # type: ignore[arg-type]
+                    return error_response(error.http_status, str(error))
+            return http_error_response(exc)  # type: ignore[arg-type]
         return None
 
     app.before_request(routing_error)
@@ -136,7 +136,7 @@ def _respond(rendered: tuple[bytes, str]) -> Response:
     if ("If-None-Match" in headers or "If-Match" in headers) and request.method in ("GET", "HEAD"):
         failed = _failed_precondition(etag)
         if failed == 412:
-            return _error(412, "If-Match: the answer has changed since that ETag")
+            return error_response(412, "If-Match: the answer has changed since that ETag")
         if failed == 304:
             response = current_app.response_class(status=304)
             response.set_etag(etag)
@@ -162,7 +162,8 @@ def _sorted_methods(value: str) -> str:
     return ", ".join(sorted({method.strip() for method in value.split(",") if method.strip()}))
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The JSON error answer every part of the package gives: ``{"error": {"code", "message"}}``."""
     body = _dumps({"error": {"code": status, "message": message}})
     response = current_app.response_class(body, status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
@@ -170,34 +171,32 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return response
 
 
-def _http_error(exc: HTTPException) -> Response:
+def http_error_response(exc: HTTPException) -> Response:
+    """A Werkzeug HTTP error (404, 405 …) as the JSON error answer, its headers (``Allow``) kept."""
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    return _error(exc.code or 500, exc.description or exc.name, headers)
-
-
-def _view_http_error(exc: HTTPException) -> Response:
-    return _http_error(exc)
+    return error_response(exc.code or 500, exc.description or exc.name, headers)
 
 
 # Per status code too: a host's errorhandler(404) would otherwise win over a class-based handler.
-bp.register_error_handler(HTTPException, _view_http_error)
+bp.register_error_handler(HTTPException, http_error_response)
 for _code in default_exceptions:
-    bp.register_error_handler(_code, _view_http_error)
+    bp.register_error_handler(_code, http_error_response)
 
 
 @bp.errorhandler(RegistryError)
 def _registry_error(exc: RegistryError) -> Response:
-    return _error(exc.http_status, str(exc))
+    return error_response(exc.http_status, str(exc))
 
 
 @bp.errorhandler(Exception)
-def _unexpected_error(exc: Exception) -> Response:
+def unexpected_error(exc: Exception) -> Response:
+    """A bug, logged with its traceback; the client gets a 500 that shows no detail."""
     log.exception("unexpected error in the model registry API")
-    return _error(500, "internal error in the model registry; the server log has the details")
+    return error_response(500, "internal error in the model registry; the server log has the details")
 
 
 @bp.after_request
-def _options_in_json(response: Response) -> Response:
+def options_in_json(response: Response) -> Response:
     """Flask answers ``OPTIONS`` itself, with an empty body: say the same (``Allow``) in JSON."""
     if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
         methods = sorted(response.allow)
@@ -211,7 +210,7 @@ def _options_in_json(response: Response) -> Response:
 
 
 @bp.before_request
-def _authorize() -> Response | None:
+def authorize() -> Response | None:
     """The token rules; ``OPTIONS`` (a CORS preflight, sent without credentials) is always open:
     it reveals nothing but ``Allow``."""
     if request.method == "OPTIONS":
@@ -221,13 +220,13 @@ def _authorize() -> Response | None:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         expected = str(token).encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            return _error(
+            return error_response(
                 401,
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="models"'},
             )
     elif request.method not in _READ_METHODS:
-        return _error(403, "writes are disabled: set MODEL_REGISTRY_API_TOKEN to enable them")
+        return error_response(403, "writes are disabled: set MODEL_REGISTRY_API_TOKEN to enable them")
     return None
 
 
@@ -354,12 +353,12 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     """
     check_version(version)
     if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
-        return _error(428, "this server requires If-Match: send the ETag of the version's last GET")
+        return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
     if request.mimetype not in _JSON_TYPES:
-        return _error(415, "send the patch as application/json or application/merge-patch+json")
+        return error_response(415, "send the patch as application/json or application/merge-patch+json")
     data = request.stream.read(MAX_METADATA_BYTES + 1)
     if len(data) > MAX_METADATA_BYTES:
-        return _error(413, f"the patch is larger than {MAX_METADATA_BYTES} bytes")
+        return error_response(413, f"the patch is larger than {MAX_METADATA_BYTES} bytes")
     try:
         changes = json.loads(data)
     except (ValueError, RecursionError):

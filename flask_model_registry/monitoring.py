@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import HTTPException, default_exceptions
 
-from .api import _authorize, _error, _options_in_json, _unexpected_error, _view_http_error
+from .api import authorize, error_response, http_error_response, options_in_json, unexpected_error
 from .registry import ModelRegistry
 
 bp = Blueprint("model_registry_monitoring", __name__)
@@ -47,11 +47,11 @@ def _registries(app: Flask) -> Iterator[tuple[str, ModelRegistry]]:
 
 
 # JSON answers as the API's own: errors whatever handlers the host registers, OPTIONS in JSON.
-bp.register_error_handler(HTTPException, _view_http_error)
+bp.register_error_handler(HTTPException, http_error_response)
 for _code in default_exceptions:
-    bp.register_error_handler(_code, _view_http_error)
-bp.register_error_handler(Exception, _unexpected_error)
-bp.after_request(_options_in_json)
+    bp.register_error_handler(_code, http_error_response)
+bp.register_error_handler(Exception, unexpected_error)
+bp.after_request(options_in_json)
 
 
 @bp.after_request
@@ -71,20 +71,22 @@ def health() -> Response:
             failed = True
         if failed:
             which = f"model {model!r}: " if model else ""
-            return _error(503, f"{which}the registry's storage did not answer at the last refresh")
+            return error_response(503, f"{which}the registry's storage did not answer at the last refresh")
     return current_app.response_class(b'{"status":"ok"}', mimetype="application/json")
 
 
 @bp.get("/metrics")
 def metrics_text() -> Response:
     """The Prometheus text format of the package's metrics, summed over every gunicorn worker."""
-    refused = _authorize()  # the token rules of every read
+    refused = authorize()  # the token rules of every read
     if refused is not None:
         return refused
     try:
         from .metrics import exposition
     except ImportError:
-        return _error(501, "metrics need prometheus_client: pip install 'flask-model-registry[metrics]'")
+        return error_response(
+            501, "metrics need prometheus_client: pip install 'flask-model-registry[metrics]'"
+        )
     for observer, registry in current_app.extensions.get(METRICS_KEY, ()):  # gauges as of now
         with contextlib.suppress(Exception):  # a failure is counted and /health reports it
             observer.refreshed(registry, len(registry.snapshot().entries))
