@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import platform
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
@@ -21,10 +22,32 @@ import cloudpickle
 
 from .errors import CorruptVersionError, StorageUnavailableError
 from .storage import Storage
+from .storage.base import DEFAULT_ARTIFACT_FILE
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def artifact_of(version: str, metadata: Mapping[str, Any]) -> tuple[str, str | None, Mapping[str, Any]]:
+    """The artefact's file name, recorded sha256 (hand-made versions may have neither) and the whole
+    ``artifact`` object of the metadata; :class:`CorruptVersionError` for what cannot be trusted."""
+    artifact = metadata.get("artifact")
+    if artifact is None:
+        return DEFAULT_ARTIFACT_FILE, None, {}
+    if not isinstance(artifact, dict):
+        raise CorruptVersionError(f"version {version}: 'artifact' in metadata.json is not an object")
+    file = artifact.get("file", DEFAULT_ARTIFACT_FILE)
+    sha = artifact.get("sha256")
+    if not (isinstance(file, str) and file and file[0] != "." and _SAFE_FILE.issuperset(file)):
+        raise CorruptVersionError(f"version {version}: artefact file name {file!r} is not allowed")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise CorruptVersionError(f"version {version}: recorded sha256 is not 64 hex digits")
+    return file, sha, artifact
 
 
 def read_hashed(f: BinaryIO) -> tuple[bytes, str]:

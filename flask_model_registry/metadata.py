@@ -234,3 +234,12 @@ def changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[d
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of parsed JSON (dicts, lists and immutables): several times faster than deepcopy."""
+    if type(value) is dict:
+        return {key: copy_json(item) for key, item in value.items()}
+    if type(value) is list:
+        return [copy_json(item) for item in value]
+    return value

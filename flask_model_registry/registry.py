@@ -14,7 +14,6 @@ import logging
 import os
 import platform
 import random
-import re
 import socket
 import threading
 import time
@@ -35,10 +34,9 @@ from .errors import (
     VersionNotFoundError,
 )
 from .events import Observers, RegistryObserver
-from .loading import load_artifact, verify_artifact
+from .loading import artifact_of, load_artifact, verify_artifact
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
-from .storage.base import DEFAULT_ARTIFACT_FILE
 from .versioning import check_version
 
 log = logging.getLogger(__name__)
@@ -50,8 +48,6 @@ DEFAULT_CANARY_WEIGHT = 0.1
 _CAS_ATTEMPTS = 50
 #: What a conditional change expects: the metadata it was decided on, or a test of the current one.
 Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-_SAFE_FILE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class LoadedModel(NamedTuple):
@@ -82,15 +78,6 @@ class _HashingWriter:
         self.sha256.update(data)
         self.size += len(data)
         return self._f.write(data)
-
-
-def _copy_json(value: Any) -> Any:
-    """A deep copy of parsed JSON (dicts, lists and immutables): several times faster than deepcopy."""
-    if type(value) is dict:
-        return {key: _copy_json(item) for key, item in value.items()}
-    if type(value) is list:
-        return [_copy_json(item) for item in value]
-    return value
 
 
 class ModelRegistry:
@@ -229,7 +216,7 @@ class ModelRegistry:
 
     def get_metadata(self, version: str) -> dict[str, Any]:
         """A copy of the version's ``metadata.json``; never touches the artefact."""
-        return _copy_json(self._entry(version).require_metadata())
+        return md.copy_json(self._entry(version).require_metadata())
 
     # models ---------------------------------------------------------------------------------------
 
@@ -296,7 +283,7 @@ class ModelRegistry:
         failure = self._failures.get(failure_key)
         if failure is not None:
             raise failure
-        file, sha, artifact = self._artifact(entry)
+        file, sha, artifact = artifact_of(entry.version, entry.require_metadata())
         cache_key = (entry.version, file, sha if sha is not None else entry.stamp)
         models = self._models
         with self._models_lock:
@@ -333,30 +320,12 @@ class ModelRegistry:
                         del self._loading[cache_key]
         return model
 
-    def _artifact(self, entry: Entry) -> tuple[str, str | None, Mapping[str, Any]]:
-        """The artefact's file name, recorded sha256 (hand-made versions may have neither) and
-        the whole ``artifact`` object of the metadata."""
-        artifact = entry.require_metadata().get("artifact")
-        if artifact is None:
-            return DEFAULT_ARTIFACT_FILE, None, {}
-        if not isinstance(artifact, dict):
-            raise CorruptVersionError(
-                f"version {entry.version}: 'artifact' in metadata.json is not an object"
-            )
-        file = artifact.get("file", DEFAULT_ARTIFACT_FILE)
-        sha = artifact.get("sha256")
-        if not (isinstance(file, str) and file and file[0] != "." and _SAFE_FILE.issuperset(file)):
-            raise CorruptVersionError(f"version {entry.version}: artefact file name {file!r} is not allowed")
-        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
-            raise CorruptVersionError(f"version {entry.version}: recorded sha256 is not 64 hex digits")
-        return file, sha, artifact
-
     def verify(self, version: str) -> str | None:
         """Re-hash a version's artefact: its sha256, or None for a version that records none.
 
         Raises :class:`CorruptVersionError` on a mismatch or a missing artefact; never unpickles.
         """
-        file, sha, _ = self._artifact(self._entry(version))
+        file, sha, _ = artifact_of(version, self._entry(version).require_metadata())
         verify_artifact(self.storage, version, file, sha)
         return sha
 
@@ -407,11 +376,11 @@ class ModelRegistry:
             elif pending is not None:  # committed, then failed (a lost answer): it happened
                 pending.finalise()
                 self._stale = True
-                return _copy_json(written)
+                return md.copy_json(written)
             raise
         self._stale = True
         pending.finalise()
-        return _copy_json(written)
+        return md.copy_json(written)
 
     def _landed(self, version: str, data: bytes) -> bool:
         """Whether ``version``'s metadata.json is now ``data``: a change that raised may have landed."""
@@ -479,7 +448,7 @@ class ModelRegistry:
                 )
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
-                return _copy_json(updated)
+                return md.copy_json(updated)
             new = md.dumps(updated)
             before, after = md.changed_keys(current, updated)
             pending = self.audit.prepare(action, version, before, after, actor, data, new)
@@ -499,7 +468,7 @@ class ModelRegistry:
                 pending.discard()  # another writer made the same change at once: its event records it
             else:
                 pending.finalise()
-            return _copy_json(updated)
+            return md.copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
 
     # audit ----------------------------------------------------------------------------------------
@@ -536,7 +505,7 @@ class ModelRegistry:
 
 def _holds(expected: Expected, current: dict[str, Any]) -> bool:
     if callable(expected):
-        return bool(expected(_copy_json(current)))
+        return bool(expected(md.copy_json(current)))
     return md.same_json(dict(expected), current)
 
 
