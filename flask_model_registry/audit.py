@@ -103,6 +103,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def event_time(event: dict[str, Any]) -> datetime | None:
+    """When an event happened, an aware time (None if its time cannot be read)."""
+    try:
+        when = datetime.fromisoformat(str(event.get("time", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def _encode(event: dict[str, Any]) -> bytes:
     try:  # ASCII: a lone surrogate is escaped, never written as bad UTF-8
         data = json.dumps(event, allow_nan=False, separators=(",", ":")).encode("ascii")
@@ -236,6 +245,12 @@ class AuditTrail:
             if _ID.fullmatch(stem) and version and (wanted is None or version in wanted):
                 found.setdefault(version, []).append(stem)
         return found
+
+    def oldest_pending(self) -> str | None:
+        """The id of the oldest event still pending (its change may yet land and the event appear
+        in the trail below newer ones), if any: readers that follow the trail wait for it."""
+        ids = [event_id for ids in self._pendings(None).values() for event_id in ids]
+        return min(ids) if ids else None
 
     def settle(self, versions: Iterable[str] | None) -> str | None:
         """Finalise or drop the pending events of ``versions`` (None: every version) that can be

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .audit import event_time
 from .cli import models_cli, selected_registry
 from .errors import RegistryError
 from .trail import unexplained
@@ -35,15 +36,6 @@ def parse_since(text: str) -> datetime:
             f"{text!r} is neither an ISO 8601 time (2026-12-01T10:00:00Z, 2026-12-01)"
             " nor an age (30m, 12h, 7d)"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def event_time(event: dict[str, Any]) -> datetime | None:
-    """When an event happened (None if its time cannot be read)."""
-    try:
-        when = datetime.fromisoformat(str(event.get("time", "")).replace("Z", "+00:00"))
-    except ValueError:
-        return None
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 

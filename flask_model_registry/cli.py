@@ -271,3 +271,4 @@ def verify_command(as_json: bool) -> None:
 
 # Subcommands kept in modules of their own register themselves on the group (with --model).
 from . import audit_cli  # noqa: E402, F401
+from .webhooks import cli as webhooks_cli  # noqa: E402, F401

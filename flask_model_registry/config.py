@@ -25,11 +25,12 @@ from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
 from .routing import check_weight
+from .webhooks.message import parse_webhooks
 
 PREFIX = "MODEL_REGISTRY_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_SECRET = frozenset({"API_TOKEN", "STORAGE_OPTIONS"})  # never echoed in an error
+_SECRET = frozenset({"API_TOKEN", "STORAGE_OPTIONS", "WEBHOOKS"})  # never echoed in an error
 
 
 def _bool(value: Any) -> bool:
@@ -55,6 +56,21 @@ def _number(value: Any) -> float:
     if not math.isfinite(number) or number < 0:
         raise ValueError("a finite number of seconds, 0 or more")
     return number
+
+
+def _positive(value: Any) -> float:
+    """A number of seconds above 0 (a wait, a timeout)."""
+    number = _number(value)
+    if number <= 0:
+        raise ValueError("a number of seconds above 0")
+    return number
+
+
+def _hours(value: Any) -> float:
+    try:
+        return _number(value)
+    except ValueError:
+        raise ValueError("a finite number of hours, 0 or more (such as 24 or 0.5)") from None
 
 
 def _count(value: Any) -> int:
@@ -260,6 +276,11 @@ KEYS: dict[str, Key] = {
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
+    "WEBHOOKS": Key(None, parse_webhooks),
+    "WEBHOOK_RETRY_BASE": Key(10.0, _positive),
+    "WEBHOOK_RETRY_HOURS": Key(24.0, _hours),
+    "WEBHOOK_TIMEOUT": Key(10.0, _positive),
+    "WEBHOOK_POLL_INTERVAL": Key(1.0, _positive),
 }
 
 #: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.

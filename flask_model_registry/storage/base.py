@@ -9,6 +9,7 @@ changes; the registry above sees only this interface.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import BinaryIO
@@ -22,7 +23,11 @@ METADATA_FILE = "metadata.json"
 DEFAULT_ARTIFACT_FILE = "model.pkl"
 VERSIONS_DIR = "versions"
 AUDIT_DIR = "audit"
+#: Small mutable documents of the registry's own helpers (webhook cursors), each replaced only by
+#: compare-and-swap: ``<root>/state/<name>``.
+STATE_DIR = "state"
 _MISSING = object()
+_STATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*", re.ASCII)
 #: The most bytes of a ``metadata.json`` (or an audit event) that are read: a larger file is read no
 #: further than this + 1 bytes, and listed as an ``error`` entry. Writes stop at 256 KiB.
 MAX_METADATA_READ_BYTES = 1 << 20
@@ -143,9 +148,25 @@ class Storage(abc.ABC):
         """Names right inside ``audit/<folder>`` (``""``: ``audit/`` itself; folders included), in
         ascending order, after ``start_after``, at most ``limit``; hidden temporaries left out."""
 
+    def read_state(self, name: str) -> tuple[bytes, Stamp]:
+        """The document ``state/<name>`` and its stamp; FileNotFoundError when there is none."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state documents")
+
+    def write_state(self, name: str, data: bytes, expected: Stamp | None) -> Stamp:
+        """Write ``state/<name>`` if its stamp is still ``expected`` (None: only if there is none);
+        its new stamp, else :class:`ConflictError` (another writer got there first)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no state documents")
+
     def close(self) -> None:
         """Free what the storage holds (watches, descriptors); idempotent."""
         return
+
+
+def check_state_name(name: str) -> str:
+    """``name`` if it is a safe state document name (``webhooks/<hex>.json``), else ValueError."""
+    if not _STATE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a state document name")
+    return name
 
 
 def read_each(

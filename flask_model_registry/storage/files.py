@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import time
+import uuid
 
 from .base import MAX_METADATA_READ_BYTES, Stamp
 
@@ -97,6 +98,40 @@ def read_whole(fd: int, limit: int = MAX_METADATA_READ_BYTES) -> tuple[bytes, St
             chunks.append(chunk)
             size += len(chunk)
         return b"".join(chunks), stamp(st)
+    finally:
+        os.close(fd)
+
+
+def replace_held(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``, durably, in one rename. The caller holds the file's lock, so
+    any temporary left beside it is a dead writer's, and is removed."""
+    directory, name = os.path.split(path)
+    remove_stale(directory, f".{name}.", ".tmp", max_age=0)
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write_durably(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def swap_file(path: str, data: bytes, expected: Stamp | None, lock_path: str) -> Stamp | None:
+    """Replace ``path`` with ``data`` if its stamp is still ``expected`` (None: only if there is no
+    file), holding the lock file ``lock_path``: the new stamp, or None when the file was another."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current: Stamp | None = stamp(os.stat(path))
+        except FileNotFoundError:
+            current = None
+        if current != expected:
+            return None
+        replace_held(path, data)
+        return stamp(os.stat(path))
     finally:
         os.close(fd)
 

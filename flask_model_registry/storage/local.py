@@ -26,10 +26,12 @@ from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
     METADATA_FILE,
+    STATE_DIR,
     VERSIONS_DIR,
     Publication,
     Stamp,
     Storage,
+    check_state_name,
     read_each,
 )
 from .files import (
@@ -39,8 +41,10 @@ from .files import (
     lock_folder,
     read_whole,
     remove_stale,
+    replace_held,
     require_regular,
     stamp,
+    swap_file,
     write_durably,
 )
 from .watch import DirectoryWatcher
@@ -366,23 +370,12 @@ class LocalStorage(Storage):
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
-                directory = os.path.dirname(path)
                 current = stamp(os.stat(path))
             except FileNotFoundError:
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
                 raise ConflictError(f"version {version} changed while being updated")
-            # Only a writer holding the version's lock makes one: while we hold it, any is dead.
-            remove_stale(directory, f".{METADATA_FILE}.", ".tmp", max_age=0)
-            tmp = os.path.join(directory, f".{METADATA_FILE}.{uuid.uuid4().hex}.tmp")
-            try:
-                write_durably(tmp, data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
-            fsync_dir(directory)
+            replace_held(path, data)  # we hold the version's lock
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
         return True
@@ -466,6 +459,26 @@ class LocalStorage(Storage):
                 self._listings[directory] = (key, names)
         start = bisect.bisect_right(names, start_after) if start_after is not None else 0
         return names[start : None if limit is None else start + limit]
+
+    def _state_path(self, name: str) -> str:
+        path = os.path.join(self.root, STATE_DIR, *check_state_name(name).split("/"))
+        if not self._inside_root(os.path.dirname(path)):
+            raise FileNotFoundError(errno.ENOENT, "state folder lies outside the registry root")
+        return path
+
+    def read_state(self, name: str) -> tuple[bytes, Stamp]:
+        return read_whole(self._open_inside(self._state_path(name)))
+
+    def write_state(self, name: str, data: bytes, expected: Stamp | None) -> Stamp:
+        path = self._state_path(name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lock_dir = os.path.join(self.root, ".locks")
+        os.makedirs(lock_dir, exist_ok=True)
+        lock = os.path.join(lock_dir, "state-" + name.replace("/", "-") + ".lock")
+        written = swap_file(path, data, expected, lock)
+        if written is None:
+            raise ConflictError(f"{STATE_DIR}/{name} changed while being updated")
+        return written
 
     def close(self) -> None:
         self._watcher.close()

@@ -54,11 +54,13 @@ from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
     METADATA_FILE,
+    STATE_DIR,
     VERSIONS_DIR,
     Publication,
     Read,
     Stamp,
     Storage,
+    check_state_name,
 )
 from .manifest import DEFAULT_FULL_REFRESH, MANIFEST_FILE, ManifestDiscovery
 from .objects import AsyncObjects, objects_for
@@ -338,6 +340,26 @@ class FsspecStorage(Storage):
                 ) from exc
             spool.seek(0)
             yield cast(BinaryIO, spool)
+
+    def read_state(self, name: str) -> tuple[bytes, Stamp]:
+        return self.fetch(f"{self.root}/{STATE_DIR}/{check_state_name(name)}")
+
+    def write_state(self, name: str, data: bytes, expected: Stamp | None) -> Stamp:
+        path = f"{self.root}/{STATE_DIR}/{check_state_name(name)}"
+        with self._store_errors("writing a state document"):
+            try:
+                written = (
+                    self._objects.create(path, data)
+                    if expected is None
+                    else self._objects.replace(path, data, expected)
+                )
+            except FileExistsError:
+                written = None
+            if written is None:  # refused; unless it was our own write, retried after a lost answer
+                written = self.holds(path, data)
+        if written is None:
+            raise ConflictError(f"{STATE_DIR}/{name} changed while being updated")
+        return written
 
     def audit_create(self, names: Sequence[str], data: bytes) -> None:
         for name in names:
