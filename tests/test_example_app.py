@@ -118,8 +118,8 @@ def test_gunicorn_serves_and_follows_new_versions(bundled_copy: Path):
             assert json.loads(response.read()) == {"version": "1.2.0", "predictions": [6.0]}
 
 
-def compose_config(env_file: Path) -> dict:
-    """``docker-compose config``: the service as compose reads it, with ``env_file`` as its ``.env``."""
+def compose_config(env_file: Path, service: str = "python-api") -> dict:
+    """``docker-compose config``: a service as compose reads it, with ``env_file`` as its ``.env``."""
     compose = shutil.which("docker-compose")
     if compose is None:
         if os.environ.get("CI"):
@@ -135,7 +135,7 @@ def compose_config(env_file: Path) -> dict:
         env=clean,
     )
     assert run.returncode == 0, run.stderr
-    return yaml.safe_load(run.stdout)["services"]["python-api"]
+    return yaml.safe_load(run.stdout)["services"][service]
 
 
 def test_compose_serves_loopback_only_unprivileged_and_without_token_by_default(tmp_path: Path):
@@ -176,3 +176,26 @@ def test_the_compose_environment_turns_the_token_on_in_the_service(
     else:
         assert client.get("/models/latest").status_code == 200
         assert client.patch("/models/1.1.0", **patch).status_code == 403
+
+
+def test_compose_runs_the_webhook_worker_with_the_webhooks_of_the_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    hooks = [{"url": "https://ci.example/hook", "secret": secret, "events": ["publish", "stage"]}]
+    (tmp_path / ".env").write_text(f"MODEL_REGISTRY_WEBHOOKS={json.dumps(hooks)}\nAPP_UID=1000\n")
+    service = compose_config(tmp_path / ".env", "webhooks")
+    assert service["command"] == ["flask", "--app", "example_app:create_app", "models", "webhooks", "run"]
+    assert service["volumes"] == [f"{REPO / 'registry'}:/app/registry:rw"]
+    assert service["user"] == "1000:10001" and service["read_only"] is True
+    for key, value in service["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(tmp_path))
+    app = create_app({"TESTING": True})
+    (webhook,) = app.config["MODEL_REGISTRY_WEBHOOKS"]
+    assert (webhook.url, webhook.secret, webhook.events) == (
+        "https://ci.example/hook",
+        secret,
+        ("publish", "stage"),
+    )
+    assert app.config["MODEL_REGISTRY_WEBHOOK_RETRY_HOURS"] == 24.0
