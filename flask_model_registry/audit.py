@@ -246,6 +246,11 @@ class AuditTrail:
                 found.setdefault(version, []).append(stem)
         return found
 
+    def marker(self) -> Any:
+        """A cheap token that changes when an event is added to the registry-wide trail, where the
+        storage has one (local disk); None where it has not (object storage: poll)."""
+        return self.storage.audit_marker(LOG)
+
     def oldest_pending(self) -> str | None:
         """The id of the oldest event still pending (its change may yet land and the event appear
         in the trail below newer ones), if any: readers that follow the trail wait for it."""

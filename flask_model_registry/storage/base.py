@@ -148,6 +148,11 @@ class Storage(abc.ABC):
         """Names right inside ``audit/<folder>`` (``""``: ``audit/`` itself; folders included), in
         ascending order, after ``start_after``, at most ``limit``; hidden temporaries left out."""
 
+    def audit_marker(self, folder: str) -> Stamp | None:
+        """A cheap token that changes when a name is added to or removed from ``audit/<folder>``,
+        where the storage has one (a local folder's times); None: none, the caller polls."""
+        return None
+
     def read_state(self, name: str) -> tuple[bytes, Stamp]:
         """The document ``state/<name>`` and its stamp; FileNotFoundError when there is none."""
         raise NotImplementedError(f"{type(self).__name__} keeps no state documents")

@@ -460,6 +460,13 @@ class LocalStorage(Storage):
         start = bisect.bisect_right(names, start_after) if start_after is not None else 0
         return names[start : None if limit is None else start + limit]
 
+    def audit_marker(self, folder: str) -> Stamp | None:
+        try:
+            st = os.stat(self._audit_folder(folder))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
     def _state_path(self, name: str) -> str:
         path = os.path.join(self.root, STATE_DIR, *check_state_name(name).split("/"))
         if not self._inside_root(os.path.dirname(path)):

@@ -33,6 +33,9 @@ log = logging.getLogger("flask_model_registry.webhooks")
 
 #: Events read from the trail per request when catching up.
 PAGE = 200
+#: Seconds between two looks at the trail's marker while idle, where the storage has one: on local
+#: disk a change is sent within this (one ``stat``), not within the poll interval.
+MARKER_STEP = 0.02
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,16 @@ class Delivery:
                     self.stopping.wait(min(self.settings.lease_seconds / 4, 5.0))
             except ConflictError:
                 log.info("webhook %s (%s): another worker took over", self.webhook.url, label(self.model))
-            except (RegistryError, OSError, ValueError, KeyError, TypeError) as exc:
+            except (RegistryError, OSError) as exc:  # the store did not answer: it may later
                 log.warning("webhook %s (%s): %s; trying again", self.webhook.url, label(self.model), exc)
                 self.cursor = None
                 self.stopping.wait(self.settings.poll_interval)
+            except Exception:  # a bug or a damaged cursor: logged, and this webhook keeps trying
+                log.exception(
+                    "webhook %s (%s): delivery failed; trying again", self.webhook.url, label(self.model)
+                )
+                self.cursor = None
+                self.stopping.wait(min(self.settings.lease_seconds / 4, 5.0))
         self.release()
 
     # the lease -------------------------------------------------------------------------------------
@@ -165,6 +174,7 @@ class Delivery:
         we are told to stop."""
         cursor = self.cursor
         assert cursor is not None
+        marker = self.registry.audit.marker()  # first: an event added meanwhile changes it
         pending = self.registry.audit.oldest_pending()  # first: one that lands meanwhile is listed
         events = events_after(self.registry, cursor.floor(pending))
         due = cursor.due(events, pending)
@@ -190,7 +200,20 @@ class Delivery:
         if dirty:
             self.save(cursor)
         if not due:
+            self.idle(marker)
+
+    def idle(self, marker: Any) -> None:
+        """Wait a poll interval for the trail to grow; where the storage has a cheap marker of the
+        trail, return as soon as it changes."""
+        if marker is None:
             self.wait(self.settings.poll_interval)
+            return
+        deadline = time.monotonic() + self.settings.poll_interval
+        while self.cursor is not None and not self.stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self.registry.audit.marker() != marker:
+                return
+            self.wait(min(left, MARKER_STEP))
 
     def deliver(self, cursor: Cursor, event: dict[str, Any], pending: str | None) -> str:
         """One attempt at ``event``, recorded in the cursor (stored); the event's outcome."""
