@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from servers import REPO, Store
 from webhook_receiver import PATIENCE, SECRET, Receiver, receiving
 
@@ -281,8 +283,8 @@ def test_a_5xx_is_retried_and_holds_back_the_later_events(app: Flask, receiver: 
     receiver.answer("/hook", 200)
     receiver.wait(lambda: len(receiver.delivered()) >= 2, "both events")
     assert ids_of(receiver.delivered()) == [e["id"] for e in app.registry.history()[-2:]]
-    gaps = [b.at - a.at for a, b in zip(receiver.messages()[:2], receiver.messages()[1:3], strict=True)]
-    assert gaps[1] > gaps[0] * 1.3  # backing off: the second wait is longer than the first
+    first, second, third = (m.at for m in receiver.messages()[:3])
+    assert second - first >= 0.1 and third - second >= 0.3  # waits of 0.2 s, then 0.4 s: backing off
 
 
 @pytest.mark.parametrize(("status", "location"), [(410, None), (400, None)])
@@ -657,3 +659,79 @@ def test_a_cursor_changes_only_by_compare_and_swap(any_registry: ModelRegistry, 
     with pytest.raises(Exception, match="changed while being updated"):
         store.save(again)
     assert store.load().doc["delivered"] == 1
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.text(max_size=20)
+        | st.sampled_from(
+            [
+                "https://x/h",
+                "http://127.0.0.1:1/h",
+                SECRET,
+                "whsec_",
+                "*",
+                "publish",
+                "url",
+                "secret",
+                "events",
+            ]
+        ),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.sampled_from(["url", "secret", "events", "other"]), children, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_any_webhook_list_is_taken_or_refused_with_a_config_error(registry_root: Path, value: Any):
+    app = Flask(__name__)
+    app.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_WEBHOOKS=value)
+    try:
+        FlaskModelRegistry(app)
+    except ConfigError as exc:
+        assert exc.key == "MODEL_REGISTRY_WEBHOOKS" and SECRET not in str(exc)
+        return
+    for webhook in app.config["MODEL_REGISTRY_WEBHOOKS"]:
+        assert webhook.url.startswith(("http://", "https://")) and webhook.events
+
+
+# named models, in one app -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def named_app(app_config: dict[str, Any], named_models: dict[str, Any], registry_root: Path) -> Flask:
+    named = Flask(__name__)
+    named.config.update(MODEL_REGISTRY_ROOT=str(registry_root), **app_config, **named_models)
+    FlaskModelRegistry(named)
+    return named
+
+
+def test_a_named_models_events_carry_its_name_and_status_and_replay_take_model(
+    named_app: Flask, receiver: Receiver
+):
+    with named_app.app_context():
+        every = app_worker()
+        fraud = named_app.registries["fraud"]
+    assert len(every.deliveries) == 3  # the default registry and both named models
+    with running(every):
+        for registry in [named_app.registry, *named_app.registries.values()]:
+            wait_for_cursor(registry, every)
+        fraud.save_model("3.0.0", {"w": 3}, actor="fraud-team")
+        receiver.wait(lambda: receiver.delivered(), "the fraud model's event")
+    (message,) = receiver.delivered()
+    assert message.body["data"]["model"] == "fraud" and message.body["data"]["actor"] == "fraud-team"
+    runner = named_app.test_cli_runner()
+    shown = json.loads(
+        runner.invoke(args=["models", "webhooks", "status", "--json", "--model", "fraud"]).output
+    )
+    assert [(item["model"], item["cursor"]) for item in shown] == [("fraud", fraud.history()[-1]["id"])]
+    replayed = runner.invoke(args=["models", "webhooks", "replay", "--since", "1h", "--model", "fraud"])
+    assert replayed.exit_code == 0, replayed.output
+    assert ids_of(receiver.delivered()) == [message.id, message.id]
+    unknown = runner.invoke(args=["models", "webhooks", "status", "--model", "nope"])
+    assert unknown.exit_code == 1 and "no model named 'nope'" in unknown.output

@@ -27,8 +27,17 @@ KEY = "MODEL_REGISTRY_WEBHOOKS"
 #: Every kind of change, in the order that picks an event's ``type`` (its first kind).
 KINDS = ("publish", "stage", "flags", "metadata", "delete", "approve", "sign")
 ALL = "*"
-#: Audit actions that are a kind of their own; any other action is a metadata change.
-ACTION_KINDS = {"publish": "publish", "delete": "delete", "approve": "approve", "sign": "sign"}
+#: Audit actions that are a kind of their own (with the other spellings an action may have); any
+#: other action is a metadata change.
+ACTION_KINDS = {
+    "publish": "publish",
+    "delete": "delete",
+    "delete_version": "delete",
+    "approve": "approve",
+    "approval": "approve",
+    "sign": "sign",
+    "sign_version": "sign",
+}
 #: The flag whose value may be a weight rather than a boolean.
 CANARY = "canary"
 _FIELDS = ("url", "secret", "events")
