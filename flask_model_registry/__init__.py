@@ -10,6 +10,7 @@ from __future__ import annotations
 from .context import get_registry
 from .errors import (
     ConfigError,
+    CorruptStateError,
     CorruptVersionError,
     InvalidArgumentError,
     InvalidMetadataError,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "CorruptStateError",
     "CorruptVersionError",
     "FlaskModelRegistry",
     "InvalidArgumentError",

@@ -92,6 +92,13 @@ class StorageBackendMissingError(RegistryError, ImportError):
     http_status = 500
 
 
+class CorruptStateError(RegistryError):
+    """A document the registry keeps for itself under ``state/`` (a webhook's cursor) that is not
+    what the registry wrote: hand-edited or damaged. The message names it and says how to recover."""
+
+    http_status = 500
+
+
 class ConfigError(RegistryError, ValueError):
     """A ``MODEL_REGISTRY_*`` config value that is not of its key's type; raised by ``init_app``."""
 

@@ -735,3 +735,23 @@ def test_a_named_models_events_carry_its_name_and_status_and_replay_take_model(
     assert ids_of(receiver.delivered()) == [message.id, message.id]
     unknown = runner.invoke(args=["models", "webhooks", "status", "--model", "nope"])
     assert unknown.exit_code == 1 and "no model named 'nope'" in unknown.output
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"[]", b'{"start": 1}'])
+def test_a_damaged_cursor_is_a_clear_error_and_the_worker_keeps_going(
+    app: Flask, receiver: Receiver, registry_root: Path, damage: bytes, caplog: pytest.LogCaptureFixture
+):
+    (webhook,) = app.config["MODEL_REGISTRY_WEBHOOKS"]
+    cursor = registry_root / "state" / "webhooks" / f"{webhook.key}.json"
+    cursor.parent.mkdir(parents=True)
+    cursor.write_bytes(damage)
+    result = app.test_cli_runner().invoke(args=["models", "webhooks", "status"])
+    assert result.exit_code == 1 and "is damaged; remove it" in result.output
+    with app.app_context():
+        damaged = app_worker()
+    with running(damaged):
+        receiver.wait(lambda: "is damaged" in caplog.text, "the worker to say so")
+        cursor.unlink()  # the operator removes it: the worker starts again at the trail's end
+        wait_for_cursor(app.registry, damaged)
+        app.registry.save_model("1.0.0", {"w": 1})
+        receiver.wait(lambda: receiver.delivered(), "a delivery")

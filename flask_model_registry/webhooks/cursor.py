@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import ConflictError
+from ..errors import ConflictError, CorruptStateError
 from ..registry import ModelRegistry
 from ..storage import Stamp
 from .message import Webhook
@@ -138,7 +138,20 @@ class CursorStore:
             data, stamp = self.registry.storage.read_state(self.name)
         except FileNotFoundError:
             return None
-        return Cursor(json.loads(data), stamp)
+        try:
+            doc = json.loads(data)
+            valid = isinstance(doc, dict) and all(
+                isinstance(doc.get(key), kind)
+                for key, kind in (("start", str), ("seen", list), ("failed", list), ("delivered", int))
+            )
+        except ValueError:
+            valid = False
+        if not valid:
+            raise CorruptStateError(
+                f"the cursor of webhook {self.webhook.url} (state/{self.name}) is damaged; remove it"
+                " to start again at the trail's end, then replay what was missed"
+            )
+        return Cursor(doc, stamp)
 
     def start(self) -> Cursor:
         """A cursor at the trail's end (not stored yet)."""
