@@ -60,6 +60,11 @@ class _ModelsGroup(AppGroup):
         super().add_command(cmd, name)
 
 
+def selected_model() -> str | None:
+    """The name given with ``--model`` to the running subcommand (or its group), else None."""
+    return click.get_current_context().meta.get(_MODEL)
+
+
 def selected_registry() -> ModelRegistry:
     """The registry the running subcommand is about: ``--model NAME``'s, else the default one."""
     return get_registry(click.get_current_context().meta.get(_MODEL))

@@ -59,6 +59,8 @@ POLL_REUSE = 10.0
 _RACY_NS = 20_000_000
 #: The audit folder that holds event temporaries (beside the pending events: a small folder).
 TEMPORARIES = ".pending"
+
+
 class LocalPublication(Publication):
     """A version staged in a hidden folder next to the versions, renamed into place on commit."""
 

@@ -12,7 +12,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..audit_cli import parse_since
-from ..cli import describe_error, models_cli
+from ..cli import describe_error, models_cli, selected_model
 from ..context import get_registries, get_registry
 from ..errors import RegistryError
 from ..registry import ModelRegistry
@@ -21,10 +21,17 @@ from .ops import replay, status
 from .send import Attempt
 from .worker import Settings, WebhookWorker, label
 
-webhooks_cli = AppGroup(
-    "webhooks", help="Signed change notifications: run the delivery worker, see each webhook's state, replay."
-)
-models_cli.add_command(webhooks_cli)
+
+@click.group("webhooks", cls=AppGroup, invoke_without_command=True)
+@click.pass_context
+def webhooks_cli(ctx: click.Context) -> None:
+    """Signed change notifications: run the delivery worker, see each webhook's state, replay.
+    With --model NAME (here or after the subcommand): one named model only."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+models_cli.add_command(webhooks_cli)  # which gives it --model NAME, as every subcommand
 
 
 def settings() -> Settings:
@@ -54,9 +61,12 @@ def configured(url: str | None = None) -> list[Webhook]:
     return chosen
 
 
-def registries(model: str | None = None, every: bool = True) -> dict[str | None, ModelRegistry]:
-    """The registries to follow: the default one and every named model, or only ``model``'s."""
-    if not every:
+def registries(model: str | None = None) -> dict[str | None, ModelRegistry]:
+    """The registries to follow: only ``model``'s (``--model``, after the subcommand or before it),
+    else the default one and every named model."""
+    if model is None and click.get_current_context(silent=True) is not None:
+        model = selected_model()
+    if model is not None:
         try:
             return {model: get_registry(model)}
         except RegistryError as exc:
@@ -64,9 +74,10 @@ def registries(model: str | None = None, every: bool = True) -> dict[str | None,
     return {None: get_registry(), **get_registries()}
 
 
-def app_worker() -> WebhookWorker:
-    """The worker the current app's config describes: every webhook, for every registry."""
-    return WebhookWorker(configured(), registries(), settings())
+def app_worker(model: str | None = None) -> WebhookWorker:
+    """The worker the current app's config describes: every webhook, for every registry (or for
+    ``model``'s only)."""
+    return WebhookWorker(configured(), registries(model), settings())
 
 
 MODEL_OPTION = click.option(
@@ -75,10 +86,11 @@ MODEL_OPTION = click.option(
 
 
 @webhooks_cli.command("run")
-def run_command() -> None:
+@MODEL_OPTION
+def run_command(model: str | None) -> None:
     """Deliver every change to the configured webhooks until SIGTERM or Ctrl-C (then the attempts
     in flight finish, and the worker exits)."""
-    worker = app_worker()
+    worker = app_worker(model)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("flask_model_registry.webhooks").setLevel(logging.INFO)
@@ -97,7 +109,7 @@ def status_command(model: str | None, as_json: bool) -> None:
     try:
         items = [
             status(webhook, registry, name)
-            for name, registry in registries(model, model is None).items()
+            for name, registry in registries(model).items()
             for webhook in configured()
         ]
     except (RegistryError, OSError) as exc:
@@ -143,7 +155,7 @@ def replay_command(since: str, url: str | None, model: str | None) -> None:
     start = parse_since(since)
     problems = 0
     for webhook in configured(url):
-        for name, registry in registries(model, model is None).items():
+        for name, registry in registries(model).items():
             click.echo(f"{webhook.url}  ({label(name)})")
             try:
                 sent, failed, stopped = replay(
