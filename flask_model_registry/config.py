@@ -276,7 +276,7 @@ KEYS: dict[str, Key] = {
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
-    "WEBHOOKS": Key(None, parse_webhooks),
+    "WEBHOOKS": Key([], parse_webhooks),
     "WEBHOOK_RETRY_BASE": Key(10.0, _positive),
     "WEBHOOK_RETRY_HOURS": Key(24.0, _hours),
     "WEBHOOK_TIMEOUT": Key(10.0, _positive),
