@@ -29,6 +29,7 @@ from servers import REPO, Store
 from webhook_receiver import PATIENCE, SECRET, Receiver, receiving
 
 from flask_model_registry import ConfigError, FlaskModelRegistry, ModelRegistry
+from flask_model_registry import metadata as md
 from flask_model_registry.webhooks import WebhookWorker, body, event_kinds
 from flask_model_registry.webhooks.cli import app_worker
 from flask_model_registry.webhooks.cursor import Cursor, CursorStore, backoff
@@ -754,3 +755,23 @@ def test_a_damaged_cursor_is_a_clear_error_and_the_worker_keeps_going(
         wait_for_cursor(app.registry, damaged)
         app.registry.save_model("1.0.0", {"w": 1})
         receiver.wait(lambda: receiver.delivered(), "a delivery")
+
+
+def test_an_event_that_lands_below_one_already_sent_is_still_sent(app: Flask, receiver: Receiver, worker):
+    """A writer that stalls between writing its (pending) event and its change: a later change of
+    another version is sent first; the stalled one's event, lower in the trail, is sent once it lands."""
+    registry = app.registry
+    registry.save_model("1.0.0", {"w": 1})
+    registry.save_model("2.0.0", {"w": 2})
+    receiver.wait(lambda: len(receiver.delivered()) == 2, "the two publishes")
+    old, stamp = registry.storage.read_metadata("1.0.0")
+    new = md.dumps({**json.loads(old), "stage": "prod"})
+    stalled = registry.audit.prepare("set_stage", "1.0.0", {}, {"stage": "prod"}, "slow", old, new)
+    registry.set_stage("2.0.0", "staging", actor="quick")
+    receiver.wait(lambda: len(receiver.delivered()) == 3, "the quick change")
+    registry.storage.replace_metadata("1.0.0", new, stamp)  # the stalled writer goes on
+    stalled.finalise()
+    receiver.wait(lambda: len(receiver.delivered()) == 4, "the stalled change")
+    quick, late = receiver.delivered()[2:]
+    assert late.id == stalled.id < quick.id and late.body["data"]["actor"] == "slow"
+    assert len(set(ids_of(receiver.delivered()))) == 4
