@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def compose_config(env_file: Path) -> dict:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing: `make test` installs it with apt-get when run as root")
         pytest.skip("docker-compose (Debian package) is not installed; CI installs it")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_REGISTRY_", "APP_"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_REGISTRY_", "APP_", "FLASK_"))}
     run = subprocess.run(
         [compose, "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
         cwd=REPO,
@@ -154,6 +155,31 @@ def test_compose_takes_the_token_and_the_owner_from_an_env_file(tmp_path: Path):
     service = compose_config(tmp_path / ".env")
     assert service["environment"]["MODEL_REGISTRY_API_TOKEN"] == "s3cret"
     assert service["user"] == "1000:1001"
+
+
+@pytest.mark.parametrize("secret", ["", "a-long-random-secret"])
+def test_compose_passes_the_secret_key_the_console_signs_in_with(
+    tmp_path: Path, bundled_copy: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+):
+    """With a token, the console needs the app's SECRET_KEY: compose passes ``FLASK_SECRET_KEY`` from
+    ``.env``, the example app reads it, and without it the console's hint names that variable."""
+    env = "MODEL_REGISTRY_API_TOKEN=s3cret\n" + (f"FLASK_SECRET_KEY={secret}\n" if secret else "")
+    (tmp_path / ".env").write_text(env)
+    environment = compose_config(tmp_path / ".env")["environment"]
+    assert environment["FLASK_SECRET_KEY"] == secret
+    for key, value in environment.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(bundled_copy))
+    client = create_app({"TESTING": True}).test_client()
+    page = client.get("/models/ui/sign-in")
+    if not secret:
+        assert page.status_code == 503 and b"FLASK_SECRET_KEY" in page.data
+        return
+    csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page.data)
+    assert csrf, page.data
+    form = {"csrf_token": csrf.group(1).decode(), "token": "s3cret", "name": "ana"}
+    assert client.post("/models/ui/sign-in", data=form).status_code == 303
+    assert b"ana" in client.get("/models/ui/").data
 
 
 @pytest.mark.parametrize("token", ["", "s3cret"])
