@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -202,3 +203,29 @@ def test_the_compose_environment_turns_the_token_on_in_the_service(
     else:
         assert client.get("/models/latest").status_code == 200
         assert client.patch("/models/1.1.0", **patch).status_code == 403
+
+
+GUNICORN_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[(\w+)\] (.*)$")
+
+
+def test_registry_warnings_carry_time_and_level_in_gunicorns_log(bundled_copy: Path, tmp_path: Path):
+    """A registry warning in a gunicorn worker is a line of gunicorn's error log like its own: time,
+    process id, level; not a bare message."""
+    artefact = bundled_copy / "versions" / "1.1.0" / "model.pkl"  # the canary: fails its sha256
+    artefact.write_bytes(b"tampered")
+    errorlog = tmp_path / "gunicorn.log"
+    with gunicorn({"MODEL_REGISTRY_ROOT": str(bundled_copy)}, workers=1, errorlog=errorlog) as base:
+        request = urllib.request.Request(
+            f"{base}/predict",
+            data=json.dumps({"instances": [[1, 2, 3]], "routing_key": key_on("1.1.0", True)}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["version"] == "1.0.0"  # the canary's share goes to stable
+        deadline = time.monotonic() + 30
+        while "canary 1.1.0 failed to load" not in errorlog.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = [line for line in errorlog.read_text().splitlines() if "canary 1.1.0 failed to load" in line]
+    assert lines, errorlog.read_text()
+    match = GUNICORN_LOG_LINE.match(lines[0])
+    assert match and match.group(1) == "WARNING", lines
