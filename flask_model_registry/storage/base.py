@@ -28,9 +28,6 @@ AUDIT_DIR = "audit"
 STATE_DIR = "state"
 _MISSING = object()
 _STATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*", re.ASCII)
-#: The most bytes of a ``metadata.json`` (or an audit event) that are read: a larger file is read no
-#: further than this + 1 bytes, and listed as an ``error`` entry. Writes stop at 256 KiB.
-MAX_METADATA_READ_BYTES = 1 << 20
 
 
 class Publication(abc.ABC):

@@ -12,7 +12,8 @@ import stat
 import time
 import uuid
 
-from .base import MAX_METADATA_READ_BYTES, Stamp
+from ..metadata import MAX_METADATA_READ_BYTES
+from .base import Stamp
 
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
 STALE_SECONDS = 3600.0

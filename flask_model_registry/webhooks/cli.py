@@ -12,7 +12,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..audit_cli import parse_since
-from ..cli import describe_error, models_cli, selected_model
+from ..cli_group import describe_error, selected_model
 from ..context import get_registries, get_registry
 from ..errors import RegistryError
 from ..registry import ModelRegistry
@@ -30,8 +30,6 @@ def webhooks_cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 
-
-models_cli.add_command(webhooks_cli)  # which gives it --model NAME, as every subcommand
 
 
 def settings() -> Settings:
