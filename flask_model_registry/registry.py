@@ -266,6 +266,17 @@ class ModelRegistry:
         See :mod:`flask_model_registry.routing`; ``get_latest*`` ignore canaries."""
         return self._router.route(key, stage, include_prerelease)
 
+    @property
+    def canary_weight(self) -> float:
+        """The share of traffic a version flagged ``"canary": true`` takes in :meth:`route`."""
+        return self._router.default_weight
+
+    def load_failure(self, version: str) -> CorruptVersionError | None:
+        """Why this process failed to load ``version`` as it is now (remembered until its metadata
+        changes), or None: it loaded, or was never tried here."""
+        entry = self.snapshot().by_version.get(version)
+        return self._failures.get((entry.version, entry.stamp)) if entry is not None else None
+
     def add_observer(self, observer: RegistryObserver) -> None:
         """Tell ``observer`` of loads, refreshes and routing answers (see :mod:`.events`)."""
         self._observers.add(observer)

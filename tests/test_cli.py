@@ -63,8 +63,11 @@ def test_promote_records_history(cli, published: ModelRegistry):
     assert result.exit_code == 0, result.output
     assert published.get_latest_version("prod") == "1.1.0"
     events = json.loads(cli("history", "1.1.0", "--json").output)
-    assert events[-1]["action"] == "set_stage" and events[-1]["after"] == {"stage": "prod"}
+    assert events[-1]["after"] == {"stage": "prod"}  # and 1.1.0's canary flag ended with it
+    assert events[-1]["before"] == {"stage": "staging", "canary": True}
     assert cli("promote", "1.1.0", "no spaces").exit_code == 1
+    assert cli("promote", "1.0.0", "staging").exit_code == 0
+    assert published.history("1.0.0")[-1]["action"] == "set_stage"
 
 
 def test_verify_fails_on_a_tampered_artefact(cli, registry_root: Path):
