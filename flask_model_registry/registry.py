@@ -277,6 +277,11 @@ class ModelRegistry:
         entry = self.snapshot().by_version.get(version)
         return self._failures.get((entry.version, entry.stamp)) if entry is not None else None
 
+    def last_routed(self, stage: str | None = None) -> str | None:
+        """The stable version :meth:`route` last served for ``stage`` in this process (it keeps
+        serving it while a newer one fails to load); None if this process never routed it."""
+        return self._router.last_served(stage, False)
+
     def add_observer(self, observer: RegistryObserver) -> None:
         """Tell ``observer`` of loads, refreshes and routing answers (see :mod:`.events`)."""
         self._observers.add(observer)

@@ -97,6 +97,7 @@ class Serving:
     weight: float
     invalid: tuple[Entry, ...]  # versions whose canary value is invalid: left out of routing
     failed: tuple[tuple[Entry, str], ...]  # stable or canary that failed to load in this process
+    instead: str | None = None  # what route() here serves while the stable version fails to load
 
     @property
     def alone(self) -> bool:
@@ -121,7 +122,11 @@ def serving(registry: ModelRegistry, snapshot: Snapshot, stage: str | None) -> S
         error = registry.load_failure(entry.version) if entry is not None else None
         if entry is not None and error is not None:
             failed.append((entry, str(error)))
-    return Serving(stage, found.stable, found.canary, found.weight, found.refused, tuple(failed))
+    instead = None
+    if failed and failed[0][0] is found.stable:
+        last = registry.last_routed(stage)
+        instead = last if last != found.stable.version else None
+    return Serving(stage, found.stable, found.canary, found.weight, found.refused, tuple(failed), instead)
 
 
 def roles(registry: ModelRegistry, snapshot: Snapshot) -> dict[str, list[tuple[str, str]]]:

@@ -61,8 +61,10 @@ MISSING = Cell("–", missing=True)
 
 
 def odd(value: Any, why: str) -> Cell:
-    """``value`` shown as itself (its JSON, cut short), marked as not what was expected."""
-    return Cell(json_text(value, CELL_LIMIT), odd=True, why=why, title=json_text(value, TITLE_LIMIT))
+    """``value`` shown as itself (its JSON, cut short: whole in the tooltip), marked as not what
+    was expected."""
+    text, whole = json_text(value, CELL_LIMIT), json_text(value, TITLE_LIMIT)
+    return Cell(text, odd=True, why=why, title=whole if whole != text else "")
 
 
 def total(what: str) -> Callable[[Callable[..., Cell]], Callable[..., Cell]]:

@@ -146,6 +146,7 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
         "facts": artifact_facts(metadata, now) if metadata is not None else {},
         "canary_of": [(s, serving(registry, snapshot, s)) for s, role in shown.roles if role == "canary"],
         "load_failure": registry.load_failure(version),
+        "canary_value": metadata.get("canary") if metadata is not None else None,
         "etag": metadata_etag(metadata) if metadata is not None else None,
         "events": registry.history(version, limit=TIMELINE_SIZE + 1)[::-1],
         "timeline_size": TIMELINE_SIZE,
