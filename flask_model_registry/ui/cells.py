@@ -42,16 +42,19 @@ class Cell:
     missing: bool = False
 
     def __html__(self) -> Markup:
+        # f-strings over escaped parts, not Markup.format: a table renders thousands of cells.
         if self.missing:
             return Markup('<span class="none">–</span>')
+        text = escape(self.text)
         if self.odd:
-            title = f"{self.why}: {self.title}" if self.title else self.why
-            return Markup('<span class="odd" title="{}">{}</span>').format(title, self.text)
+            title = escape(f"{self.why}: {self.title}" if self.title else self.why)
+            return Markup(f'<span class="odd" title="{title}">{text}</span>')
         if self.when is not None:
-            return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(self.when, self.text)
+            when = escape(self.when)
+            return Markup(f'<time datetime="{when}" title="{when}">{text}</time>')
         if self.title:
-            return Markup('<span title="{}">{}</span>').format(self.title, self.text)
-        return escape(self.text)
+            return Markup(f'<span title="{escape(self.title)}">{text}</span>')
+        return text
 
     def __str__(self) -> str:
         return self.text

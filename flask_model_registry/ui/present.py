@@ -14,6 +14,7 @@ from typing import Any
 
 from ..registry import Entry, Snapshot
 from ..rollout import canary_label
+from ..routing import weight_of
 from ..trail import CANARY
 from .cells import (
     MISSING,
@@ -54,20 +55,16 @@ def flags(metadata: Mapping[str, Any] | None) -> list[Cell]:
         return []
     found = [Cell(k) for k, v in sorted(metadata.items()) if v is True and k != CANARY]
     label = canary_label(metadata)
-    if label is not None and metadata.get(CANARY) is not True and not _is_weight(metadata.get(CANARY)):
-        found.append(Cell(label, odd=True, why="not a canary: 'canary' must be true or a number in (0, 1]"))
-    elif label is not None:
-        found.append(Cell(label))
+    if label is not None:
+        refused = weight_of(dict(metadata), 1.0) is False
+        why = "not a canary: 'canary' must be true or a number in (0, 1]" if refused else ""
+        found.append(Cell(label, odd=refused, why=why))
     return sorted(found, key=lambda cell: cell.text)
 
 
 def boolean_keys(metadata: Mapping[str, Any]) -> list[str]:
     """Every top-level key holding a boolean (true or false), and ``canary`` whatever it holds."""
     return sorted(k for k, v in metadata.items() if isinstance(v, bool) or k == CANARY)
-
-
-def _is_weight(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
 
 
 def metric_columns(snapshot: Snapshot) -> tuple[str, ...]:
