@@ -168,7 +168,7 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @JSON_OPTION
 @_clean_errors
 def show_command(version: str, as_json: bool) -> None:
-    """Print a version's metadata as JSON (``--json``: ``{"version", "metadata"}``, as the API)."""
+    """Print a version's metadata as JSON (with --json: {"version", "metadata"}, as the API answers)."""
     metadata = selected_registry().get_metadata(version)
     _echo_json(version_item(version, metadata) if as_json else metadata)
 
@@ -219,7 +219,7 @@ def _assignment(text: str) -> tuple[str, Any]:
 @ACTOR_OPTION
 @_clean_errors
 def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -> None:
-    """Set metadata keys of VERSION: ``key=value`` (a JSON value, else a string); ``key=`` removes."""
+    """Set metadata keys of VERSION: key=value (a JSON value, else a string); key= removes the key."""
     changes: dict[str, Any] = {}
     for text in assignments:
         key, value = _assignment(text)

@@ -246,3 +246,13 @@ def test_promoting_a_canary_ends_its_split_in_one_event(cli, published: ModelReg
     history = published.history("1.1.0")
     assert len(history) == events + 1 and history[-1]["actor"] == "ana"
     assert history[-1]["before"] == {"stage": "staging", "canary": 0.3}
+
+
+def test_no_help_shows_restructuredtext_markup(app: Flask, cli):
+    """Docstrings that click shows as help must read as plain text: no ``literal`` backtick pairs, no
+    Sphinx roles, on ``flask models --help`` and every subcommand's ``--help``."""
+    for argv in [[], *([name] for name in app.cli.commands["models"].commands)]:
+        result = cli(*argv, "--help")
+        assert result.exit_code == 0, result.output
+        markup = [mark for mark in ("``", ":func:", ":meth:", ":class:") if mark in result.output]
+        assert not markup, (argv, result.output)
