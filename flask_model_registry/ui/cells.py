@@ -135,7 +135,7 @@ def human_time(text: object, now: datetime) -> str:
         utc = when.astimezone(timezone.utc)
         seconds = (now - utc).total_seconds()
     except OverflowError:  # before year 1 or after 9999 once in UTC
-        return text  # type: ignore[return-value]
+        return str(text)
     if seconds < 0:
         return utc.strftime("%Y-%m-%d %H:%M UTC")
     if seconds < 60:
