@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from ..registry import Entry, Snapshot
 from ..rollout import canary_label
 from ..routing import weight_of
@@ -106,6 +108,37 @@ class Row:
     metrics: dict[str, Cell]
     prerelease: bool
     roles: list[tuple[str, str]]  # (stage, role) as rollout.roles tells
+
+    @property
+    def badges(self) -> Markup:
+        """The flags as badges (a canary value routing refuses: marked)."""
+        return Markup(" ").join(_badge(flag) for flag in self.flags)
+
+    @property
+    def marks(self) -> Markup:
+        """What the version does for each stage it plays a part in (see :data:`ROLES`)."""
+        return Markup("").join(_mark(stage, role, self.stage) for stage, role in self.roles)
+
+
+#: Each role of :func:`~flask_model_registry.rollout.roles`: its marker's CSS class, and its tooltip.
+ROLES = {
+    "serving": ("serving", "route(stage='{stage}') serves this version"),
+    "canary": ("canary", "takes a share of stage {stage}'s traffic"),
+    "older": ("older", "an older holder of stage {stage}: a newer version serves it"),
+    "not serving": ("idle", "in stage {stage}, but route() leaves it out (a prerelease, a bad canary value)"),
+}
+
+
+def _badge(flag: Cell) -> Markup:
+    why = f' title="{escape(flag.why)}"' if flag.why else ""
+    return Markup(f'<span class="badge flag{" odd" if flag.odd else ""}"{why}>{escape(flag.text)}</span>')
+
+
+def _mark(stage: str, role: str, own_stage: object) -> Markup:
+    css, why = ROLES[role]
+    text = role if stage == own_stage else f"{role} of {stage}" if role == "canary" else f"{role} {stage}"
+    title = escape(why.format(stage=stage))
+    return Markup(f' <span class="role {css}" title="{title}">{escape(text)}</span>')
 
 
 def row(entry: Entry, now: datetime, roles: Mapping[str, list[tuple[str, str]]]) -> Row:
