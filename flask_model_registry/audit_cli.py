@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .cli import models_cli, selected_registry
+from .cli_group import selected_registry
 from .errors import RegistryError
 from .trail import unexplained
 
@@ -57,7 +57,7 @@ def _csv_cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-@models_cli.command("audit")
+@click.command("audit")
 @click.option(
     "--since", "since", metavar="TIME", help="Only events at or after TIME (ISO 8601, or an age: 7d)."
 )

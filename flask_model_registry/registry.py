@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
 
@@ -80,6 +80,17 @@ class _HashingWriter:
         return self._f.write(data)
 
 
+class Routing(Protocol):
+    """What :meth:`ModelRegistry.route` delegates to; :mod:`.routing`, above this module, builds it."""
+
+    def route(self, key: Any, stage: str | None, include_prerelease: bool) -> LoadedModel: ...
+
+    #: The share of traffic a version flagged ``"canary": true`` takes.
+    default_weight: float
+
+    def last_served(self, stage: str | None, include_prerelease: bool) -> str | None: ...
+
+
 class ModelRegistry:
     """Versioned models under ``<root>/versions/<semver>/``, on local disk or object storage.
 
@@ -90,6 +101,11 @@ class ModelRegistry:
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
     error. ``watch`` enables change notification on local disk.
     """
+
+    #: Builds each registry's router from the registry, its observers and its default canary weight
+    #: (as Flask's ``response_class``). The package sets it to :class:`.routing.Router`: routing sits
+    #: above the registry, so this module never imports it.
+    router_class: ClassVar[Callable[[ModelRegistry, Observers, float], Routing]]
 
     def __init__(
         self,
@@ -137,9 +153,7 @@ class ModelRegistry:
         self._observers = Observers()
         #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
         self.last_refresh_error: Exception | None = None
-        from .routing import Router  # above the registry: it imports this module
-
-        self._router = Router(self, self._observers, canary_weight)
+        self._router = self.router_class(self, self._observers, canary_weight)
 
     def __repr__(self) -> str:
         return f"<ModelRegistry {self.storage.describe()}>"
@@ -265,6 +279,22 @@ class ModelRegistry:
         stable version or the canary, the same for the same ``key`` everywhere (random without one).
         See :mod:`flask_model_registry.routing`; ``get_latest*`` ignore canaries."""
         return self._router.route(key, stage, include_prerelease)
+
+    @property
+    def canary_weight(self) -> float:
+        """The share of traffic a version flagged ``"canary": true`` takes in :meth:`route`."""
+        return self._router.default_weight
+
+    def load_failure(self, version: str) -> CorruptVersionError | None:
+        """Why this process failed to load ``version`` as it is now (remembered until its metadata
+        changes), or None: it loaded, or was never tried here."""
+        entry = self.snapshot().by_version.get(version)
+        return self._failures.get((entry.version, entry.stamp)) if entry is not None else None
+
+    def last_routed(self, stage: str | None = None) -> str | None:
+        """The stable version :meth:`route` last served for ``stage`` in this process (it keeps
+        serving it while a newer one fails to load); None if this process never routed it."""
+        return self._router.last_served(stage, False)
 
     def add_observer(self, observer: RegistryObserver) -> None:
         """Tell ``observer`` of loads, refreshes and routing answers (see :mod:`.events`)."""

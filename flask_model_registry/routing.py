@@ -15,6 +15,9 @@ and a canary, by the ``canary`` weight in the canary's metadata.
 - The decision (which versions, which models, which weight) is made once per registry state and
   per ``(stage, include_prerelease)``; a warm ``route`` costs a freshness check, a dict lookup and,
   for a string key not seen since the last change, one hash (the decision remembers the rest).
+
+This module sits above the registry: it imports :mod:`.registry`, never the other way round; the
+package makes :class:`Router` each registry's ``router_class``, which ``route`` delegates to.
 """
 
 from __future__ import annotations
@@ -177,6 +180,12 @@ class Router:
         if self._observers.routed:
             self._observers.each("routed", self._registry, stage, answer.version)
         return answer
+
+    def last_served(self, stage: str | None, include_prerelease: bool) -> str | None:
+        """The stable version this process's ``route`` last served for ``stage``; None if it never
+        routed that stage."""
+        decision = self._decisions.get((stage, include_prerelease))
+        return decision.stable.version if decision is not None else None
 
     def _decide(self, snap: Snapshot, stage: str | None, include_prerelease: bool) -> Decision:
         slot = (stage, include_prerelease)

@@ -28,7 +28,8 @@ import fsspec
 from fsspec.asyn import sync
 
 from ..errors import StorageUnavailableError
-from .base import MAX_METADATA_READ_BYTES, Stamp
+from ..metadata import MAX_METADATA_READ_BYTES
+from .base import Stamp
 
 log = logging.getLogger(__name__)
 
