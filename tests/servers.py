@@ -279,6 +279,7 @@ class Request:
     path: str
     status: int
     conditional: bool
+    size: int = 0  # bytes of the answer's body that the store sent
 
     @property
     def kind(self) -> str:
@@ -314,7 +315,7 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
         finally:
             upstream.close()
         conditional = any(h.lower() in _CONDITIONS for h in self.headers) or "ifGeneration" in self.path
-        self.server.count(Request(self.command, self.path, answer.status, conditional))
+        self.server.count(Request(self.command, self.path, answer.status, conditional, len(data)))
         if self.server.should_lose(self.command, self.path, answer.status):
             self.close_connection = True  # the request landed; its answer never arrives
             return
@@ -377,6 +378,11 @@ class StoreProxy(http.server.ThreadingHTTPServer):
         """The kind of each request counted so far (``LIST``, ``GET``, ``PUT`` …), in order."""
         with self._lock:
             return [request.kind for request in self.requests]
+
+    def sent(self, path_part: str) -> int:
+        """Bytes of answers to requests whose path holds ``path_part``, counted so far."""
+        with self._lock:
+            return sum(r.size for r in self.requests if path_part in urllib.parse.unquote(r.path))
 
     def reset(self) -> None:
         """Forget the requests counted so far."""

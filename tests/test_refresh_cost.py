@@ -26,6 +26,8 @@ import servers
 from helpers_procs import Children, on_store, publish_each
 
 from flask_model_registry import ModelRegistry
+from flask_model_registry.storage.manifest import MIN_READ_LIMIT
+from flask_model_registry.storage.objects import objects_for
 
 #: Objects per listing page: S3 and GCS answer 1,000 keys a page, Azure 5,000.
 PAGE = {"s3": 1000, "az": 5000, "gs": 1000}
@@ -287,3 +289,109 @@ def test_concurrent_writers_on_many_hosts_never_lose_an_entry(
 
 def _semver(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
+
+
+# the manifest is checked against the store's own checksums, and read only so far ----------------
+
+
+def forge(bucket: Bucket, version: str, change: dict[str, Any], successor: bool = False) -> None:
+    """Hand-edit the manifest's copy of ``version``'s metadata, keep the object's recorded stamp and
+    recompute the checksum, as anyone who can write to the bucket can; with ``successor``, make it a
+    proper successor of the manifest there (a higher ``seq``, that one in its history)."""
+    fs = bucket.store.filesystem()
+    path = bucket.path(MANIFEST)
+    head, body = fs.cat_file(path).split(b"\n", 1)
+    value = json.loads(body)
+    entry = value["versions"][version]
+    entry["metadata"] = json.dumps({**json.loads(entry["metadata"]), **change})
+    if successor:
+        value["history"].insert(0, [objects_for(bucket.store.scheme, fs).stamp(fs.info(path)), value["seq"]])
+        value["seq"] = entry["seq"] = value["seq"] + 1
+    body = json.dumps(value, separators=(",", ":")).encode()
+    header = {**json.loads(head), "sha256": hashlib.sha256(body).hexdigest()}
+    fs.pipe_file(path, json.dumps(header).encode() + b"\n" + body)
+
+
+@pytest.mark.parametrize("full_refresh", [60.0, 0.0])
+def test_a_forged_copy_in_the_manifest_is_checked_against_the_stores_md5(
+    bucket: Bucket, full_refresh: float
+) -> None:
+    """A copy whose checksum was recomputed after a hand edit still differs from the MD5 the listing
+    states for its object (S3's ETag, Azure's Content-MD5, GCS's md5Hash): read from the object."""
+    writer = bucket.writer()
+    for i in range(3):
+        writer.save_model(f"1.{i}.0", i, {"stage": "staging"})
+    forge(bucket, "1.1.0", {"stage": "prod", "artifact": {"sha256": "0" * 64}})
+
+    cold = bucket.open(full_refresh=full_refresh)
+    cost = bucket.count(cold.list_versions)
+    assert cold.get_latest_version("prod") is None
+    assert answers(cold) == truth(bucket)
+    assert any("1.1.0" in r.path and r.method == "GET" for r in bucket.proxy.requests), cost
+
+    again = bucket.open(full_refresh=full_refresh)  # the cold reader wrote a true manifest back
+    cost = bucket.count(again.list_versions)
+    assert sum(cost.values()) - cost["LIST"] <= 2, cost
+    assert answers(again) == truth(bucket)
+
+
+def test_a_forged_successor_manifest_is_undone_by_the_next_full_listing(bucket: Bucket) -> None:
+    """Between full listings a reader applies a manifest's new entries without a listing. On S3 a
+    copy must still have the MD5 its recorded ETag states, so a forged one is read from its object at
+    once; on Azure and GCS, whose stamps are no checksums, the next full listing undoes it."""
+    writer = bucket.writer()
+    for i in range(3):
+        writer.save_model(f"1.{i}.0", i, {"stage": "staging"})
+    reader = bucket.open(full_refresh=3600)  # every refresh below reads the manifest, none lists
+    assert reader.get_latest_version("prod") is None
+    forge(bucket, "1.2.0", {"stage": "prod"}, successor=True)
+    cost = bucket.count(reader.list_versions)
+    assert "LIST" not in cost and cost["GET"] >= 1, cost
+    if bucket.store.scheme == "s3":
+        assert reader.get_latest_version("prod") is None
+        assert answers(reader) == truth(bucket)
+    reader.storage.discovery.force_full()  # as every full_refresh seconds
+    assert reader.get_latest_version("prod") is None
+    assert answers(reader) == truth(bucket)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: servers.Store) -> Iterator[Bucket]:
+    with servers.proxied(s3_server) as (counted, proxy):
+        yield Bucket(s3_server, counted, proxy, s3_server.url(f"cost-{uuid.uuid4().hex[:10]}"))
+
+
+def test_a_huge_junk_manifest_is_read_no_further_than_the_limit(s3_bucket: Bucket) -> None:
+    """A manifest larger than the limit is not used: a cold reader reads at most the limit + 1 bytes
+    of it (a ranged GET), lists instead, and writes a true manifest back."""
+    writer = s3_bucket.writer()
+    for i in range(4):
+        writer.save_model(f"1.{i}.0", i, {"stage": "prod"})
+    junk = 3 * MIN_READ_LIMIT
+    s3_bucket.store.filesystem().pipe_file(s3_bucket.path(MANIFEST), b"[" * junk)
+
+    cold = s3_bucket.open()
+    s3_bucket.count(cold.list_versions)
+    assert 0 < s3_bucket.proxy.sent(MANIFEST) <= MIN_READ_LIMIT + 1
+    assert answers(cold) == truth(s3_bucket)
+
+    again = s3_bucket.open()  # the junk was replaced: a cold start reads the manifest, not each version
+    cost = s3_bucket.count(again.list_versions)
+    assert sum(cost.values()) - cost["LIST"] <= 2, cost
+    assert s3_bucket.proxy.sent(MANIFEST) < 64 << 10
+
+
+def test_the_read_limit_grows_with_the_versions_listed(s3_bucket: Bucket) -> None:
+    """An honest manifest larger than a cold reader first reads (large metadata, many versions) is
+    read again within what the listing allows, not replaced by a GET per version."""
+    writer = s3_bucket.writer()
+    blob = "x" * (200 << 10)
+    count = MIN_READ_LIMIT // len(blob) + 8
+    for i in range(count):
+        writer.save_model(f"1.{i}.0", i, {"blob": blob})
+    assert s3_bucket.store.filesystem().size(s3_bucket.path(MANIFEST)) > MIN_READ_LIMIT
+
+    cold = s3_bucket.open()
+    cost = s3_bucket.count(cold.list_versions)
+    assert cost["GET"] <= 3, f"the manifest was not used: {cost}"
+    assert answers(cold) == truth(s3_bucket)

@@ -20,6 +20,15 @@ a whole one again (best effort: a reader without write access simply does not). 
 the objects it replaced (their stamps, with the ``seq`` of each): a reader applies only the entries
 written after the manifest it last saw, and lists in full when that one is not among them (a
 manifest restored from a backup, rewritten after damage, or more than :data:`HISTORY` writes ago).
+
+The checksum is unkeyed: it finds damage, not a hand edit whose author recomputed it. So a copy of a
+``metadata.json`` is checked against the object itself wherever the store states its MD5: a listing
+uses a copy only if its bytes have the MD5 the listing states for the object (S3's single-part ETag,
+Azure's ``Content-MD5``, GCS's ``md5Hash``), and on S3 a refresh between listings uses a copy only if
+its bytes have the MD5 its recorded ETag states. A copy that fails is read from its object instead,
+and the next full listing rechecks every copy applied since. The manifest is read no further than
+:func:`read_limit` allows: a larger one is not used (one slower refresh), so a huge object there
+costs a bounded read, not the memory to hold and parse it.
 """
 
 from __future__ import annotations
@@ -31,10 +40,11 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..versioning import sort_key
 from .base import Read, Stamp
+from .objects import md5
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +59,34 @@ MAX_ENTRY = 256 << 10
 REPAIR_THRESHOLD = 4
 #: How many predecessors a manifest names: a reader that missed more writes than this lists in full.
 HISTORY = 64
+#: The most bytes of a manifest read before a listing has said how large an honest one can be.
+MIN_READ_LIMIT = 8 << 20
+#: Bytes an honest manifest takes besides its inline metadata: its head and history, then per version
+#: its name, stamp, seq and keys; each byte of inline metadata takes at most 6 once JSON-escaped.
+_BASE_SIZE = 64 << 10
+_VERSION_SIZE = 1 << 10
+_ESCAPED = 6
 _CAS_ATTEMPTS = 50
+
+
+class Listed(NamedTuple):
+    """A version's ``metadata.json`` as a listing shows it."""
+
+    stamp: Stamp
+    size: int
+    md5: bytes | None  # the MD5 of its bytes, where the store states it
+
+
+def honest_size(listed: Iterable[Listed]) -> int:
+    """The most bytes a manifest written by this package can take for the listed versions."""
+    inline = (_ESCAPED * item.size if item.size <= MAX_ENTRY else 0 for item in listed)
+    return _BASE_SIZE + sum(_VERSION_SIZE + size for size in inline)
+
+
+def read_limit(listed: Iterable[Listed]) -> int:
+    """How much of the manifest is read: twice the most an honest one takes for the versions the
+    last listing showed (room for those published since), and never less than :data:`MIN_READ_LIMIT`."""
+    return max(MIN_READ_LIMIT, 2 * honest_size(listed))
 
 
 class Objects(Protocol):
@@ -57,7 +94,11 @@ class Objects(Protocol):
 
     def read(self, path: str, limit: int | None = ...) -> tuple[bytes, Stamp]: ...
 
-    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None: ...
+    def read_if_changed(
+        self, path: str, stamp: Stamp, limit: int | None = ...
+    ) -> tuple[bytes, Stamp] | None: ...
+
+    def stamp_md5(self, stamp: Stamp) -> bytes | None: ...
 
     def create(self, path: str, data: bytes) -> Stamp: ...
 
@@ -71,6 +112,16 @@ class Entry:
     stamp: Stamp
     seq: int
     metadata: bytes | None  # None: too large, or not UTF-8; readers fetch the object itself
+
+
+@dataclass(frozen=True)
+class Got:
+    """A read of the manifest object: what it holds (None: missing, unusable or too large) and its
+    stamp (None: there is none)."""
+
+    manifest: Manifest | None
+    stamp: Stamp | None
+    too_large: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,13 +239,13 @@ class ManifestDiscovery:
         objects: Objects,
         path: str,
         *,
-        list_stamps: Callable[[], dict[str, Stamp]],
+        list_metadata: Callable[[], dict[str, Listed]],
         fetch: Callable[[Iterable[str]], dict[str, Read]],
         full_refresh: float,
     ) -> None:
         self._objects = objects
         self.path = path
-        self._list_stamps = list_stamps
+        self._list_metadata = list_metadata
         self._fetch = fetch
         self.full_refresh = full_refresh
         self._stamp: Stamp | None = None  # of the manifest object last read
@@ -202,6 +253,10 @@ class ManifestDiscovery:
         # recorded since may hold an older state (a racing writer's), so their next change is
         # read from the object itself.
         self._ahead: set[str] = set()
+        # Versions whose state here is a copy applied between full listings, which no stated MD5
+        # confirmed: the MD5 of that copy, checked against the next full listing's.
+        self._unconfirmed: dict[str, bytes] = {}
+        self._limit = MIN_READ_LIMIT  # the most bytes of the manifest read; the listings raise it
         self._next_full = 0.0  # monotonic time of the next full listing; 0: the next refresh
 
     def force_full(self) -> None:
@@ -210,97 +265,140 @@ class ManifestDiscovery:
 
     # reading ------------------------------------------------------------------------------------
 
-    def _read(self, stamp: Stamp | None) -> tuple[Manifest | None, Stamp | None] | None:
-        """The manifest and its object's stamp ((None, None) if there is none), or None when its
-        stamp is still ``stamp``."""
+    def _read(self, stamp: Stamp | None) -> Got | None:
+        """The manifest, or None when its object's stamp is still ``stamp``. No more than the
+        limit + 1 bytes are read: a larger manifest is not used."""
         try:
             if stamp is None:
-                data, new_stamp = self._objects.read(self.path, None)
+                data, new_stamp = self._objects.read(self.path, self._limit + 1)
             else:
-                got = self._objects.read_if_changed(self.path, stamp)
+                got = self._objects.read_if_changed(self.path, stamp, self._limit + 1)
                 if got is None:
                     return None
                 data, new_stamp = got
         except FileNotFoundError:
-            return None, None
-        return Manifest.decode(data), new_stamp
+            return Got(None, None)
+        if len(data) > self._limit:
+            log.info("ignoring the registry manifest: larger than %d bytes", self._limit)
+            return Got(None, new_stamp, too_large=True)
+        return Got(Manifest.decode(data), new_stamp)
+
+    def _allow(self, listed: Mapping[str, Listed]) -> bool:
+        """Set the read limit from a listing; whether it grew."""
+        old, self._limit = self._limit, read_limit(listed.values())
+        return self._limit > old
 
     def refresh(self, known: Mapping[str, Stamp]) -> tuple[list[str], dict[str, Read]] | None:
         """What changed since ``known``, as :meth:`Storage.refresh` promises."""
         if time.monotonic() < self._next_full:
             got = self._read(self._stamp)
-            if got is None or (got == (None, None) and self._stamp is None):
+            if got is None or (got.stamp is None and self._stamp is None):
                 return None  # the idle refresh: one conditional request, answered "not modified"
-            manifest, stamp = got
+            manifest = got.manifest
             since = manifest.seq_of(self._stamp) if manifest is not None and self._stamp is not None else None
             if manifest is not None and since is not None:
-                changed = {v: e for v, e in manifest.entries.items() if e.seq > since}
-                self._stamp = stamp
-                if not changed:
-                    return None
-                kept = [v for v in known if v not in changed]
-                own = [v for v, e in changed.items() if e.metadata is None or v in self._ahead]
-                self._ahead.difference_update(changed)
-                fetched: dict[str, Read] = {
-                    v: (e.metadata, e.stamp) for v, e in changed.items() if e.metadata is not None
-                }
-                fetched.update(self._fetch(own))
-                return kept, fetched
-            return self._full(known, manifest, stamp)  # not a successor of the last one: confirm all
-        return self._full(known, *self._read(None))  # type: ignore[misc]
+                self._stamp = got.stamp
+                return self._apply({v: e for v, e in manifest.entries.items() if e.seq > since}, known)
+            return self._full(known, got)  # not a successor of the last one: confirm all
+        return self._full(known, self._read(None))  # type: ignore[arg-type]
 
-    def _full(
-        self, known: Mapping[str, Stamp], manifest: Manifest | None, stamp: Stamp | None
+    def _apply(
+        self, changed: Mapping[str, Entry], known: Mapping[str, Stamp]
     ) -> tuple[list[str], dict[str, Read]] | None:
+        """The entries written since the manifest last read: their copies, except those that must
+        come from their object (too large, ahead, or not the bytes their S3 ETag states)."""
+        if not changed:
+            return None
+        kept = [v for v in known if v not in changed]
+        fetched: dict[str, Read] = {}
+        own: list[str] = []
+        for version, entry in changed.items():
+            self._unconfirmed.pop(version, None)
+            if entry.metadata is None or version in self._ahead:
+                own.append(version)
+                continue
+            digest = md5(entry.metadata)
+            stated = self._objects.stamp_md5(entry.stamp)
+            if stated is not None and stated != digest:
+                log.warning(
+                    "the registry manifest's copy of %s is not what its ETag states; read it", version
+                )
+                own.append(version)
+                continue
+            fetched[version] = (entry.metadata, entry.stamp)
+            if stated is None:
+                self._unconfirmed[version] = digest
+        self._ahead.difference_update(changed)
+        fetched.update(self._fetch(own))
+        return kept, fetched
+
+    def _full(self, known: Mapping[str, Stamp], got: Got) -> tuple[list[str], dict[str, Read]] | None:
         """A full listing, confirming what is known and what the manifest (read before it) says."""
         started = time.monotonic()
-        listed = self._list_stamps()
-        entries = manifest.entries if manifest is not None else {}
+        listed = self._list_metadata()
+        stamp = got.stamp  # what the next refresh asks about: the manifest read before the listing
+        if self._allow(listed) and got.too_large:
+            # Larger than was read, but no larger than this listing allows. Its copies are used
+            # only where the listing confirms them, so reading it after the listing is safe.
+            got = self._read(None)  # type: ignore[assignment]
+        if got.too_large:
+            log.warning("ignoring the registry manifest: larger than %d bytes", self._limit)
+        entries = got.manifest.entries if got.manifest is not None else {}
         kept: list[str] = []
         fetched: dict[str, Read] = {}
         missing: list[str] = []
-        for version, listed_stamp in listed.items():
+        disagreeing = 0
+        for version, item in listed.items():
             entry = entries.get(version)
-            if known.get(version, _NOTHING) == listed_stamp:
+            copy = self._unconfirmed.get(version)
+            if known.get(version, _NOTHING) == item.stamp and (item.md5 is None or copy in (None, item.md5)):
                 kept.append(version)
-            elif entry is not None and entry.stamp == listed_stamp and entry.metadata is not None:
-                fetched[version] = (entry.metadata, entry.stamp)
+            elif entry is not None and entry.stamp == item.stamp and entry.metadata is not None:
+                if _confirmed(entry.metadata, item.md5):
+                    fetched[version] = (entry.metadata, entry.stamp)
+                    continue
+                disagreeing += 1
+                missing.append(version)
             else:
                 missing.append(version)
+        if disagreeing:
+            log.warning(
+                "%d copies in the registry manifest differ from their objects; read those", disagreeing
+            )
         fetched.update(self._fetch(missing))
         self._stamp, self._next_full = stamp, started + self.full_refresh
-        self._ahead = {v for v, listed_stamp in listed.items() if _stamp_of(entries.get(v)) != listed_stamp}
+        self._ahead = {v for v, item in listed.items() if _stamp_of(entries.get(v)) != item.stamp}
+        self._unconfirmed = {}  # what a listing can confirm, it just did
         stale = len(missing) > REPAIR_THRESHOLD or len(entries) > len(listed) + REPAIR_THRESHOLD
-        if (manifest is None and listed) or stale:
-            self._repair(manifest, stamp, kept, fetched)
+        if (got.manifest is None and listed) or stale or disagreeing:
+            self._repair(got, listed, kept, fetched)
         if not fetched and len(kept) == len(known):
             return None
         return kept, fetched
 
     def _repair(
-        self,
-        manifest: Manifest | None,
-        stamp: Stamp | None,
-        kept: list[str],
-        fetched: Mapping[str, Read],
+        self, got: Got, listed: Mapping[str, Listed], kept: list[str], fetched: Mapping[str, Read]
     ) -> None:
         """Write a whole manifest from what a full listing confirmed, unless someone else wrote one
         since it was read (compare-and-swap, one attempt: best effort, never an error)."""
-        base = manifest if manifest is not None else Manifest(0, {})
+        base = got.manifest if got.manifest is not None else Manifest(0, {})
         carried = {}
         for version in kept:  # known from before: their bytes are in the old manifest, or not at hand
             entry = base.entries.get(version)
-            if entry is None or entry.metadata is None:
+            item = listed[version]
+            if entry is None or entry.metadata is None or entry.stamp != item.stamp:
                 return  # the next cold start (which knows nothing) repairs it
+            if not _confirmed(entry.metadata, item.md5):
+                return
             carried[version] = (entry.metadata, entry.stamp)
-        state = {v: got for v, got in fetched.items() if not isinstance(got, OSError)}
-        replacing = stamp if manifest is not None else None
+        state = {v: read for v, read in fetched.items() if not isinstance(read, OSError)}
+        replacing = got.stamp if got.manifest is not None else None
         repaired = Manifest(base.seq, {}, base.history).with_changes({**carried, **state}, replacing)
         try:
-            if stamp is None:
+            if got.stamp is None:
                 written = self._objects.create(self.path, repaired.encode())
             else:
-                written = self._objects.replace(self.path, repaired.encode(), stamp)
+                written = self._objects.replace(self.path, repaired.encode(), got.stamp)
         except Exception as exc:  # read-only credentials, a race: the manifest stays as it was
             log.debug("could not rewrite the registry manifest: %s", exc)
             return
@@ -308,6 +406,14 @@ class ManifestDiscovery:
             self._stamp = written
 
     # writing ------------------------------------------------------------------------------------
+
+    def _read_whole(self) -> Got:
+        """The manifest as it is now, to update it. One larger than this registry has yet allowed
+        costs a listing, which tells how large an honest one may be."""
+        got = self._read(None)
+        if got is not None and got.too_large and self._allow(self._list_metadata()):
+            got = self._read(None)
+        return got  # type: ignore[return-value]
 
     def record(self, version: str, metadata_path: str) -> None:
         """Bring ``version``'s entry up to date after a write to its metadata (at ``metadata_path``):
@@ -317,7 +423,8 @@ class ManifestDiscovery:
         and others find the change at their next full listing."""
         try:
             for attempt in range(_CAS_ATTEMPTS):
-                current, current_stamp = self._read(None)  # type: ignore[misc]
+                got = self._read_whole()
+                current, current_stamp = got.manifest, got.stamp
                 try:
                     data, stamp = self._objects.read(metadata_path)
                 except FileNotFoundError:
@@ -346,6 +453,11 @@ class ManifestDiscovery:
                 exc,
             )
             self.force_full()
+
+
+def _confirmed(data: bytes, stated: bytes | None) -> bool:
+    """Whether a copy is the object's bytes, as far as the store states their MD5 (None: it does not)."""
+    return stated is None or md5(data) == stated
 
 
 _NOTHING = object()

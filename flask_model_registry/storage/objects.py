@@ -4,11 +4,19 @@ What each store guarantees (see :mod:`.remote` for how publishing and promotion 
 create-only writes, compare-and-swap on the object's ETag (generation on GCS), and a read that
 answers "not modified" to the stamp last seen (the manifest's idle refresh, :mod:`.manifest`).
 ``memory://`` and other fsspec filesystems fall back to a lock in this process.
+
+Where a store states an object's MD5 in its listing (S3's single-part ETags, Azure's
+``Content-MD5``, GCS's ``md5Hash``), :meth:`Objects.content_md5` gives it, so that the manifest's
+copy of an object can be checked against the object itself without reading it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import logging
+import re
 import threading
 import time
 import uuid
@@ -23,8 +31,17 @@ from ..errors import StorageUnavailableError
 from ..metadata import MAX_METADATA_READ_BYTES
 from .base import Stamp
 
+log = logging.getLogger(__name__)
+
 _LIMIT = MAX_METADATA_READ_BYTES + 1  # bytes of a metadata object or audit event read at most
 _S3_BUSY_RETRIES = 5
+#: An S3 ETag that may be the MD5 of the object's bytes (a multipart upload's has a ``-<parts>`` tail).
+_MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
+
+
+def md5(data: bytes) -> bytes:
+    """The MD5 digest the stores state for ``data`` (a checksum here, not a security measure)."""
+    return hashlib.md5(data, usedforsecurity=False).digest()
 
 
 class Objects:
@@ -49,6 +66,15 @@ class Objects:
                 return (value.timestamp() if isinstance(value, datetime) else value, info.get("size"))
         return (None, info.get("size"))
 
+    def content_md5(self, info: Mapping[str, Any]) -> bytes | None:
+        """The MD5 digest of the object's bytes as a listing or ``info`` entry states it; None where
+        the store states none."""
+        return None
+
+    def stamp_md5(self, stamp: Stamp) -> bytes | None:
+        """The MD5 digest of the object's bytes when its stamp is one (S3's single-part ETags)."""
+        return None
+
     def read(self, path: str, limit: int | None = _LIMIT) -> tuple[bytes, Stamp]:
         """The object's bytes (no more than ``limit``, None: all of them) and stamp;
         FileNotFoundError when missing, PermissionError when the store refuses it (403, archived)."""
@@ -60,11 +86,14 @@ class Objects:
         requests as the store allows; None where the store has no such listing."""
         return None
 
-    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
-        """All of the object (no limit), unless its stamp is still ``stamp`` (None): one small request."""
+    def read_if_changed(
+        self, path: str, stamp: Stamp, limit: int | None = None
+    ) -> tuple[bytes, Stamp] | None:
+        """The object (no more than ``limit`` bytes), unless its stamp is still ``stamp`` (None): one
+        small request."""
         if self.stamp(self.fs.info(path)) == stamp:
             return None
-        return self.read(path, None)
+        return self.read(path, limit)
 
     def create(self, path: str, data: bytes) -> Stamp:
         """Write the object only if there is none (FileExistsError otherwise); its new stamp."""
@@ -109,12 +138,34 @@ def s3_error_code(exc: BaseException) -> str | None:
 class S3Objects(AsyncObjects):
     """S3 through s3fs: conditional PutObject on the ETag."""
 
+    #: Whether an ETag of 32 hex digits is the MD5 of the object's bytes. It is not under SSE-KMS
+    #: or SSE-C encryption: the first object read whole that disagrees with its ETag turns it off.
+    etags_are_md5 = True
+
     def stamp(self, info: Mapping[str, Any]) -> Stamp:
         return info["ETag"]
 
+    def stamp_md5(self, stamp: Stamp) -> bytes | None:
+        match = _MD5_ETAG.match(stamp) if self.etags_are_md5 and isinstance(stamp, str) else None
+        return bytes.fromhex(match.group(1)) if match else None
+
+    def content_md5(self, info: Mapping[str, Any]) -> bytes | None:
+        return self.stamp_md5(info.get("ETag"))
+
     async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
+        """One GetObject; with a ``limit``, a ranged one: the store sends no more than that."""
         bucket, key, _ = self.fs.split_path(path)
-        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **condition)
+        if limit is not None:
+            condition["Range"] = f"bytes=0-{limit - 1}"
+        try:
+            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **condition)
+        except OSError as exc:
+            if s3_error_code(exc) != "InvalidRange":
+                raise
+            # An empty object has no byte 0 to range over: its ETag alone (an unchanged one is 304).
+            del condition["Range"]
+            head = await self.fs._call_s3("head_object", Bucket=bucket, Key=key, **condition)
+            return b"", head["ETag"]
         body = response["Body"]
         chunks: list[bytes] = []
         size = 0
@@ -125,13 +176,24 @@ class S3Objects(AsyncObjects):
                     break
                 chunks.append(chunk)
                 size += len(chunk)
-            return b"".join(chunks), response["ETag"]
         finally:
             body.close()
+        data = b"".join(chunks)
+        if limit is None or size < limit:  # the whole object: does its ETag state its MD5?
+            self._check_etag(path, data, response["ETag"])
+        return data, response["ETag"]
 
-    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+    def _check_etag(self, path: str, data: bytes, etag: str) -> None:
+        expected = self.stamp_md5(etag)
+        if expected is not None and md5(data) != expected:
+            self.etags_are_md5 = False
+            log.info("S3 ETags here are not MD5s (%s; SSE-KMS or SSE-C?): listings cannot check copies", path)
+
+    def read_if_changed(
+        self, path: str, stamp: Stamp, limit: int | None = None
+    ) -> tuple[bytes, Stamp] | None:
         try:
-            return sync(self.fs.loop, self._read, path, None, IfNoneMatch=str(stamp))
+            return sync(self.fs.loop, self._read, path, limit, IfNoneMatch=str(stamp))
         except OSError as exc:
             if s3_error_code(exc) in ("304", "NotModified"):
                 return None
@@ -192,6 +254,14 @@ class AzureObjects(AsyncObjects):
     def stamp(self, info: Mapping[str, Any]) -> Stamp:
         return info["etag"]
 
+    def content_md5(self, info: Mapping[str, Any]) -> bytes | None:
+        settings = info.get("content_settings")
+        if isinstance(settings, Mapping):
+            digest = settings.get("content_md5")
+        else:
+            digest = getattr(settings, "content_md5", None)
+        return bytes(digest) if digest else None
+
     def _client(self, path: str) -> Any:
         container, blob, _ = self.fs.split_path(path)
         return self.fs.service_client.get_blob_client(container=container, blob=blob)
@@ -208,13 +278,15 @@ class AzureObjects(AsyncObjects):
                 raise FileNotFoundError(path) from None
             return await stream.readall(), stream.properties.etag
 
-    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+    def read_if_changed(
+        self, path: str, stamp: Stamp, limit: int | None = None
+    ) -> tuple[bytes, Stamp] | None:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotModifiedError
 
         condition = {"etag": stamp, "match_condition": MatchConditions.IfModified}
         try:
-            return sync(self.fs.loop, self._read, path, None, **condition)
+            return sync(self.fs.loop, self._read, path, limit, **condition)
         except (ResourceNotModifiedError, ResourceModifiedError):  # 304 (Azurite: 412): the same
             return None
 
@@ -249,19 +321,37 @@ class GCSObjects(AsyncObjects):
     def stamp(self, info: Mapping[str, Any]) -> Stamp:
         return str(info["generation"])
 
-    async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
-        bucket, key, _ = self.fs.split_path(path)
-        headers, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media", **condition)
-        return data[:limit], headers["X-Goog-Generation"]
+    def content_md5(self, info: Mapping[str, Any]) -> bytes | None:
+        digest = info.get("md5Hash")  # composite objects have none
+        return base64.b64decode(digest) if isinstance(digest, str) and digest else None
 
-    def read_if_changed(self, path: str, stamp: Stamp) -> tuple[bytes, Stamp] | None:
+    async def _read(self, path: str, limit: int | None, **condition: Any) -> tuple[bytes, Stamp]:
+        """One media GET; with a ``limit``, a ranged one: the store sends no more than that."""
+        from gcsfs.retry import HttpError
+
+        bucket, key, _ = self.fs.split_path(path)
+        ranged = {"headers": {"Range": f"bytes=0-{limit - 1}"}} if limit is not None else {}
+        try:
+            answer, data = await self.fs._call(
+                "GET", "b/{}/o/{}", bucket, key, alt="media", **ranged, **condition
+            )
+        except HttpError as exc:
+            if exc.code != 416:
+                raise
+            # An empty object has no byte 0 to range over: read it whole (nothing).
+            answer, data = await self.fs._call("GET", "b/{}/o/{}", bucket, key, alt="media", **condition)
+        return data[:limit], answer["X-Goog-Generation"]
+
+    def read_if_changed(
+        self, path: str, stamp: Stamp, limit: int | None = None
+    ) -> tuple[bytes, Stamp] | None:
         """The object's metadata first (``ifGenerationNotMatch``: 304 on GCS; a small JSON answer
         on emulators that ignore it), then its bytes only if the generation moved on."""
         bucket, key, _ = self.fs.split_path(path)
         _, answer = self.fs.call("GET", "b/{}/o/{}", bucket, key, ifGenerationNotMatch=str(stamp))
         if not answer or str(json.loads(answer)["generation"]) == str(stamp):
             return None
-        return self.read(path, None)
+        return self.read(path, limit)
 
     def _upload(self, path: str, data: bytes, generation: str) -> Stamp:
         """A multipart upload that the store refuses (412, FileExistsError) unless the object's

@@ -62,7 +62,7 @@ from .base import (
     Storage,
     check_state_name,
 )
-from .manifest import DEFAULT_FULL_REFRESH, MANIFEST_FILE, ManifestDiscovery
+from .manifest import DEFAULT_FULL_REFRESH, MANIFEST_FILE, Listed, ManifestDiscovery
 from .objects import AsyncObjects, objects_for
 
 #: Seconds a change made by another host may stay unseen on object storage, unless configured.
@@ -179,7 +179,7 @@ class FsspecStorage(Storage):
         self.discovery = ManifestDiscovery(
             self._objects,
             f"{self.root}/{MANIFEST_FILE}",
-            list_stamps=self.scan,
+            list_metadata=self.list_metadata,
             fetch=self.read_metadata_many,
             full_refresh=DEFAULT_FULL_REFRESH if full_refresh is None else full_refresh,
         )
@@ -275,14 +275,22 @@ class FsspecStorage(Storage):
 
     def scan(self) -> dict[str, Stamp]:
         """One paged listing gives every version and its metadata's stamp; nothing is fetched."""
+        return {version: item.stamp for version, item in self.list_metadata().items()}
+
+    def list_metadata(self) -> dict[str, Listed]:
+        """Every version's ``metadata.json`` as one paged listing shows it: stamp, size, and MD5
+        where the store states it."""
         listing = self._list(self._versions)
         prefix = self._versions + "/"
-        stamps: dict[str, Stamp] = {}
+        found: dict[str, Listed] = {}
         for path, info in listing.items():
             version, _, name = path.removeprefix(prefix).partition("/")
             if path.startswith(prefix) and name == METADATA_FILE and sort_key(version) is not None:
-                stamps[version] = self._objects.stamp(info)
-        return stamps
+                objects = self._objects
+                found[version] = Listed(
+                    objects.stamp(info), int(info.get("size") or 0), objects.content_md5(info)
+                )
+        return found
 
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
         return self.fetch(self._path(version, METADATA_FILE))
