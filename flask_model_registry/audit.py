@@ -325,11 +325,16 @@ class AuditTrail:
             except (ValueError, KeyError, TypeError):
                 self.storage.audit_delete(name)
                 continue
+            if self._read(f"{version}/{key_of(event_id)}.json") is not None:
+                self._complete(Pending(self, event, data))  # final already: its writer died after
+                continue
             pendings[event_id] = (Pending(self, event, data), chain)
-        finals = {event_id: _chain_of(event) for event_id, event in self._finals_down_to(version, ids[0])}
-        for event_id in [event_id for event_id in pendings if event_id in finals]:
-            self._complete(pendings.pop(event_id)[0])
-        order = sorted([*pendings, *finals], reverse=True)
+        if not pendings:
+            return
+        finals = {
+            event_id: _chain_of(event) for event_id, event in self._finals_down_to(version, min(pendings))
+        }
+        order = sorted({*pendings, *finals}, reverse=True)  # a set: a live writer may finalise meanwhile
         twins = Counter(chain for _, chain in pendings.values())
         expect: object = current
         landed_after = False
@@ -351,10 +356,13 @@ class AuditTrail:
                 pending.discard()  # else its writer may still be about to commit: left, not shown
 
     def _complete(self, pending: Pending) -> None:
-        """``pending`` is final already (its writer died after the version's own copy): write what
-        is missing (the registry-wide copy) and remove the pending file."""
+        """``pending`` is final already (its writer died after the version's own copy, or is about
+        to remove it): write what is missing (the registry-wide copy), remove the pending file."""
         try:
-            self.finalise(pending)
+            if self._read(f"{LOG}/{key_of(pending.id)}.json") is None:
+                self.finalise(pending)
+            else:  # both copies are there: only the pending file is left
+                self.storage.audit_delete(pending.name)
         except FileExistsError:  # another event under its name: the final copy stands
             self.storage.audit_delete(pending.name)
         except OSError as exc:
