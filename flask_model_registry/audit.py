@@ -15,8 +15,8 @@ metadata before and after, so this needs no lock and works on object storage ali
 
 An event's ``id`` is ``<20-digit nanoseconds>-<12 hex>``: unique, and ordered as the changes
 happened, whatever one host's clock says: once it has read the metadata it changes, a writer takes
-an id above every event of the version, every pending event and the newest of the registry-wide
-trail (a hybrid logical clock: the host's time unless an event it follows is newer). Its
+an id above every pending event and the newest of the registry-wide trail, which holds every final
+event (a hybrid logical clock: the host's time unless an event it follows is newer). Its
 ``key`` sorts the other way round, so an ordered listing gives the newest first: a page of history
 costs a listing of ``limit`` names and reads of ``limit`` (immutable, cached) events, however long
 the trail. Events written by earlier releases (``<version>/<id>.json``) are read as they are.
@@ -188,8 +188,9 @@ class AuditTrail:
         new: bytes,
     ) -> Pending:
         """Check the event, settle what dead writers of ``version`` left, and write the event as
-        pending, with an id above every event of the version: call it after reading the metadata
-        that ``old`` is, and before the change. Raises (and nothing was written) if it cannot."""
+        pending, with an id above every event it sees (:meth:`_newest_seen`): call it after reading
+        the metadata that ``old`` is, and before the change. Raises (and nothing was written) if
+        it cannot."""
         check_actor(actor)
         now = time.time_ns()
         event = {
@@ -212,17 +213,17 @@ class AuditTrail:
 
     def _newest_seen(self, version: str) -> int:
         """Settle what dead writers of ``version`` left, and return the nanoseconds of the newest
-        event id a new event must follow: of the version's events, of every pending event, and of
-        the registry-wide trail. So ids follow the order in which the changes happened, whatever
-        one host's clock says: an event written as pending before its change, and removed only
-        once both final copies exist, is seen in one listing or the other by any writer that
-        begins after the change (pending events are listed first)."""
+        event id a new event must follow: of every pending event, and of the registry-wide trail
+        (which holds every final event, the version's own too). So ids follow the order in which
+        the changes happened, whatever one host's clock says: an event is pending from before its
+        change until both final copies exist, so a writer that begins after the change sees it in
+        one listing or the other (pending events are listed first). Two listings, as many as
+        before ids had to follow other versions' events."""
         pendings = self._pendings(None)
         self._settle_listed({version: pendings[version]} if version in pendings else {})
         newest = [ids[-1] for ids in pendings.values()]
-        for folder in (version, LOG):
-            names = self.storage.audit_list(folder, start_after="r", limit=1)
-            newest += [id_of(names[0].removesuffix(".json"))] if names else []
+        names = self.storage.audit_list(LOG, start_after="r", limit=1)
+        newest += [id_of(names[0].removesuffix(".json"))] if names else []
         return max((int(event_id[:20]) for event_id in newest), default=0)
 
     def _check_clock(self, now: int, floor: int) -> None:
