@@ -3,8 +3,12 @@
 Prometheus metrics (``/models/metrics``, with the ``metrics`` extra) are counted by every worker
 into ``PROMETHEUS_MULTIPROC_DIR`` and added up by whichever worker answers the scrape. It must be
 set before the workers start; when it is not, a fresh temporary folder is used for this run.
+
+The registry's log records (and the example app's own) go to gunicorn's error log, in its format:
+time, process id and level, e.g. ``[2026-12-02 17:40:01 +0000] [4242] [WARNING] …``.
 """
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +33,20 @@ def on_starting(server):
     for name in os.listdir(folder):
         if name.endswith(".db"):
             os.unlink(os.path.join(folder, name))
+
+
+#: Loggers whose records go to gunicorn's error log: the package's and the example app's.
+SHARED_LOGGERS = ("flask_model_registry", "example_app")
+
+
+def post_fork(server, worker):
+    """Before the worker loads the app, give the package's loggers gunicorn's error log handlers
+    and level; without them Python prints a bare message with no time or level."""
+    error_log = server.log.error_log
+    for name in SHARED_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = list(error_log.handlers)
+        logger.setLevel(error_log.level)
 
 
 def child_exit(server, worker):

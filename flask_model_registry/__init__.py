@@ -26,7 +26,9 @@ from .errors import (
 from .events import RegistryObserver
 from .extension import FlaskModelRegistry
 from .registry import LoadedModel, ModelRegistry
+from .routing import Router
 
+ModelRegistry.router_class = Router  # route() is built above the registry (see routing.py)
 __version__ = "0.1.0"
 
 __all__ = [

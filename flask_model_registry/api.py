@@ -22,7 +22,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
 from .answers import entry_item, version_item
-from .config import NAME_PATTERN, RESERVED_NAMES
+from .config import NAME_PATTERN, RESERVED_NAMES, api_token
 from .context import get_registries, get_registry
 from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
@@ -215,10 +215,10 @@ def authorize() -> Response | None:
     it reveals nothing but ``Allow``."""
     if request.method == "OPTIONS":
         return None
-    token = current_app.config["MODEL_REGISTRY_API_TOKEN"]
+    token = api_token(current_app.config)
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        expected = str(token).encode()
+        expected = token.encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             return error_response(
                 401,

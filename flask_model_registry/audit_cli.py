@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .cli import models_cli, selected_registry
+from .cli_group import selected_registry
 from .errors import InvalidVersionError, RegistryError, VersionNotFoundError
 from .registry import ModelRegistry
 from .trail import copies_differ, unexplained
@@ -46,8 +46,8 @@ def parse_since(text: str) -> datetime:
             " nor an age (30m, 12h, 7d)"
         ) from None
     except OverflowError:
-        what = "an age too far back" if age else "a time outside the years 1 to 9999 (UTC)"
-        raise click.BadParameter(f"{text!r} is {what}; the calendar starts at the year 1") from None
+        what = "an age too far back (before the year 1)" if age else "outside the years 1 to 9999 in UTC"
+        raise click.BadParameter(f"{text!r} is {what}") from None
 
 
 def _since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -103,7 +103,7 @@ def _check(
     return list(found.items())
 
 
-@models_cli.command("audit")
+@click.command("audit")
 @click.option(
     "--since",
     "start",

@@ -4,7 +4,7 @@ Every failure (a registry error, any ``OSError`` such as a read-only registry) p
 ``Error: …`` line with exit status 1, never a traceback; the CLI, unlike the HTTP API, may name the
 path at fault. Every reading command takes ``--json``, in the HTTP API's shapes. Every subcommand
 takes ``--model NAME``: a named model (``MODEL_REGISTRY_MODELS``) instead of the default registry; a
-subcommand reaches the registry it is about through :func:`selected_registry`.
+subcommand reaches the registry it is about through :func:`.cli_group.selected_registry`.
 """
 
 from __future__ import annotations
@@ -15,57 +15,16 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from flask.cli import AppGroup, with_appcontext
 
 from .answers import entry_item, version_item
-from .context import get_registries, get_registry
-from .errors import InvalidMetadataError, RegistryError, StorageUnavailableError, UnknownModelError
+from .audit_cli import audit_command
+from .cli_group import ModelsGroup, selected_model, selected_registry
+from .context import get_registries
+from .errors import InvalidMetadataError, RegistryError, StorageUnavailableError
 from .metadata import check_stage
-from .registry import ModelRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
-_MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
-
-
-def _selecting_model(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """``callback`` behind ``--model NAME``: the name is kept for :func:`selected_registry`; an
-    unknown one is one ``Error:`` line naming it."""
-
-    @wraps(callback)
-    def run(*args: Any, model_name: str | None = None, **kwargs: Any) -> Any:
-        try:
-            get_registry(model_name)
-        except UnknownModelError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.get_current_context().meta[_MODEL] = model_name
-        return callback(*args, **kwargs)
-
-    return run
-
-
-class _ModelsGroup(AppGroup):
-    """A command group whose every subcommand takes ``--model NAME``, also one defined elsewhere
-    and added with ``add_command``."""
-
-    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
-        if cmd.callback is not None and "model_name" not in {param.name for param in cmd.params}:
-            cmd.params.append(
-                click.Option(
-                    ["--model", "model_name"],
-                    metavar="NAME",
-                    help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
-                )
-            )
-            cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
-        super().add_command(cmd, name)
-
-
-def selected_registry() -> ModelRegistry:
-    """The registry the running subcommand is about: ``--model NAME``'s, else the default one."""
-    return get_registry(click.get_current_context().meta.get(_MODEL))
-
-
-models_cli = _ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
+models_cli = ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -138,7 +97,7 @@ def list_command(stage: str | None, as_json: bool) -> None:
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(3)]
             click.echo("  ".join([*cells, row[3]]).rstrip())
-    if click.get_current_context().meta.get(_MODEL) is None and get_registries():
+    if selected_model() is None and get_registries():
         click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 
 
@@ -165,7 +124,7 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @JSON_OPTION
 @_clean_errors
 def show_command(version: str, as_json: bool) -> None:
-    """Print a version's metadata as JSON (``--json``: ``{"version", "metadata"}``, as the API)."""
+    """Print a version's metadata as JSON (with --json: {"version", "metadata"}, as the API answers)."""
     metadata = selected_registry().get_metadata(version)
     _echo_json(version_item(version, metadata) if as_json else metadata)
 
@@ -211,7 +170,7 @@ def _assignment(text: str) -> tuple[str, Any]:
 @ACTOR_OPTION
 @_clean_errors
 def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -> None:
-    """Set metadata keys of VERSION: ``key=value`` (a JSON value, else a string); ``key=`` removes."""
+    """Set metadata keys of VERSION: key=value (a JSON value, else a string); key= removes the key."""
     changes: dict[str, Any] = {}
     for text in assignments:
         key, value = _assignment(text)
@@ -269,5 +228,5 @@ def verify_command(as_json: bool) -> None:
         raise click.ClickException(f"{failures} version(s) failed verification")
 
 
-# Subcommands kept in modules of their own register themselves on the group (with --model).
-from . import audit_cli  # noqa: E402, F401
+# Subcommands kept in modules of their own (each gets --model from the group).
+models_cli.add_command(audit_command)

@@ -86,18 +86,41 @@ def _text(value: Any) -> str:
     return value
 
 
+#: What ``MODEL_REGISTRY_API_TOKEN`` may say to mean "no token" (any letter case, spaces around
+#: ignored); as JSON from ``from_prefixed_env()``, ``false``, ``0`` and ``null`` arrive parsed.
+NO_TOKEN = frozenset({"", "false", "no", "off", "0", "null", "none"})
+
+
 def _token(value: Any) -> str | None:
-    """A secret; ``False``, ``""`` and ``None`` mean none. Anything but a string is refused rather
-    than turned into one: ``from_prefixed_env()`` reads ``FLASK_..._API_TOKEN=1e3`` as the number
-    1000.0, whose text is no longer the token."""
-    if value is None or value is False or value == "":
+    """A secret, or None for no token: ``None``, ``False``, ``0`` or a :data:`NO_TOKEN` spelling,
+    wherever it came from. Anything else but a string is refused rather than turned into one:
+    ``from_prefixed_env()`` reads ``FLASK_..._API_TOKEN=1e3`` as the number 1000.0, whose text is
+    no longer the token."""
+    if value is None or (type(value) in (bool, int) and not value):
         return None
     if not isinstance(value, str):
         raise ValueError(
             f"a string, not {type(value).__name__} (from_prefixed_env() parses a token that looks like"
             " JSON; quote it: FLASK_MODEL_REGISTRY_API_TOKEN='\"...\"')"
         )
+    if value.strip().lower() in NO_TOKEN:
+        return None
+    if value != value.strip() or not value.isascii() or not value.isprintable():
+        raise ValueError(
+            "printable ASCII without spaces around it, as an HTTP header carries it"
+            " (for example: openssl rand -hex 32)"
+        )
     return value
+
+
+def api_token(config: Mapping[str, Any]) -> str | None:
+    """The API token of an app's ``config`` as it is now (also one set after ``init_app``), or None:
+    the one reading of it, so every place that checks the token agrees on what means "no token"."""
+    key = PREFIX + "API_TOKEN"
+    try:
+        return _token(config.get(key))
+    except ValueError as exc:
+        raise ConfigError(key, f"{key}: the value must be {exc}") from None
 
 
 def _json_text(value: Any) -> Any:

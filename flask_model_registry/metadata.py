@@ -14,12 +14,14 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from .errors import InvalidMetadataError
-from .storage.base import MAX_METADATA_READ_BYTES
 
 #: Keys the registry writes when it saves; a user may neither set nor change them.
 RESERVED_KEYS = frozenset({"version", "created_at", "artifact"})
 #: The largest ``metadata.json`` the registry writes, in bytes.
 MAX_METADATA_BYTES = 256 * 1024
+#: The most bytes of a ``metadata.json`` (or an audit event) that are read, by every storage: a
+#: larger file is read no further than this + 1 bytes, and listed as an ``error`` entry.
+MAX_METADATA_READ_BYTES = 1 << 20
 #: The longest metadata key accepted.
 MAX_KEY_LENGTH = 128
 #: The deepest nesting of objects and arrays accepted in user metadata.

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
 
@@ -80,6 +80,12 @@ class _HashingWriter:
         return self._f.write(data)
 
 
+class Routing(Protocol):
+    """What :meth:`ModelRegistry.route` delegates to; :mod:`.routing`, above this module, builds it."""
+
+    def route(self, key: Any, stage: str | None, include_prerelease: bool) -> LoadedModel: ...
+
+
 class ModelRegistry:
     """Versioned models under ``<root>/versions/<semver>/``, on local disk or object storage.
 
@@ -90,6 +96,11 @@ class ModelRegistry:
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
     error. ``watch`` enables change notification on local disk.
     """
+
+    #: Builds each registry's router from the registry, its observers and its default canary weight
+    #: (as Flask's ``response_class``). The package sets it to :class:`.routing.Router`: routing sits
+    #: above the registry, so this module never imports it.
+    router_class: ClassVar[Callable[[ModelRegistry, Observers, float], Routing]]
 
     def __init__(
         self,
@@ -137,9 +148,7 @@ class ModelRegistry:
         self._observers = Observers()
         #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
         self.last_refresh_error: Exception | None = None
-        from .routing import Router  # above the registry: it imports this module
-
-        self._router = Router(self, self._observers, canary_weight)
+        self._router = self.router_class(self, self._observers, canary_weight)
 
     def __repr__(self) -> str:
         return f"<ModelRegistry {self.storage.describe()}>"

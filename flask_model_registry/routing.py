@@ -15,6 +15,9 @@ and a canary, by the ``canary`` weight in the canary's metadata.
 - The decision (which versions, which models, which weight) is made once per registry state and
   per ``(stage, include_prerelease)``; a warm ``route`` costs a freshness check, a dict lookup and,
   for a string key not seen since the last change, one hash (the decision remembers the rest).
+
+This module sits above the registry: it imports :mod:`.registry`, never the other way round; the
+package makes :class:`Router` each registry's ``router_class``, which ``route`` delegates to.
 """
 
 from __future__ import annotations

@@ -43,21 +43,22 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
 
 
 @contextlib.contextmanager
-def gunicorn(env: Mapping[str, str], workers: int = 2) -> Iterator[str]:
-    """Start the container's gunicorn command on a free port; yield its base URL; stop it."""
+def gunicorn(env: Mapping[str, str], workers: int = 2, errorlog: Path | None = None) -> Iterator[str]:
+    """Start the container's gunicorn command on a free port; yield its base URL; stop it. Its
+    stderr (gunicorn's error log) goes to ``errorlog`` when given, for a test to read."""
     port = free_port()
     command = container_command()
     command[0] = str(Path(sys.executable).with_name(command[0]))
     full_env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
-    process = subprocess.Popen(
-        command, cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    stderr = errorlog.open("wb") if errorlog is not None else subprocess.PIPE
+    process = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
+                output = process.stderr.read() if errorlog is None else errorlog.read_bytes()
+                raise AssertionError(f"gunicorn exited: {output.decode()[-2000:]}")
             with contextlib.suppress(OSError):
                 if get(f"{base}/healthz", timeout=1)[0] == 200:
                     break
@@ -72,4 +73,4 @@ def gunicorn(env: Mapping[str, str], workers: int = 2) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-        process.stderr.close()
+        (process.stderr if errorlog is None else stderr).close()

@@ -222,3 +222,13 @@ def test_a_missing_root_is_exit_1_naming_the_path(tmp_path: Path):
         assert str(missing) in result.output
     ModelRegistry(missing).save_model("1.0.0", "model")  # save_model creates it
     assert runner.invoke(args=["models", "latest"]).output.strip() == "1.0.0"
+
+
+def test_no_help_shows_restructuredtext_markup(app: Flask, cli):
+    """Docstrings that click shows as help must read as plain text: no ``literal`` backtick pairs, no
+    Sphinx roles, on ``flask models --help`` and every subcommand's ``--help``."""
+    for argv in [[], *([name] for name in app.cli.commands["models"].commands)]:
+        result = cli(*argv, "--help")
+        assert result.exit_code == 0, result.output
+        markup = [mark for mark in ("``", ":func:", ":meth:", ":class:") if mark in result.output]
+        assert not markup, (argv, result.output)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -125,7 +127,7 @@ def compose_config(env_file: Path) -> dict:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is missing: `make test` installs it with apt-get when run as root")
         pytest.skip("docker-compose (Debian package) is not installed; CI installs it")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_REGISTRY_", "APP_"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_REGISTRY_", "APP_", "FLASK_"))}
     run = subprocess.run(
         [compose, "--env-file", str(env_file), "-f", "docker-compose.yml", "config"],
         cwd=REPO,
@@ -156,6 +158,31 @@ def test_compose_takes_the_token_and_the_owner_from_an_env_file(tmp_path: Path):
     assert service["user"] == "1000:1001"
 
 
+@pytest.mark.parametrize("secret", ["", "a-long-random-secret"])
+def test_compose_passes_the_secret_key_the_console_signs_in_with(
+    tmp_path: Path, bundled_copy: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+):
+    """With a token, the console needs the app's SECRET_KEY: compose passes ``FLASK_SECRET_KEY`` from
+    ``.env``, the example app reads it, and without it the console's hint names that variable."""
+    env = "MODEL_REGISTRY_API_TOKEN=s3cret\n" + (f"FLASK_SECRET_KEY={secret}\n" if secret else "")
+    (tmp_path / ".env").write_text(env)
+    environment = compose_config(tmp_path / ".env")["environment"]
+    assert environment["FLASK_SECRET_KEY"] == secret
+    for key, value in environment.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.setenv("MODEL_REGISTRY_ROOT", str(bundled_copy))
+    client = create_app({"TESTING": True}).test_client()
+    page = client.get("/models/ui/sign-in")
+    if not secret:
+        assert page.status_code == 503 and b"FLASK_SECRET_KEY" in page.data
+        return
+    csrf = re.search(rb'name="csrf_token" value="([^"]+)"', page.data)
+    assert csrf, page.data
+    form = {"csrf_token": csrf.group(1).decode(), "token": "s3cret", "name": "ana"}
+    assert client.post("/models/ui/sign-in", data=form).status_code == 303
+    assert b"ana" in client.get("/models/ui/").data
+
+
 @pytest.mark.parametrize("token", ["", "s3cret"])
 def test_the_compose_environment_turns_the_token_on_in_the_service(
     tmp_path: Path, bundled_copy: Path, monkeypatch: pytest.MonkeyPatch, token: str
@@ -176,3 +203,29 @@ def test_the_compose_environment_turns_the_token_on_in_the_service(
     else:
         assert client.get("/models/latest").status_code == 200
         assert client.patch("/models/1.1.0", **patch).status_code == 403
+
+
+GUNICORN_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[(\w+)\] (.*)$")
+
+
+def test_registry_warnings_carry_time_and_level_in_gunicorns_log(bundled_copy: Path, tmp_path: Path):
+    """A registry warning in a gunicorn worker is a line of gunicorn's error log like its own: time,
+    process id, level; not a bare message."""
+    artefact = bundled_copy / "versions" / "1.1.0" / "model.pkl"  # the canary: fails its sha256
+    artefact.write_bytes(b"tampered")
+    errorlog = tmp_path / "gunicorn.log"
+    with gunicorn({"MODEL_REGISTRY_ROOT": str(bundled_copy)}, workers=1, errorlog=errorlog) as base:
+        request = urllib.request.Request(
+            f"{base}/predict",
+            data=json.dumps({"instances": [[1, 2, 3]], "routing_key": key_on("1.1.0", True)}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["version"] == "1.0.0"  # the canary's share goes to stable
+        deadline = time.monotonic() + 30
+        while "canary 1.1.0 failed to load" not in errorlog.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = [line for line in errorlog.read_text().splitlines() if "canary 1.1.0 failed to load" in line]
+    assert lines, errorlog.read_text()
+    match = GUNICORN_LOG_LINE.match(lines[0])
+    assert match and match.group(1) == "WARNING", lines

@@ -23,7 +23,7 @@ import flask_model_registry
 BIN = Path(sys.executable).parent
 PACKAGE = REPO / "flask_model_registry"
 #: What the build needs from the repository: everything else (tests, registry, caches) stays out.
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "flask_model_registry")
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "LICENSE", "flask_model_registry")
 INSTALL_TIMEOUT = 600
 
 
@@ -86,7 +86,20 @@ def test_the_wheel_and_the_sdist_carry_the_whole_package(dists: dict[str, Path])
     assert "Requires-Python: >=3.10" in metadata and "Provides-Extra: s3" in metadata
     with tarfile.open(dists["sdist"]) as sdist:
         in_sdist = {name.partition("/")[2] for name in sdist.getnames()}  # below its top folder
-    assert expected | {"setup.cfg", "pyproject.toml", "README.md"} <= in_sdist
+    assert expected | {"setup.cfg", "pyproject.toml", "README.md", "LICENSE"} <= in_sdist
+
+
+def test_the_wheel_carries_the_mit_license_and_the_project_urls(dists: dict[str, Path]):
+    version = flask_model_registry.__version__
+    info = f"flask_model_registry-{version}.dist-info"
+    with zipfile.ZipFile(dists["wheel"]) as wheel:
+        metadata = wheel.read(f"{info}/METADATA").decode()
+        licence = next(name for name in wheel.namelist() if name.startswith(info) and "LICENSE" in name)
+        assert wheel.read(licence).decode().startswith("MIT License")
+    assert "License :: OSI Approved :: MIT License" in metadata
+    urls = dict(re.findall(r"^Project-URL: ([^,]+), (\S+)$", metadata, re.MULTILINE))
+    assert {"Source", "Documentation", "Issues"} <= set(urls), metadata
+    assert all(url.startswith("https://") for url in urls.values())
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flask_model_registry import CorruptVersionError, FlaskModelRegistry, ModelRegistry
-from flask_model_registry.storage.base import MAX_METADATA_READ_BYTES
+from flask_model_registry.metadata import MAX_METADATA_READ_BYTES
 
 #: Every kind of unusable metadata.json the registry must survive, by name.
 JUNK: dict[str, bytes] = {

@@ -23,9 +23,6 @@ DEFAULT_ARTIFACT_FILE = "model.pkl"
 VERSIONS_DIR = "versions"
 AUDIT_DIR = "audit"
 _MISSING = object()
-#: The most bytes of a ``metadata.json`` (or an audit event) that are read: a larger file is read no
-#: further than this + 1 bytes, and listed as an ``error`` entry. Writes stop at 256 KiB.
-MAX_METADATA_READ_BYTES = 1 << 20
 
 
 class Publication(abc.ABC):

@@ -11,7 +11,8 @@ import shutil
 import stat
 import time
 
-from .base import MAX_METADATA_READ_BYTES, Stamp
+from ..metadata import MAX_METADATA_READ_BYTES
+from .base import Stamp
 
 #: A staging folder or audit temporary older than this is taken to be a crashed writer's: removed.
 STALE_SECONDS = 3600.0

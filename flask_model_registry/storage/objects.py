@@ -20,7 +20,8 @@ import fsspec
 from fsspec.asyn import sync
 
 from ..errors import StorageUnavailableError
-from .base import MAX_METADATA_READ_BYTES, Stamp
+from ..metadata import MAX_METADATA_READ_BYTES
+from .base import Stamp
 
 _LIMIT = MAX_METADATA_READ_BYTES + 1  # bytes of a metadata object or audit event read at most
 _S3_BUSY_RETRIES = 5

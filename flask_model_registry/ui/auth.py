@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from flask import Response, current_app, g, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from ..config import api_token
 from .blueprint import bp, config, error_page, page, route
 
 COOKIE = "model_registry_ui"
@@ -63,8 +64,7 @@ def _serializer() -> URLSafeTimedSerializer:
 
 
 def _token() -> str | None:
-    token = config("API_TOKEN")
-    return str(token) if token else None
+    return api_token(current_app.config)
 
 
 def _fingerprint(token: str) -> str:

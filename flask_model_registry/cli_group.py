@@ -1,0 +1,61 @@
+"""The ``flask models`` group's machinery, below every module of subcommands: ``--model NAME`` on each
+subcommand (also one defined in a module of its own and added with ``add_command``), and
+:func:`selected_registry`, the registry a running subcommand is about."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from flask.cli import AppGroup, with_appcontext
+
+from .context import get_registry
+from .errors import UnknownModelError
+from .registry import ModelRegistry
+
+_MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
+
+
+def _selecting_model(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` behind ``--model NAME``: the name is kept for :func:`selected_registry`; an
+    unknown one is one ``Error:`` line naming it."""
+
+    @wraps(callback)
+    def run(*args: Any, model_name: str | None = None, **kwargs: Any) -> Any:
+        try:
+            get_registry(model_name)
+        except UnknownModelError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.get_current_context().meta[_MODEL] = model_name
+        return callback(*args, **kwargs)
+
+    return run
+
+
+class ModelsGroup(AppGroup):
+    """A command group whose every subcommand takes ``--model NAME``, also one defined elsewhere
+    and added with ``add_command``."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if cmd.callback is not None and "model_name" not in {param.name for param in cmd.params}:
+            cmd.params.append(
+                click.Option(
+                    ["--model", "model_name"],
+                    metavar="NAME",
+                    help="A named model (MODEL_REGISTRY_MODELS) instead of the default registry.",
+                )
+            )
+            cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
+        super().add_command(cmd, name)
+
+
+def selected_model() -> str | None:
+    """The ``--model NAME`` of the running subcommand; None for the default registry."""
+    return click.get_current_context().meta.get(_MODEL)
+
+
+def selected_registry() -> ModelRegistry:
+    """The registry the running subcommand is about: ``--model NAME``'s, else the default one."""
+    return get_registry(selected_model())
