@@ -189,6 +189,23 @@ def test_audit_since_with_any_time_never_fails(
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
 
 
+@pytest.mark.parametrize(
+    "time", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "yesterday", 12, None, "2026-13-40"]
+)
+def test_audit_since_skips_events_whose_time_cannot_be_compared(
+    cli: Callable[..., Result], published: ModelRegistry, registry_root: Path, time: Any
+) -> None:
+    """An event written by hand or by an earlier release with any ``time`` costs only itself."""
+    hand_made = {"time": time, "action": "set_stage", "version": "1.0.0", "before": {}, "after": {}}
+    old_event = registry_root / "audit" / "1.0.0" / "01700000000000000000-000000000000.json"
+    old_event.write_text(json.dumps(hand_made))
+    for since in ("1h", "0001-01-02", "9999-12-31"):
+        result = cli("--since", since, "--format", "csv")
+        assert result.exit_code == 0, (since, result.output)
+    kept = [e["time"] for e in map(json.loads, cli("--since", "0001-01-02").output.splitlines())]
+    assert kept.count(time) == (time == "9999-12-31T23:59:59-14:00")
+
+
 def test_audit_csv_escapes_formulas_in_every_column(
     cli: Callable[..., Result], published: ModelRegistry, registry_root: Path
 ) -> None:
