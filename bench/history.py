@@ -191,6 +191,9 @@ if __name__ == "__main__":
     print()
     print_header(
         f"a writer killed before removing its finished pending file, then {WRITES} writes of the version",
-        [f"history(limit={PAGE}) and set_stage on a warm registry; median of {ROUNDS} rounds"],
+        [
+            f"history(limit={PAGE}) and set_stage on a warm registry, and a fresh one's first page;"
+            f" medians of {ROUNDS} rounds"
+        ],
     )
     leftover_figures()
