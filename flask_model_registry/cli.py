@@ -22,6 +22,7 @@ from .cli_group import ModelsGroup, selected_model, selected_registry
 from .context import get_registries
 from .errors import InvalidMetadataError, RegistryError, StorageUnavailableError
 from .metadata import check_stage
+from .rollout import canary_label, promote
 
 F = TypeVar("F", bound=Callable[..., Any])
 models_cli = ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
@@ -72,7 +73,9 @@ ACTOR_OPTION = click.option("--actor", help="Who makes the change, for the audit
 def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tuple[str, ...]:
     if metadata is None:
         return version, "-", "-", f"ERROR: {error}"
-    flags = sorted(k for k, v in metadata.items() if v is True)
+    flags = [k for k, v in metadata.items() if v is True and k != "canary"]
+    canary = canary_label(metadata)  # "canary 0.3" for a weight, not only for true
+    flags = sorted([*flags, canary] if canary else flags)
     created = metadata.get("created_at")
     return version, str(metadata.get("stage") or "-"), str(created or "-"), ", ".join(flags)
 
@@ -135,9 +138,14 @@ def show_command(version: str, as_json: bool) -> None:
 @ACTOR_OPTION
 @_clean_errors
 def promote_command(version: str, stage: str, actor: str | None) -> None:
-    """Move VERSION to STAGE (recorded in the audit trail)."""
-    selected_registry().set_stage(version, stage, actor=actor)
-    click.echo(f"{version} is now in stage {stage!r}")
+    """Move VERSION to STAGE (recorded in the audit trail); a canary's weight is removed in the
+    same change: promoting ends the split."""
+    done = promote(selected_registry(), version, stage, actor=actor)
+    ended = done.ended_canary
+    note = (
+        "" if ended is None else f" (its canary value {json.dumps(ended)} was removed: the split has ended)"
+    )
+    click.echo(f"{version} is now in stage {stage!r}{note}")
 
 
 @models_cli.command("demote")

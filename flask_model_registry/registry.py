@@ -85,6 +85,11 @@ class Routing(Protocol):
 
     def route(self, key: Any, stage: str | None, include_prerelease: bool) -> LoadedModel: ...
 
+    #: The share of traffic a version flagged ``"canary": true`` takes.
+    default_weight: float
+
+    def last_served(self, stage: str | None, include_prerelease: bool) -> str | None: ...
+
 
 class ModelRegistry:
     """Versioned models under ``<root>/versions/<semver>/``, on local disk or object storage.
@@ -274,6 +279,22 @@ class ModelRegistry:
         stable version or the canary, the same for the same ``key`` everywhere (random without one).
         See :mod:`flask_model_registry.routing`; ``get_latest*`` ignore canaries."""
         return self._router.route(key, stage, include_prerelease)
+
+    @property
+    def canary_weight(self) -> float:
+        """The share of traffic a version flagged ``"canary": true`` takes in :meth:`route`."""
+        return self._router.default_weight
+
+    def load_failure(self, version: str) -> CorruptVersionError | None:
+        """Why this process failed to load ``version`` as it is now (remembered until its metadata
+        changes), or None: it loaded, or was never tried here."""
+        entry = self.snapshot().by_version.get(version)
+        return self._failures.get((entry.version, entry.stamp)) if entry is not None else None
+
+    def last_routed(self, stage: str | None = None) -> str | None:
+        """The stable version :meth:`route` last served for ``stage`` in this process (it keeps
+        serving it while a newer one fails to load); None if this process never routed it."""
+        return self._router.last_served(stage, False)
 
     def add_observer(self, observer: RegistryObserver) -> None:
         """Tell ``observer`` of loads, refreshes and routing answers (see :mod:`.events`)."""

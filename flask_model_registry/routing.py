@@ -181,6 +181,12 @@ class Router:
             self._observers.each("routed", self._registry, stage, answer.version)
         return answer
 
+    def last_served(self, stage: str | None, include_prerelease: bool) -> str | None:
+        """The stable version this process's ``route`` last served for ``stage``; None if it never
+        routed that stage."""
+        decision = self._decisions.get((stage, include_prerelease))
+        return decision.stable.version if decision is not None else None
+
     def _decide(self, snap: Snapshot, stage: str | None, include_prerelease: bool) -> Decision:
         slot = (stage, include_prerelease)
         with self._lock:

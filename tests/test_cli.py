@@ -63,8 +63,11 @@ def test_promote_records_history(cli, published: ModelRegistry):
     assert result.exit_code == 0, result.output
     assert published.get_latest_version("prod") == "1.1.0"
     events = json.loads(cli("history", "1.1.0", "--json").output)
-    assert events[-1]["action"] == "set_stage" and events[-1]["after"] == {"stage": "prod"}
+    assert events[-1]["after"] == {"stage": "prod"}  # and 1.1.0's canary flag ended with it
+    assert events[-1]["before"] == {"stage": "staging", "canary": True}
     assert cli("promote", "1.1.0", "no spaces").exit_code == 1
+    assert cli("promote", "1.0.0", "staging").exit_code == 0
+    assert published.history("1.0.0")[-1]["action"] == "set_stage"
 
 
 def test_verify_fails_on_a_tampered_artefact(cli, registry_root: Path):
@@ -222,6 +225,27 @@ def test_a_missing_root_is_exit_1_naming_the_path(tmp_path: Path):
         assert str(missing) in result.output
     ModelRegistry(missing).save_model("1.0.0", "model")  # save_model creates it
     assert runner.invoke(args=["models", "latest"]).output.strip() == "1.0.0"
+
+
+def test_list_shows_the_canary_weight(cli, published: ModelRegistry):
+    published.update_metadata("1.0.0", {"canary": 0.3, "shadow": True})
+    published.update_metadata("2.0.0-rc.1", {"canary": "yes"})
+    lines = {line.split()[0]: line for line in cli("list").output.splitlines()[1:]}
+    assert lines["1.0.0"].endswith("canary 0.3, shadow")
+    assert lines["1.1.0"].endswith("canary")  # true: the default weight
+    assert lines["2.0.0-rc.1"].endswith('canary "yes" (invalid: not routed)')
+
+
+def test_promoting_a_canary_ends_its_split_in_one_event(cli, published: ModelRegistry):
+    published.update_metadata("1.1.0", {"canary": 0.3})
+    events = len(published.history("1.1.0"))
+    result = cli("promote", "1.1.0", "prod", "--actor", "ana")
+    assert result.exit_code == 0, result.output
+    assert "its canary value 0.3 was removed" in result.output
+    assert "canary" not in published.get_metadata("1.1.0")
+    history = published.history("1.1.0")
+    assert len(history) == events + 1 and history[-1]["actor"] == "ana"
+    assert history[-1]["before"] == {"stage": "staging", "canary": 0.3}
 
 
 def test_no_help_shows_restructuredtext_markup(app: Flask, cli):

@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "the registry (what a version is, discovery, caching, publishing)",
         ["snapshot", "loading", "audit", "events", "registry"],
     ),
-    ("above the registry (capabilities built on it)", ["routing", "trail", "answers"]),
+    ("above the registry (capabilities built on it)", ["routing", "trail", "answers", "rollout"]),
     ("Flask glue (typed config, the app's registries)", ["config", "context"]),
     (
         "adapters (HTTP API, CLI, console, monitoring)",

@@ -95,7 +95,7 @@ def test_commands_act_on_the_named_model_only(cli: Callable[..., Result], app: F
     assert app.registries["fraud"].get_latest_version("prod") == "1.1.0"
     assert app.registry.get_latest_version("prod") == "1.0.0"
     events = json.loads(cli("history", "1.1.0", "--json", "--model", "fraud").output)
-    assert events[-1]["action"] == "set_stage"
+    assert events[-1]["after"] == {"stage": "prod"}
     assert cli("promote", "1.0.0", "pord", "--model", "churn").exit_code == 1  # no such version there
 
 

@@ -3,6 +3,7 @@ input. The browser tests (test_ui_browser.py) drive the same pages in chromium."
 
 from __future__ import annotations
 
+import html as html_text
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -423,3 +424,144 @@ def test_odd_hand_made_metadata_never_breaks_a_page_and_is_escaped(
         assert answer.status_code == 200, (path, answer.data[:300])
         assert b"<script>" not in answer.data and b"<img" not in answer.data and b"<b>prod" not in answer.data
     assert b"&lt;img src=x onerror=alert(2)&gt;" in client.get(f"{UI}/v/5.0.4").data
+
+
+def test_a_canary_and_a_version_that_fails_to_load_are_shown_as_route_serves_them(
+    registry_root: Path, published: ModelRegistry, make_app: Callable[..., Flask]
+) -> None:
+    published.update_metadata("1.1.0", {"canary": None})
+    app = make_app()
+    served = app.registry
+    assert served.route(stage="prod").version == "1.0.0"
+    published.save_model("1.2.0", {"weights": [1.2]}, {"stage": "prod"})
+    (registry_root / "versions" / "1.2.0" / "model.pkl").write_bytes(b"rewritten by hand")
+    published.save_model("1.3.0", {"weights": [1.3]}, {"stage": "staging", "canary": 0.3})
+    typo = {"stage": "staging", "canary": "0.05"}  # not a number: no canary at all
+    published.save_model("1.4.0", {"weights": [1.4]}, typo)
+    assert served.route(stage="prod").version in ("1.0.0", "1.3.0")  # 1.2.0 fails: 1.0.0 stays
+    assert {served.route(f"user-{n}", stage="prod").version for n in range(200)} == {"1.0.0", "1.3.0"}
+
+    html = app.test_client().get(f"{UI}/").data.decode()
+    prod = re.search(r'<div class="stage-serving"><dt><span class="[^"]*stage-prod">.*?</div>', html, re.S)
+    assert prod, html
+    text = " ".join(html_text.unescape(re.sub(r"<[^>]+>", "", prod.group(0))).split())
+    assert "1.2.0 stable" in text  # what the registry says serves prod …
+    assert "canary 1.3.0 weight 0.3 (30% of traffic)" in text
+    assert "1.2.0 failed to load in this process" in text and "sha256" in text
+    assert "route() here serves 1.0.0 instead" in text  # … and what this process really serves
+    assert '1.4.0 canary "0.05" is invalid: no canary' in text
+    assert "1.1.0" not in text
+
+    fresh = make_app().test_client().get(f"{UI}/").data.decode()  # a process that loaded nothing
+    assert "failed to load" not in fresh and "this process" in fresh
+
+    version = app.test_client().get(f"{UI}/v/1.3.0").data.decode()
+    assert "Canary of stage" in version and "weight 0.3 (30% of traffic)" in version
+    assert 'href="/models/ui/v/1.0.0">1.0.0</a>' not in version  # the rest goes to the stable 1.2.0
+    broken = app.test_client().get(f"{UI}/v/1.2.0").data.decode()
+    assert "Failed to load in this process" in broken
+
+
+def test_older_holders_of_a_stage_say_they_no_longer_serve_it(
+    published: ModelRegistry, make_app: Callable[..., Flask]
+) -> None:
+    published.set_stage("1.1.0", "prod")
+    published.update_metadata("1.1.0", {"canary": None})
+    published.save_model("1.2.0", None, {"stage": "prod"})
+    published.save_model("1.3.0", None, {"stage": "prod", "canary": 0.2})
+    html = make_app().test_client().get(f"{UI}/").data.decode()
+
+    def marks(version: str) -> list[str]:
+        row = re.search(rf'<th scope="row"><a href="{UI}/v/{re.escape(version)}">.*?</tr>', html, re.S)[0]
+        return re.findall(r'<span class="role [^"]+"[^>]*>([^<]+)</span>', row)
+
+    assert marks("1.3.0") == ["canary"]
+    assert marks("1.2.0") == ["serving"]
+    assert marks("1.1.0") == ["older"] and marks("1.0.0") == ["older"]
+    assert "An older holder of stage" in make_app().test_client().get(f"{UI}/v/1.0.0").data.decode()
+
+
+def test_promoting_a_canary_in_the_console_ends_its_split_in_one_event(
+    published: ModelRegistry, make_app: Callable[..., Flask]
+) -> None:
+    published.update_metadata("1.1.0", {"canary": 0.3})
+    client = make_app(**SIGNED).test_client()
+    sign_in(client)
+    assert "Promoting ends its canary" in client.get(f"{UI}/v/1.1.0").data.decode()
+    assert "Promoting ends its canary" not in client.get(f"{UI}/v/1.0.0").data.decode()
+    events = len(published.history("1.1.0"))
+    answer = client.post(f"{UI}/v/1.1.0/promote", data={**form_of(client, "1.1.0"), "stage": "prod"})
+    assert answer.status_code == 303
+    assert "canary" not in published.get_metadata("1.1.0")
+    history = published.history("1.1.0")
+    assert len(history) == events + 1 and history[-1]["actor"] == "alice"
+    assert history[-1]["before"] == {"stage": "staging", "canary": 0.3}
+    assert history[-1]["after"] == {"stage": "prod"}
+    assert "its canary value 0.3 was removed" in client.get(answer.headers["Location"]).data.decode()
+    assert published.route(stage="prod").version == "1.1.0"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    target=st.text(max_size=60) | st.sampled_from(["/models/ui/\r\nSet-Cookie: x=1", "/models/ui/v/1.0.0\n"])
+)
+def test_any_next_signs_in_and_redirects_inside_the_console(
+    make_app: Callable[..., Flask], target: str
+) -> None:
+    client = make_app(**SIGNED).test_client()
+    csrf = hidden(client.get(f"{UI}/sign-in", query_string={"next": target}).data, "csrf_token")
+    data = {"csrf_token": csrf, "token": TOKEN, "name": "alice", "next": target}
+    answer = client.post(f"{UI}/sign-in", data=data)
+    assert answer.status_code == 303, answer.data[-300:]
+    location = answer.headers["Location"]
+    assert location.startswith(f"{UI}/") and not location.startswith("//")
+    assert location.isascii() and location.isprintable() and "\\" not in location
+    assert "model_registry_ui=" in answer.headers["Set-Cookie"]
+    assert client.get(location).status_code < 500
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("/models/ui/v/1.0.0?x=1", "/models/ui/v/1.0.0?x=1"),
+        ("/models/ui/\r\nSet-Cookie: x=1", "/models/ui/"),
+        ("/models/ui/../../elsewhere", "/models/ui/"),
+        ("/models/ui/%2e%2e/%2e%2e/elsewhere", "/models/ui/"),
+        ("/models/ui/v/é", "/models/ui/v/%C3%A9"),
+        ("/models/ui\t/", "/models/ui/"),
+    ],
+)
+def test_next_keeps_a_console_page_and_drops_anything_else(
+    make_app: Callable[..., Flask], target: str, location: str
+) -> None:
+    client = make_app(**SIGNED).test_client()
+    csrf = hidden(client.get(f"{UI}/sign-in").data, "csrf_token")
+    data = {"csrf_token": csrf, "token": TOKEN, "name": "alice", "next": target}
+    assert client.post(f"{UI}/sign-in", data=data).headers["Location"] == location
+
+
+def test_console_urls_without_their_slash_redirect_with_a_location(
+    make_app: Callable[..., Flask], tmp_path: Path
+) -> None:
+    ModelRegistry(tmp_path / "fraud").save_model("3.0.0", None, {"stage": "prod"})
+    client = make_app(MODEL_REGISTRY_MODELS={"fraud": str(tmp_path / "fraud")}).test_client()
+    for path, target in ((f"{UI}/m/fraud", f"{UI}/m/fraud/"), (UI, f"{UI}/")):
+        answer = client.get(path)
+        assert answer.status_code == 308 and answer.headers["Location"] == target, answer.data
+        assert answer.mimetype == "text/html"
+        assert b"3.0.0" in client.get(path, follow_redirects=True).data or path == UI
+    for path in (f"{UI}//v/1.0.0", f"{UI}/m//fraud/", f"{UI}/m/fraud//v/3.0.0", f"{UI}/v//1.0.0"):
+        answer = client.get(path)
+        assert answer.status_code < 300 or answer.status_code >= 400 or "Location" in answer.headers, path
+        assert answer.status_code in (200, 404), (path, answer.status_code)
+
+
+def test_the_diff_tells_a_dotted_key_from_a_nested_one(
+    registry: ModelRegistry, make_app: Callable[..., Flask]
+) -> None:
+    registry.save_model("4.0.0", None, {"metrics.auc": 0.9, "metrics": {"auc": 0.8}, "a b": {"c": 1}})
+    registry.save_model("4.1.0", None, {"metrics.auc": 0.8, "metrics": {"auc": 0.9}, "a b": {"c": 1}})
+    html = make_app().test_client().get(f"{UI}/diff?a=4.0.0&b=4.1.0").data.decode()
+    changed = re.findall(r'<tr class="changed">\s*<th scope="row"><code>([^<]+)</code>', html)
+    assert "metrics.auc" in changed and "&#34;metrics.auc&#34;" in changed
+    assert "&#34;a b&#34;.c" in html and "&#34;a b&#34;.c" not in changed

@@ -41,7 +41,15 @@ def console_registry(published: ModelRegistry, by_hand: Callable[..., Path]) -> 
 
 
 @pytest.fixture
-def serve(registry_root: Path, console_registry: ModelRegistry) -> Iterator[Callable[..., str]]:
+def served_apps() -> list[Flask]:
+    """The apps ``serve`` started, in order: a test acts as their serving process through them."""
+    return []
+
+
+@pytest.fixture
+def serve(
+    registry_root: Path, console_registry: ModelRegistry, served_apps: list[Flask]
+) -> Iterator[Callable[..., str]]:
     """``serve(**config)``: the console's app over ``console_registry``, served; its base URL."""
     with ExitStack() as stack:
 
@@ -49,6 +57,7 @@ def serve(registry_root: Path, console_registry: ModelRegistry) -> Iterator[Call
             app = Flask("console_under_test")
             app.config.update(MODEL_REGISTRY_ROOT=str(registry_root), **config)
             FlaskModelRegistry(app)
+            served_apps.append(app)
             return stack.enter_context(live_server(app))
 
         yield start
@@ -181,14 +190,15 @@ def test_a_promotion_and_a_rollback_through_the_forms(
     t.page.get_by_label("Stage", exact=True).fill("prod")
     t.page.get_by_role("button", name="Promote").click()
     expect(t.page.locator(".notice")).to_contain_text("1.1.0: now in stage prod")
+    expect(t.page.locator(".notice")).to_contain_text("its canary value true was removed")
     assert console_registry.get_latest_version("prod") == "1.1.0"
     last = console_registry.history("1.1.0")[-1]
     assert (last["actor"], last["before"], last["after"]) == (
         "alice",
-        {"stage": "staging"},
+        {"stage": "staging", "canary": True},  # promoting a canary ends its split, in one event
         {"stage": "prod"},
     )
-    expect(t.page.locator("ol.timeline li").first).to_contain_text("set_stage by alice")
+    expect(t.page.locator("ol.timeline li").first).to_contain_text("by alice")
 
     t.goto("/models/ui/")
     t.page.locator("dl.serving div", has_text="prod").get_by_role("link", name="Roll back…").click()
@@ -288,3 +298,63 @@ def test_keyboard_alone_signs_in_and_promotes(
     expect(t.page.locator(".notice")).to_contain_text("now in stage prod")
     assert console_registry.get_metadata("1.1.0")["stage"] == "prod"
     assert console_registry.history("1.1.0")[-1]["actor"] == "kim"
+
+
+#: The widest a document may be at a phone's width, and the pages checked at it.
+PHONE = {"width": 390, "height": 844}
+SCROLL_WIDTH_JS = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+
+
+def test_pages_fit_a_390_px_screen(
+    serve: Callable[..., str], open_tab: Callable[..., Tab], console_registry: ModelRegistry
+) -> None:
+    console_registry.update_metadata("1.0.0", {"notes": "x" * 400, "owner": "a-very-long-unbroken-" * 8})
+    t = open_tab(serve(**SIGNED))
+    t.page.set_viewport_size(PHONE)
+    sign_in(t)
+    for page in ("", "v/1.0.0", "v/1.1.0", "diff", "audit"):
+        path = f"/models/ui/{page}"
+        t.goto(path)
+        scroll_width, width = t.page.evaluate(SCROLL_WIDTH_JS)
+        assert width == PHONE["width"] and scroll_width <= width, (path, scroll_width)
+    promote = t.page.get_by_role("button", name="Promote")
+    t.goto("/models/ui/v/1.0.0")
+    box = promote.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+    sha = t.page.locator("code.sha")
+    expect(sha).to_have_text(console_registry.get_metadata("1.0.0")["artifact"]["sha256"])  # whole, wrapped
+    t.screenshot("ui-version-phone.png")
+
+
+def test_serving_now_shows_the_canary_and_a_version_that_failed_to_load(
+    serve: Callable[..., str],
+    served_apps: list[Flask],
+    open_tab: Callable[..., Tab],
+    console_registry: ModelRegistry,
+    registry_root: Path,
+    by_hand: Callable[..., Path],
+) -> None:
+    t = open_tab(serve())
+    serving = served_apps[-1].registry  # this process serves predictions too
+    assert serving.route("user-1", stage="prod").version in ("1.0.0", "1.1.0")
+    console_registry.save_model("1.3.0", {"weights": [1.3]}, {"stage": "prod"})
+    (registry_root / "versions" / "1.3.0" / "model.pkl").write_bytes(b"not the bytes hashed")
+    console_registry.save_model("1.4.0", {"weights": [1.4]}, {"stage": "staging", "canary": 0.3})
+    by_hand("0.8.0", {"created_at": "0001-01-01T00:00:00+14:00", "artifact": {"size": "big"}})
+    assert {serving.route(f"user-{n}", stage="prod").version for n in range(100)} == {"1.0.0", "1.4.0"}
+
+    assert t.goto("/models/ui/") == 200
+    prod = t.page.locator("dl.serving div.stage-serving", has=t.page.locator("dt .stage-prod"))
+    expect(prod.locator(".stable")).to_contain_text("1.3.0 stable")
+    expect(prod.locator(".canary")).to_contain_text("canary 1.4.0 weight 0.3 (30% of traffic)")
+    expect(prod.locator(".failed")).to_contain_text("1.3.0 failed to load in this process")
+    expect(prod.locator(".failed")).to_contain_text("route() here serves 1.0.0 instead")
+    table = t.page.locator("table.versions")
+    old = table.locator("tr", has=t.page.get_by_role("link", name="1.0.0", exact=True))
+    expect(old.locator(".role")).to_have_text("older")
+    odd = table.locator("tr", has=t.page.get_by_role("link", name="0.8.0", exact=True))
+    expect(odd.locator("time")).to_have_text("0001-01-01T00:00:00+14:00")
+    expect(odd.locator(".odd")).to_have_text('"big"')
+    t.screenshot("ui-serving.png")
+    assert t.goto("/models/ui/v/0.8.0") == 200
+    expect(t.page.locator("dl.facts")).to_contain_text("0001-01-01T00:00:00+14:00")

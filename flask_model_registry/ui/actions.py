@@ -16,6 +16,7 @@ from flask import redirect, request, url_for
 from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
+from ..rollout import Promotion, promote
 from ..trail import CANARY, Rollback, rollback_plan
 from ..versioning import check_version
 from .auth import check_csrf, leave_notice, visitor
@@ -37,19 +38,29 @@ def _refused() -> tuple[str, int] | None:
 
 
 def _write(
-    registry: ModelRegistry, version: str, expected: str, changes: Mapping[str, Any], actor: str
-) -> None:
+    registry: ModelRegistry,
+    version: str,
+    expected: str,
+    changes: Mapping[str, Any],
+    actor: str,
+    promoting: bool = False,
+) -> Promotion | None:
     """Apply ``changes`` if the version's metadata still has the fingerprint ``expected``: checked
-    inside the registry's compare-and-swap, against the very metadata the change replaces."""
+    inside the registry's compare-and-swap, against the very metadata the change replaces. A
+    promotion goes through :func:`~flask_model_registry.rollout.promote`, as ``flask models
+    promote`` does: it ends a canary in the same change, and returns what it did."""
 
     def unchanged(current: dict[str, Any]) -> bool:
         return hmac.compare_digest(metadata_etag(current), expected)
 
     try:
+        if promoting:
+            return promote(registry, version, changes["stage"], actor=actor, expected=unchanged)
         if set(changes) == {"stage"}:
             registry.set_stage(version, changes["stage"], actor=actor, expected=unchanged)
         else:
             registry.update_metadata(version, changes, actor=actor, expected=unchanged)
+        return None
     except PreconditionFailedError:
         raise StaleFormError(
             f"version {version} changed since this page was shown; nothing was changed."
@@ -109,11 +120,14 @@ def change(model: str | None, version: str, op: str) -> Any:
     check_version(version)
     try:
         changes, done = _changes(op, registry.get_metadata(version), registry.allowed_stages)
-        _write(registry, version, request.form.get("etag", ""), changes, visitor().actor or "")
+        expected, actor = request.form.get("etag", ""), visitor().actor or ""
+        outcome = _write(registry, version, expected, changes, actor, promoting=op == "promote")
     except (InvalidMetadataError, StaleFormError) as exc:
         context = version_context(model, version)
         context["error"] = str(exc)
         return page("version.html", exc.http_status, **context)
+    if outcome is not None and outcome.ended_canary is not None:
+        done += f"; its canary value {json.dumps(outcome.ended_canary)} was removed (the split has ended)"
     leave_notice(f"{version}: {done}.")
     return redirect(url_for(".version_page", model=model, version=version), 303)
 

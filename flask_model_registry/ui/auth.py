@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import posixpath
 import secrets
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import Response, current_app, g, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.urls import iri_to_uri
 
 from ..config import api_token
 from .blueprint import bp, config, error_page, page, route
@@ -161,14 +163,19 @@ def check_csrf() -> tuple[str, int] | None:
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after signing in: a path inside the console, never another site."""
+    """Where to go after signing in: a page of this console named by a relative path, else the
+    console's front page; never another site, never a header-breaking character (CR, LF, any
+    control character), whatever ``next`` holds. Non-ASCII is percent-encoded."""
     home = url_for(".registry_page", model=None)
-    if not target:
+    if not target or "\\" in target or any(not char.isprintable() for char in target):
         return home
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith(home) or "\\" in target:
+    uri = iri_to_uri(target)
+    parts = urlsplit(uri)
+    path = unquote(parts.path)
+    resolved = posixpath.normpath(path) + ("/" if path.endswith("/") else "")
+    if parts.scheme or parts.netloc or "\\" in path or not resolved.startswith(home) or resolved != path:
         return home
-    return target
+    return uri
 
 
 @route("/sign-in", methods=["GET", "POST"])

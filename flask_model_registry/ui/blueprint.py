@@ -47,6 +47,11 @@ def register_ui(app: Flask, prefix: str) -> None:
     if prefix == "/":
         raise ValueError("MODEL_REGISTRY_URL_PREFIX must not be '/': the console lives under it")
     app.register_blueprint(bp, url_prefix=f"{prefix}/ui")
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(f"{bp.name}."):
+            # "<prefix>/ui//v/1.0.0": the API's JSON 404 for a URL that names no page, not a
+            # routing redirect (the API answers those in JSON, where a Location would be lost).
+            rule.merge_slashes = False
 
 
 def route(rule: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -78,6 +83,13 @@ def error_page(status: int, title: str, message: str) -> tuple[str, int]:
 @bp.route("", defaults={"model": None})
 def _bare_prefix(model: None) -> Response:
     """``<prefix>/ui`` without its slash: to the console's front page."""
+    return redirect(url_for(".registry_page", model=model), 308)
+
+
+@bp.route("/m/<model>")
+def _bare_model(model: str) -> Response:
+    """``<prefix>/ui/m/<name>`` without its slash: to that model's front page (a redirect of the
+    console's own, with its ``Location``; Werkzeug's slash redirect would be answered in JSON)."""
     return redirect(url_for(".registry_page", model=model), 308)
 
 

@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from ..registry import Entry, Snapshot
+from ..rollout import canary_label
+from ..routing import weight_of
 from ..trail import CANARY
+from .cells import (
+    MISSING,
+    Cell,
+    json_text,
+    metric_cell,
+    odd,
+    plain,
+    sha_cell,
+    size_cell,
+    text_cell,
+    time_cell,
+)
 
 #: The most metric columns the registry table shows (the most common names first).
 MAX_METRIC_COLUMNS = 12
-SHA_PREFIX = 12
 _MISSING = object()
 
 
@@ -34,21 +50,23 @@ def scalar_metrics(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, (str, int, float, bool))}
 
 
-def flags(metadata: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
-    """Boolean flags that are set (``canary``), and the canary weight when it is a number."""
+def flags(metadata: Mapping[str, Any] | None) -> list[Cell]:
+    """Boolean flags that are set, and the canary as ``canary`` or ``canary 0.3``; a canary value
+    routing refuses is shown as itself, marked: that version is no canary."""
     if metadata is None:
         return []
-    found = [(k, v) for k, v in metadata.items() if v is True or (k == CANARY and _is_weight(v))]
-    return sorted(found)
+    found = [Cell(k) for k, v in sorted(metadata.items()) if v is True and k != CANARY]
+    label = canary_label(metadata)
+    if label is not None:
+        refused = weight_of(dict(metadata), 1.0) is False
+        why = "not a canary: 'canary' must be true or a number in (0, 1]" if refused else ""
+        found.append(Cell(label, odd=refused, why=why))
+    return sorted(found, key=lambda cell: cell.text)
 
 
 def boolean_keys(metadata: Mapping[str, Any]) -> list[str]:
     """Every top-level key holding a boolean (true or false), and ``canary`` whatever it holds."""
     return sorted(k for k, v in metadata.items() if isinstance(v, bool) or k == CANARY)
-
-
-def _is_weight(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
 
 
 def metric_columns(snapshot: Snapshot) -> tuple[str, ...]:
@@ -76,91 +94,122 @@ def in_stage(snapshot: Snapshot, stage: str) -> tuple[Entry, ...]:
     )
 
 
-def human_size(size: object) -> str:
-    """``1.2 MB`` for a byte count; ``-`` for anything else."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return "-"
-    if size < 1000:
-        return f"{size} B"
-    value = size / 1000
-    for unit in ("kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
-def parse_time(text: object) -> datetime | None:
-    """An ISO 8601 time as an aware datetime (UTC when it names no zone), or None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def human_time(text: object, now: datetime) -> str:
-    """``5 min ago``, ``3 h ago``, ``2 days ago`` for recent times, else the UTC date."""
-    when = parse_time(text)
-    if when is None:
-        return str(text) if text is not None else "-"
-    seconds = (now - when).total_seconds()
-    if seconds < 0:
-        return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if seconds < 60:
-        return "just now"
-    for limit, unit, size in ((3600, "min", 60), (86400, "h", 3600), (86400 * 30, "days", 86400)):
-        if seconds < limit:
-            return f"{int(seconds // size)} {unit} ago"
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d")
-
-
 @dataclass(frozen=True)
 class Row:
-    """One version in the registry table."""
+    """One version in the registry table: each value as its cell shows it."""
 
     version: str
     error: str | None
     stage: object
-    flags: list[tuple[str, Any]]
-    created: str | None
-    size: str
-    sha256: str | None
-    metrics: dict[str, Any]
+    flags: list[Cell]
+    created: Cell
+    size: Cell
+    sha256: Cell
+    metrics: dict[str, Cell]
     prerelease: bool
+    roles: list[tuple[str, str]]  # (stage, role) as rollout.roles tells
+
+    @property
+    def badges(self) -> Markup:
+        """The flags as badges (a canary value routing refuses: marked)."""
+        return Markup(" ").join(_badge(flag) for flag in self.flags)
+
+    @property
+    def marks(self) -> Markup:
+        """What the version does for each stage it plays a part in (see :data:`ROLES`)."""
+        return Markup("").join(_mark(stage, role, self.stage) for stage, role in self.roles)
 
 
-def row(entry: Entry) -> Row:
+#: Each role of :func:`~flask_model_registry.rollout.roles`: its marker's CSS class, and its tooltip.
+ROLES = {
+    "serving": ("serving", "route(stage='{stage}') serves this version"),
+    "canary": ("canary", "takes a share of stage {stage}'s traffic"),
+    "older": ("older", "an older holder of stage {stage}: a newer version serves it"),
+    "not serving": ("idle", "in stage {stage}, but route() leaves it out (a prerelease, a bad canary value)"),
+}
+
+
+def _badge(flag: Cell) -> Markup:
+    why = f' title="{escape(flag.why)}"' if flag.why else ""
+    return Markup(f'<span class="badge flag{" odd" if flag.odd else ""}"{why}>{escape(flag.text)}</span>')
+
+
+def _mark(stage: str, role: str, own_stage: object) -> Markup:
+    css, why = ROLES[role]
+    text = role if stage == own_stage else f"{role} of {stage}" if role == "canary" else f"{role} {stage}"
+    title = escape(why.format(stage=stage))
+    return Markup(f' <span class="role {css}" title="{title}">{escape(text)}</span>')
+
+
+def row(entry: Entry, now: datetime, roles: Mapping[str, list[tuple[str, str]]]) -> Row:
     """The registry-table row of a version (a broken one has its error and nothing else)."""
     metadata = entry.metadata
+    prerelease = entry.key[3] == 0
     if metadata is None:
-        return Row(entry.version, entry.error, None, [], None, "-", None, {}, entry.key[3] == 0)
-    artifact = metadata.get("artifact") if isinstance(metadata.get("artifact"), dict) else {}
-    sha = artifact.get("sha256")
-    created = metadata.get("created_at")
+        return Row(entry.version, entry.error, None, [], MISSING, MISSING, MISSING, {}, prerelease, [])
+    artifact = metadata.get("artifact")
+    facts: Mapping[str, Any] = artifact if isinstance(artifact, dict) else {}
+    metrics = metadata.get("metrics")
     return Row(
         version=entry.version,
         error=None,
         stage=metadata.get("stage"),
         flags=flags(metadata),
-        created=created if isinstance(created, str) else None,
-        size=human_size(artifact.get("size")),
-        sha256=sha if isinstance(sha, str) else None,
-        metrics=scalar_metrics(metadata),
-        prerelease=entry.key[3] == 0,
+        created=time_cell(metadata.get("created_at"), now),
+        size=size_cell(facts.get("size"))
+        if artifact is None or facts is artifact
+        else odd(artifact, "not an object"),
+        sha256=sha_cell(facts.get("sha256")),
+        metrics={k: metric_cell(v) for k, v in metrics.items()} if isinstance(metrics, dict) else {},
+        prerelease=prerelease,
+        roles=roles.get(entry.version, []),
     )
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested objects as dotted paths (``metrics.auc``); arrays and scalars are leaves."""
-    if isinstance(value, dict) and (value or not prefix):
-        found: dict[str, Any] = {}
+def artifact_facts(metadata: Mapping[str, Any], now: datetime) -> dict[str, Cell]:
+    """The version page's facts about the artefact, each as its own cell."""
+    artifact = metadata.get("artifact")
+    facts: Mapping[str, Any] = artifact if isinstance(artifact, dict) else {}
+    tools = (("cloudpickle", facts.get("cloudpickle_version")), ("Python", facts.get("python_version")))
+    written = [
+        f"{tool} {value if isinstance(value, str) else json_text(value, 40)}"
+        for tool, value in tools
+        if value is not None
+    ]
+    created = metadata.get("created_at")
+    return {
+        "created": time_cell(created, now),
+        "created_text": plain(created) if isinstance(created, str) else MISSING,
+        "artifact": odd(artifact, "not an object")
+        if artifact is not None and facts is not artifact
+        else MISSING,
+        "file": text_cell(facts.get("file")),
+        "size": size_cell(facts.get("size")),
+        "sha256": sha_cell(facts.get("sha256"), False),
+        "serializer": text_cell(facts.get("serializer")),
+        "written_with": plain(", ".join(written)) if written else MISSING,
+    }
+
+
+#: A key that needs no quoting in a shown path: it cannot be read as two keys, nor as a quoted one.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def flatten(value: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested objects as paths of keys (a tuple: the top-level key ``"metrics.auc"`` and the nested
+    ``metrics`` → ``auc`` stay apart); arrays, scalars and empty objects are leaves."""
+    if isinstance(value, dict) and (value or not path):
+        found: dict[tuple[str, ...], Any] = {}
         for key, item in value.items():
-            found.update(flatten(item, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+            found.update(flatten(item, (*path, key)))
         return found
-    return {prefix: value}
+    return {path: value}
+
+
+def path_text(path: tuple[str, ...]) -> str:
+    """A path as the diff shows it, one reading only: ``metrics.auc`` for nested keys, each key
+    that holds anything but letters, digits, ``_`` and ``-`` as a JSON string (``"metrics.auc"``)."""
+    return ".".join(key if _BARE_KEY.fullmatch(key) else json_text(key) for key in path)
 
 
 @dataclass(frozen=True)
@@ -179,7 +228,7 @@ def diff(left: Mapping[str, Any], right: Mapping[str, Any]) -> list[DiffLine]:
     lines = []
     for path in sorted({*flat_left, *flat_right}):
         a, b = flat_left.get(path, _MISSING), flat_right.get(path, _MISSING)
-        shown_a = None if a is _MISSING else json.dumps(a, ensure_ascii=False)
-        shown_b = None if b is _MISSING else json.dumps(b, ensure_ascii=False)
-        lines.append(DiffLine(path, shown_a, shown_b, shown_a != shown_b))
+        shown_a = None if a is _MISSING else json_text(a)
+        shown_b = None if b is _MISSING else json_text(b)
+        lines.append(DiffLine(path_text(path), shown_a, shown_b, shown_a != shown_b))
     return lines

@@ -14,14 +14,15 @@ from ..context import get_registries
 from ..errors import InvalidMetadataError, VersionNotFoundError
 from ..metadata import check_stage
 from ..registry import ModelRegistry
+from ..rollout import roles, serving
 from ..versioning import check_version
 from .auth import visitor
 from .blueprint import bp, page, registry_of, route
+from .cells import human_time, json_text
 from .present import (
+    artifact_facts,
     boolean_keys,
     diff,
-    human_size,
-    human_time,
     in_stage,
     metadata_etag,
     metric_columns,
@@ -42,18 +43,13 @@ class _Formats:
     """Formatting helpers the templates call as ``fmt.*``."""
 
     human_time = staticmethod(human_time)
-    human_size = staticmethod(human_size)
     boolean_keys = staticmethod(boolean_keys)
+    json = staticmethod(json_text)
 
     @staticmethod
-    def json(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False)
-
-    @staticmethod
-    def metric(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return json.dumps(value) if isinstance(value, bool) else str(value)
+    def share(weight: float) -> str:
+        """A canary weight and the share of traffic it means: ``0.3 (30% of traffic)``."""
+        return f"weight {weight:g} ({weight * 100:.3g}% of traffic)"
 
 
 @bp.context_processor
@@ -110,12 +106,14 @@ def registry_page(model: str | None) -> Any:
     latest = {
         "any": snapshot.latest(),
         "prerelease": snapshot.latest(include_prerelease=True),
-        "stages": [(name, snapshot.latest(name)) for name in stages],
+        "stages": [serving(registry, snapshot, name) for name in stages],
     }
+    now = datetime.now(timezone.utc)
+    played = roles(registry, snapshot)
     return page(
         "registry.html",
         model=model,
-        rows=[row(e) for e in shown],
+        rows=[row(e, now, played) for e in shown],
         total=len(entries),
         all_count=len(snapshot.entries),
         columns=metric_columns(snapshot),
@@ -123,7 +121,7 @@ def registry_page(model: str | None) -> Any:
         stage=stage,
         latest=latest,
         paging=paging,
-        now=datetime.now(timezone.utc),
+        now=now,
         version_base=url_for(".version_page", model=model, version="0.0.0").removesuffix("0.0.0"),
     )
 
@@ -137,23 +135,35 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
     metadata = entry.metadata
-    artifact = metadata.get("artifact") if metadata is not None else None
-    holds = [s for s in stage_names(snapshot) if (held := snapshot.latest(s)) is not None and held is entry]
+    now = datetime.now(timezone.utc)
+    shown = row(entry, now, roles(registry, snapshot))
+    holds = [stage for stage, role in shown.roles if role == "serving"]
     return {
         "model": model,
-        "row": row(entry),
+        "row": shown,
         "metadata": metadata,
-        "pretty": json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True) if metadata else None,
-        "artifact": artifact if isinstance(artifact, dict) else {},
+        "pretty": _pretty(metadata) if metadata else None,
+        "facts": artifact_facts(metadata, now) if metadata is not None else {},
+        "canary_of": [(s, serving(registry, snapshot, s)) for s, role in shown.roles if role == "canary"],
+        "load_failure": registry.load_failure(version),
+        "canary_value": metadata.get("canary") if metadata is not None else None,
         "etag": metadata_etag(metadata) if metadata is not None else None,
         "events": registry.history(version, limit=TIMELINE_SIZE + 1)[::-1],
         "timeline_size": TIMELINE_SIZE,
         "stages": stage_names(snapshot),
         "allowed_stages": sorted(registry.allowed_stages) if registry.allowed_stages else None,
         "holds": holds,
-        "now": datetime.now(timezone.utc),
+        "now": now,
         "error": None,
     }
+
+
+def _pretty(metadata: dict[str, Any]) -> str:
+    """The metadata as indented JSON (its compact JSON, should indenting fail)."""
+    try:
+        return json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        return json_text(metadata)
 
 
 @route("/v/<version>")
