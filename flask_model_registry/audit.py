@@ -5,16 +5,18 @@ A writer checks everything it can first (sizes, values), then writes its event a
 commits the change (the compare-and-swap of ``metadata.json``, or the commit of a publication), then
 *finalises* the event. A writer killed in between leaves a pending event that the next writer or
 reader of that version settles: it is finalised if its change is the one the metadata (or the next
-event) shows, dropped if not. Events carry the sha256 of the metadata before and after, so this
-needs no lock and works on object storage alike. Layout under ``audit/``::
+event) shows, dropped if not; one whose final copies (or the version's own) exist already is
+completed (the missing copy written, the pending file removed). Events carry the sha256 of the
+metadata before and after, so this needs no lock and works on object storage alike. Layout under ``audit/``::
 
     <version>/<key>.json          the events of a version (final)
     .log/<key>.json               every event once more, for the registry-wide trail
     .pending/<id>@<version>.json  events whose change may not have landed yet
 
 An event's ``id`` is ``<20-digit nanoseconds>-<12 hex>``: unique, and ordered as the changes
-happened (a writer takes an id above every event of the version it sees once it has read the
-metadata it changes, so the order follows the compare-and-swap, whatever the clocks say). Its
+happened, whatever one host's clock says: once it has read the metadata it changes, a writer takes
+an id above every pending event and the newest of the registry-wide trail, which holds every final
+event (a hybrid logical clock: the host's time unless an event it follows is newer). Its
 ``key`` sorts the other way round, so an ordered listing gives the newest first: a page of history
 costs a listing of ``limit`` names and reads of ``limit`` (immutable, cached) events, however long
 the trail. Events written by earlier releases (``<version>/<id>.json``) are read as they are.
@@ -49,6 +51,8 @@ MAX_EVENT_BYTES = 2 * 256 * 1024 + 16 * 1024
 MAX_ACTOR_LENGTH = 256
 #: A pending event older than this whose change is not visible is taken to be a dead writer's.
 PENDING_GRACE_SECONDS = 3600.0
+#: A host whose clock is this far behind the newest audit event logs a warning (once).
+CLOCK_BEHIND_WARNING_SECONDS = 60.0
 #: The most events one page of history may ask for.
 MAX_LIMIT = 10_000
 #: How many parsed events a registry keeps (they never change).
@@ -99,8 +103,10 @@ def sha256_of(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _time_text(ns: int) -> str:
+    """An event's ``time``: this host's clock reading ``ns``, ISO 8601 UTC to the millisecond."""
+    when = datetime.fromtimestamp(ns // 1_000_000 / 1000, timezone.utc)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def event_time(event: dict[str, Any]) -> datetime | None:
@@ -176,6 +182,7 @@ class AuditTrail:
         self._events: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._legacy: dict[str, list[tuple[str, str]]] = {}  # folder -> (id, name) of old events
         self._lock = threading.Lock()
+        self._warned_clock = False
 
     # writing --------------------------------------------------------------------------------------
 
@@ -190,12 +197,14 @@ class AuditTrail:
         new: bytes,
     ) -> Pending:
         """Check the event, settle what dead writers of ``version`` left, and write the event as
-        pending, with an id above every event of the version: call it after reading the metadata
-        that ``old`` is, and before the change. Raises (and nothing was written) if it cannot."""
+        pending, with an id above every event it sees (:meth:`_newest_seen`): call it after reading
+        the metadata that ``old`` is, and before the change. Raises (and nothing was written) if
+        it cannot."""
         check_actor(actor)
+        now = time.time_ns()
         event = {
             "id": "0" * 20 + "-" + "0" * 12,
-            "time": _now(),
+            "time": _time_text(now),
             "action": action,
             "version": version,
             "actor": actor,
@@ -204,15 +213,42 @@ class AuditTrail:
             _CHAIN: {"before": sha256_of(old), "after": sha256_of(new)},
         }
         _encode(event)  # the size and the values, before anything is written
-        newest = self.settle([version])
-        newest_ns = int(newest.split("-")[0]) if newest else 0
-        ns = min(max(time.time_ns(), newest_ns + 1), _NS_LIMIT)
-        event["id"] = f"{ns:020d}-{secrets.token_hex(6)}"
+        floor = self._newest_seen(version)
+        self._check_clock(now, floor)
+        event["id"] = f"{min(max(now, floor + 1), _NS_LIMIT):020d}-{secrets.token_hex(6)}"
         pending = Pending(self, event, _encode(event))
         self.storage.audit_create([pending.name], pending.data)
         return pending
 
+    def _newest_seen(self, version: str) -> int:
+        """Settle what dead writers of ``version`` left, and return the nanoseconds of the newest
+        event id a new event must follow: of every pending event, and of the registry-wide trail
+        (which holds every final event, the version's own too). So ids follow the order in which
+        the changes happened, whatever one host's clock says: an event is pending from before its
+        change until both final copies exist, so a writer that begins after the change sees it in
+        one listing or the other (pending events are listed first). Two listings, as many as
+        before ids had to follow other versions' events."""
+        pendings = self._pendings(None)
+        self._settle_listed({version: pendings[version]} if version in pendings else {})
+        newest = [ids[-1] for ids in pendings.values()]
+        names = self.storage.audit_list(LOG, start_after="r", limit=1)
+        newest += [id_of(names[0].removesuffix(".json"))] if names else []
+        return max((int(event_id[:20]) for event_id in newest), default=0)
+
+    def _check_clock(self, now: int, floor: int) -> None:
+        """Say once, in the log, that this host's clock is behind the trail: its events are ordered
+        after the ones it follows all the same, but their ``time`` is its clock's."""
+        behind = (floor - now) / 1e9
+        if behind > CLOCK_BEHIND_WARNING_SECONDS and not self._warned_clock:
+            self._warned_clock = True
+            log.warning(
+                "this host's clock is %.0f s behind the newest audit event: its events are ordered"
+                " after the ones they follow, but the time they record is this clock's (check NTP)",
+                behind,
+            )
+
     def finalise(self, pending: Pending) -> None:
+        """Write both final copies of ``pending`` (a copy already there counts), then remove it."""
         key = key_of(pending.id)
         self.storage.audit_create([f"{pending.version}/{key}.json", f"{LOG}/{key}.json"], pending.data)
         self.storage.audit_delete(pending.name)
@@ -257,20 +293,14 @@ class AuditTrail:
         ids = [event_id for ids in self._pendings(None).values() for event_id in ids]
         return min(ids) if ids else None
 
-    def settle(self, versions: Iterable[str] | None) -> str | None:
-        """Finalise or drop the pending events of ``versions`` (None: every version) that can be
-        decided; returns the newest event id of the (one) version, pending ones included."""
-        newest: str | None = None
-        versions = list(versions) if versions is not None else None
-        for version, ids in self._pendings(versions).items():
+    def settle(self, versions: Iterable[str] | None) -> None:
+        """Finalise, complete or drop the pending events of ``versions`` (None: every version) that
+        can be decided."""
+        self._settle_listed(self._pendings(versions))
+
+    def _settle_listed(self, pendings: dict[str, list[str]]) -> None:
+        for version, ids in pendings.items():
             self._settle_version(version, ids)
-            newest = ids[-1]
-        if versions is not None and len(versions) == 1:
-            names = self.storage.audit_list(versions[0], start_after="r", limit=1)
-            if names:
-                final = id_of(names[0].removesuffix(".json"))
-                newest = max(final, newest) if newest else final
-        return newest
 
     def _finals_down_to(self, version: str, oldest: str) -> list[tuple[str, dict[str, Any]]]:
         """The final events of ``version`` newer than event ``oldest``, and the one before it (to
@@ -316,9 +346,16 @@ class AuditTrail:
             except (ValueError, KeyError, TypeError):
                 self.storage.audit_delete(name)
                 continue
+            if self._read(f"{version}/{key_of(event_id)}.json") is not None:
+                self._complete(Pending(self, event, data))  # final already: its writer died after
+                continue
             pendings[event_id] = (Pending(self, event, data), chain)
-        finals = {event_id: _chain_of(event) for event_id, event in self._finals_down_to(version, ids[0])}
-        order = sorted([*pendings, *finals], reverse=True)
+        if not pendings:
+            return
+        finals = {
+            event_id: _chain_of(event) for event_id, event in self._finals_down_to(version, min(pendings))
+        }
+        order = sorted({*pendings, *finals}, reverse=True)  # a set: a live writer may finalise meanwhile
         twins = Counter(chain for _, chain in pendings.values())
         expect: object = current
         landed_after = False
@@ -338,6 +375,19 @@ class AuditTrail:
                 expect, landed_after = before, True
             elif not (before == current and not landed_after and young):
                 pending.discard()  # else its writer may still be about to commit: left, not shown
+
+    def _complete(self, pending: Pending) -> None:
+        """``pending`` is final already (its writer died after the version's own copy, or is about
+        to remove it): write what is missing (the registry-wide copy), remove the pending file."""
+        try:
+            if self._read(f"{LOG}/{key_of(pending.id)}.json") is None:
+                self.finalise(pending)
+            else:  # both copies are there: only the pending file is left
+                self.storage.audit_delete(pending.name)
+        except FileExistsError:  # another event under its name: the final copy stands
+            self.storage.audit_delete(pending.name)
+        except OSError as exc:
+            log.warning("audit event %s of %s left pending (%s)", pending.id, pending.version, exc)
 
     # reading --------------------------------------------------------------------------------------
 

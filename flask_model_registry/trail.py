@@ -2,7 +2,8 @@
 cannot explain, and which version held a stage before its current holder (for a rollback).
 
 Pure functions over :meth:`ModelRegistry.history` events and a :class:`Snapshot`; used by the
-console and by ``flask models audit --check``.
+console and by ``flask models audit --check`` (which also compares each version's own copy of its
+events with the registry-wide copy).
 """
 
 from __future__ import annotations
@@ -70,6 +71,34 @@ def unexplained(snapshot: Snapshot, events: Iterable[Mapping[str, Any]]) -> list
         ]
         if problems:
             found.append((entry.version, problems))
+    return found
+
+
+def copies_differ(
+    everything: Iterable[Mapping[str, Any]], own: Mapping[str, Iterable[Mapping[str, Any]]]
+) -> list[tuple[str, list[str]]]:
+    """Versions whose own trail (``own``: version -> its events) and the registry-wide trail
+    (``everything``) do not hold the same events, each with the events missing from one of them or
+    different in the two: every event is written to both, so a difference is a copy lost or edited."""
+    wide: dict[str, dict[Any, Mapping[str, Any]]] = {}
+    for event in everything:
+        wide.setdefault(str(event.get("version")), {})[event.get("id")] = event
+    found = []
+    for version in sorted({*own, *wide}, key=lambda v: (sort_key(v) is None, sort_key(v) or (), v)):
+        mine = {event.get("id"): event for event in own.get(version, [])}
+        theirs = wide.get(version, {})
+        problems = []
+        for event_id in sorted({*mine, *theirs}, key=str):
+            event = mine.get(event_id) or theirs[event_id]
+            named = f"event {event_id} ({event.get('action')} by {event.get('actor')})"
+            if event_id not in theirs:
+                problems.append(f"{named} is missing from the registry-wide trail")
+            elif event_id not in mine:
+                problems.append(f"{named} is missing from the version's own trail")
+            elif mine[event_id] != theirs[event_id]:
+                problems.append(f"{named} differs between the version's own trail and the registry-wide one")
+        if problems:
+            found.append((version, problems))
     return found
 
 

@@ -76,6 +76,11 @@ def promote(root: Path, version: str, stage: str) -> None:
     ModelRegistry(root).set_stage(version, stage)
 
 
+def promote_as(root: Path, version: str, stage: str, actor: str) -> None:
+    """Move a version to a stage from this process, as ``actor``."""
+    ModelRegistry(root).set_stage(version, stage, actor=actor)
+
+
 def race_to_save(root: Path, version: str, payload: int, go: Any, results: Any) -> None:
     """Wait for ``go``, then try to publish ``version``; report ``("won" | "lost", payload)``."""
     registry = ModelRegistry(root)
@@ -211,7 +216,7 @@ class Children:
         """Run ``target(*args)`` in a child process and wait until it has finished cleanly."""
         child = self.start(target, *args)
         child.join(self.TIMEOUT)
-        assert child.exitcode == 0, f"{target.__name__} in a child process ended with {child.exitcode}"
+        assert child.exitcode == 0, f"{target} in a child process ended with {child.exitcode}"
 
     def wait_until(self, child: BaseProcess, ready: Path) -> None:
         """Wait until ``child`` has touched ``ready`` (it must still be running then)."""
@@ -435,3 +440,84 @@ def race_to_promote(root: str, version: str, stage: str, go: Any, results: Any) 
     go.wait(PATIENCE)
     registry.set_stage(version, stage)
     results.put(stage)
+
+
+# Audited writes killed at a named step, and writers with a wrong clock (tests/test_audit_crash.py,
+# tests/test_audit.py). -----------------------------------------------------------------------------
+
+#: The steps of an audited write after which :func:`kill_at_audit_step` kills the writer: its event
+#: written as pending; the change committed; the version's own copy of the event written; both
+#: copies written (the registry-wide one too), its pending file not yet removed.
+AUDIT_STEPS = ("pending written", "committed", "per-version copy written", "both copies written")
+
+
+def _killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(PATIENCE)  # SIGKILL is not caught: this is never reached
+
+
+def kill_at_audit_step(registry: ModelRegistry, step: str) -> None:
+    """Make ``registry``'s storage ``kill -9`` this process at ``step`` of its next audited write (one
+    of :data:`AUDIT_STEPS`). The storage writes each name of an event all or nothing; this writes
+    the two final names of the event one at a time, as the storage does, so a kill can fall between."""
+    if step not in AUDIT_STEPS:
+        raise ValueError(step)
+    storage = registry.storage
+    create, delete = storage.audit_create, storage.audit_delete
+    own: list[str] = []  # this writer's pending event, once written (earlier writes are settling)
+
+    def audit_create(names: list[str], data: bytes) -> None:
+        if not own:
+            create(names, data)
+            if names[0].startswith(".pending/"):
+                own.append(names[0])
+                if step == "pending written":
+                    _killed()
+            return
+        if step == "committed":
+            _killed()
+        for name in names:
+            create([name], data)
+            if step == "per-version copy written":
+                _killed()
+
+    def audit_delete(name: str) -> None:
+        if own and name == own[0] and step == "both copies written":
+            _killed()
+        delete(name)
+
+    storage.audit_create = audit_create  # type: ignore[method-assign]
+    storage.audit_delete = audit_delete  # type: ignore[method-assign]
+
+
+def change_killed_at(root: str, step: str, change: str, version: str) -> None:
+    """Make one audited ``change`` of ``version`` (``publish`` it, or ``promote`` it to prod) and be
+    killed at ``step`` of it (see :func:`kill_at_audit_step`)."""
+    registry = ModelRegistry(root)
+    registry.list_versions()
+    kill_at_audit_step(registry, step)
+    if change == "publish":
+        registry.save_model(version, fault_model(version, 1024), {"stage": "staging"}, actor="killed")
+    else:
+        registry.set_stage(version, "prod", actor="killed")
+    raise AssertionError(f"the write was not killed at {step!r}")
+
+
+def publish_and_promote_until_killed(root: str, first: int, started: Any) -> None:
+    """Publish ``0.<n>.0`` and move it to stage ``prod`` for n = ``first``, ``first + 1``, … until
+    killed (``started`` is set as the first write begins)."""
+    registry = ModelRegistry(root)
+    registry.list_versions()
+    started.set()
+    for n in range(first, first + 100_000):
+        registry.save_model(f"0.{n}.0", fault_model(f"0.{n}.0", 1024), {"stage": "staging"}, actor=f"w{n}")
+        registry.set_stage(f"0.{n}.0", "prod", actor=f"w{n}")
+
+
+def with_clock_off(seconds: float, target: Callable[..., None], *args: Any) -> None:
+    """Run ``target(*args)`` as on a host whose clock is ``seconds`` off (negative: slow):
+    ``time.time_ns`` and ``time.time`` of this process are."""
+    real_ns, offset = time.time_ns, int(seconds * 1e9)
+    time.time_ns = lambda: real_ns() + offset  # type: ignore[assignment]
+    time.time = lambda: (real_ns() + offset) / 1e9  # type: ignore[assignment]
+    target(*args)

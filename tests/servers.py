@@ -108,6 +108,15 @@ class RegistryTarget:
         """The raw path of ``parts`` below the root, for :attr:`filesystem`."""
         return "/".join([self.filesystem._strip_protocol(self.root).rstrip("/"), *parts])
 
+    def stored_names(self, *parts: str) -> list[str]:
+        """The names stored right under ``parts`` of the root, read from the storage directly."""
+        fs = self.filesystem
+        fs.invalidate_cache()
+        path = self.path(*parts)
+        if not fs.exists(path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""

@@ -6,16 +6,21 @@ Local disk and S3 (moto) where the storage matters; kill -9 tests are in test_fa
 from __future__ import annotations
 
 import errno
+import functools
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_procs import Children, promote_as, reaching, with_clock_off
 from servers import RegistryTarget
 
 from flask_model_registry import (
@@ -26,6 +31,7 @@ from flask_model_registry import (
 )
 from flask_model_registry.audit import MAX_LIMIT
 from flask_model_registry.metadata import MAX_METADATA_BYTES
+from flask_model_registry.trail import Rollback, rollback_plan
 
 on_disk_and_s3 = pytest.mark.parametrize("registry_target", ["local", "s3"], indirect=True)
 AUTH = {"Authorization": "Bearer test-api-token"}
@@ -73,6 +79,50 @@ def test_every_event_has_a_unique_id_ordered_as_the_changes_happened(registry_ta
     assert [e["id"] for e in registry.history("1.0.0")] == [
         e["id"] for e in events if e["version"] == "1.0.0"
     ]
+
+
+@on_disk_and_s3
+def test_a_writer_whose_clock_is_an_hour_slow_keeps_the_trail_in_order(
+    registry_target: RegistryTarget, clean_children: Children
+) -> None:
+    """Another host, its clock an hour slow, promotes 1.1.0 after 2.0.0 was promoted and demoted:
+    its event follows theirs in the registry-wide trail, so a rollback of prod goes back to 1.0.0
+    (not to 2.0.0, which was demoted for a reason). Its ``time`` is its own clock's."""
+    registry = registry_target.open(refresh_interval=0)
+    registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
+    registry.save_model("1.1.0", "b", {"stage": "staging"}, actor="ci")
+    registry.save_model("2.0.0", "c", {"stage": "prod"}, actor="ci")
+    registry.set_stage("2.0.0", "staging", actor="ci")
+    slow_host = reaching(registry_target, functools.partial(with_clock_off, -3600.0, promote_as))
+    clean_children.run(slow_host, registry_target.root, "1.1.0", "prod", "slow-host")
+    reader = registry_target.open()
+    events = reader.history()
+    assert [(e["version"], e["actor"], e["after"]["stage"]) for e in events] == [
+        ("1.0.0", "ci", "prod"),
+        ("1.1.0", "ci", "staging"),
+        ("2.0.0", "ci", "prod"),
+        ("2.0.0", "ci", "staging"),
+        ("1.1.0", "slow-host", "prod"),
+    ]
+    clock_gap = datetime.fromisoformat(events[-2]["time"]) - datetime.fromisoformat(events[-1]["time"])
+    assert clock_gap > timedelta(minutes=59), "the writer's clock was not slow"
+    plan = rollback_plan(reader.snapshot(), events, "prod")
+    assert plan == Rollback("prod", "1.1.0", "1.0.0", {"1.1.0": "staging"})
+    assert reader.history("1.1.0") == [e for e in events if e["version"] == "1.1.0"]
+
+
+def test_a_host_whose_clock_is_behind_the_trail_says_so_once(
+    published: ModelRegistry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() - 3600 * 10**9)
+    with caplog.at_level(logging.WARNING, logger="flask_model_registry.audit"):
+        published.set_stage("1.0.0", "archived")
+        published.set_stage("1.1.0", "prod")
+    assert len(caplog.records) == 1 and "clock is 3" in caplog.text and "s behind the newest" in caplog.text
+    events = published.history()
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    assert [e["version"] for e in events[-2:]] == ["1.0.0", "1.1.0"]
 
 
 @on_disk_and_s3

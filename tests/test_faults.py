@@ -106,16 +106,6 @@ class KillWindow:
         return f"within {min(self.widths) * 1000:.0f}-{max(self.widths) * 1000:.0f} ms"
 
 
-def stored_names(target: RegistryTarget, *parts: str) -> list[str]:
-    """The names stored right under ``parts`` of the root, read from the storage directly."""
-    fs = target.filesystem
-    fs.invalidate_cache()
-    path = target.path(*parts)
-    if not fs.exists(path):
-        return []
-    return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
-
-
 def check_metadata(registry: ModelRegistry, version: str) -> dict[str, Any]:
     """``version``'s metadata: a JSON object with the keys the registry writes, of this version."""
     metadata = registry.get_metadata(version)
@@ -156,7 +146,7 @@ def check_after_killed_save(
     events = audit_trail(registry, version)
     if not committed:
         assert events == [], "an audit event for a version that was never published"
-        leftovers = stored_names(target, "versions", version)  # local: nothing (a hidden folder beside)
+        leftovers = target.stored_names("versions", version)  # local: nothing (a hidden folder beside)
         assert all(name.startswith("model-") and name.endswith(".pkl") for name in leftovers), leftovers
         return "killed before the commit: not listed"
     metadata = check_whole(registry, version, fault_model(version, ARTEFACT_SIZE))
@@ -209,7 +199,7 @@ def test_a_save_killed_at_a_random_moment_leaves_only_whole_versions_and_a_retry
     publications = Counter(e["version"] for e in reader.history())
     assert set(publications) <= set(listed) and set(publications.values()) == {1}, publications
     if not registry_target.is_remote:
-        hidden = set(stored_names(registry_target, "versions")) - set(listed)
+        hidden = set(registry_target.stored_names("versions")) - set(listed)
         assert all(name.startswith(".staging-") for name in hidden), hidden
     print(
         f"\n{registry_target.backend}: {sum(outcomes.values())} saves killed {window} of their"
@@ -246,7 +236,7 @@ def recorded_steps(registry: ModelRegistry, version: str, published: dict[str, A
 
 
 def hidden_files(target: RegistryTarget, *parts: str) -> list[str]:
-    return [name for name in stored_names(target, *parts) if name.startswith(".")]
+    return [name for name in target.stored_names(*parts) if name.startswith(".")]
 
 
 def check_after_killed_promotions(registry: ModelRegistry, published: dict[str, Any], landed: int) -> int:
