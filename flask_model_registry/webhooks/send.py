@@ -8,11 +8,24 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 DONE, RETRY, FAILED = "done", "retry", "failed"
 #: The most bytes of a receiver's answer that are read (then the connection is closed).
 MAX_ANSWER_BYTES = 64 * 1024
+
+
+def _agent() -> str:
+    """The ``User-Agent`` of deliveries: the installed distribution's version (never the package's
+    ``__init__``, which sits above this module)."""
+    try:
+        return f"flask-model-registry/{version('flask-model-registry')} (webhooks)"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "flask-model-registry (webhooks)"
+
+
+_AGENT = _agent()
 
 
 @dataclass(frozen=True)
@@ -46,10 +59,7 @@ def classify(status: int) -> str:
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Attempt:
     """``POST`` ``body`` to ``url``; a receiver that is down or slower than ``timeout`` seconds (to
     connect, or between bytes of its answer) is to be retried."""
-    from .. import __version__  # the package is whole by the time anything is sent
-
-    agent = f"flask-model-registry/{__version__} (webhooks)"
-    request = urllib.request.Request(url, data=body, headers={**headers, "user-agent": agent}, method="POST")
+    request = urllib.request.Request(url, data=body, headers={**headers, "user-agent": _AGENT}, method="POST")
     try:
         with _OPENER.open(request, timeout=timeout) as answer:
             answer.read(MAX_ANSWER_BYTES)
