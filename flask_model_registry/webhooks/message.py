@@ -27,17 +27,8 @@ KEY = "MODEL_REGISTRY_WEBHOOKS"
 #: Every kind of change, in the order that picks an event's ``type`` (its first kind).
 KINDS = ("publish", "stage", "flags", "metadata", "delete", "approve", "sign")
 ALL = "*"
-#: Audit actions that are a kind of their own (with the other spellings an action may have); any
-#: other action is a metadata change.
-ACTION_KINDS = {
-    "publish": "publish",
-    "delete": "delete",
-    "delete_version": "delete",
-    "approve": "approve",
-    "approval": "approve",
-    "sign": "sign",
-    "sign_version": "sign",
-}
+#: Audit actions that are a kind of their own; any other action is a metadata change.
+ACTION_KINDS = frozenset({"publish", "delete", "approve", "sign"})
 #: The flag whose value may be a weight rather than a boolean.
 CANARY = "canary"
 _FIELDS = ("url", "secret", "events")
@@ -78,7 +69,7 @@ def event_kinds(event: Mapping[str, Any]) -> list[str]:
     key), those its changed keys show, in that order (``metadata`` when none shows)."""
     action = event.get("action")
     if isinstance(action, str) and action in ACTION_KINDS:
-        return [ACTION_KINDS[action]]
+        return [action]
     before = event.get("before") if isinstance(event.get("before"), dict) else {}
     after = event.get("after") if isinstance(event.get("after"), dict) else {}
     found = set()
