@@ -52,6 +52,11 @@ class CorruptVersionError(RegistryError):
     http_status = 500
 
 
+class UntrustedArtefactError(CorruptVersionError):
+    """An artefact refused before unpickling: its signature is missing, invalid or by a key that is
+    not trusted, or its bytes are not the bytes that were signed. The message says which."""
+
+
 class ConflictError(RegistryError):
     """A conditional write lost a race: the object changed since it was read (retried internally)."""
 

@@ -16,11 +16,11 @@ import logging
 import platform
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import cloudpickle
 
-from .errors import CorruptVersionError, StorageUnavailableError
+from .errors import CorruptVersionError, StorageUnavailableError, UntrustedArtefactError
 from .storage import Storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
 
@@ -50,6 +50,20 @@ def artifact_of(version: str, metadata: Mapping[str, Any]) -> tuple[str, str | N
     return file, sha, artifact
 
 
+class HashingWriter:
+    """A file wrapper that hashes and counts what is written through it (a save's artefact)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+
 def read_hashed(f: BinaryIO) -> tuple[bytes, str]:
     """The whole file, read once into memory, and the sha256 of exactly those bytes.
 
@@ -77,21 +91,38 @@ def check_sha256(version: str, actual: str, recorded: str) -> None:
 
 
 def load_artifact(
-    storage: Storage, version: str, file: str, sha: str | None, artifact: Mapping[str, Any]
+    storage: Storage,
+    version: str,
+    file: str,
+    sha: str | None,
+    artifact: Mapping[str, Any],
+    signed: str | None = None,
 ) -> Any:
-    """Unpickle a version's artefact, after checking its sha256 (when recorded) on the bytes that
-    are unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning)."""
+    """Unpickle a version's artefact, after checking its sha256 (when recorded) and the sha256 its
+    trusted signature lists (``signed``, when signatures are required) on the bytes that are
+    unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning)."""
     with _reading(version, file):
         with storage.open_artifact(version, file) as f:
-            if sha is None:  # nothing to check (hand-made): straight from the file
+            if sha is None and signed is None:  # nothing to check (hand-made): straight from the file
                 return _unpickle(version, artifact, f)
             if storage.private_artifacts:
-                check_sha256(version, hash_file(f), sha)
+                _check_digests(version, hash_file(f), sha, signed)
                 f.seek(0)
                 return _unpickle(version, artifact, f)
             data, actual = read_hashed(f)
-        check_sha256(version, actual, sha)
+        _check_digests(version, actual, sha, signed)
         return _unpickle(version, artifact, data)
+
+
+def _check_digests(version: str, actual: str, sha: str | None, signed: str | None) -> None:
+    """The recorded sha256 first, then the signed one: both must be the bytes' own."""
+    if sha is not None:
+        check_sha256(version, actual, sha)
+    if signed is not None and not hmac.compare_digest(actual, signed.lower()):
+        raise UntrustedArtefactError(
+            f"version {version}: artefact bytes are not the bytes that were signed (signed"
+            f" {signed[:12]}…, found {actual[:12]}…); refusing to load it"
+        )
 
 
 def verify_artifact(storage: Storage, version: str, file: str, sha: str | None) -> None:

@@ -26,6 +26,7 @@ from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
     METADATA_FILE,
+    SIGNATURE_FILE,
     STATE_DIR,
     VERSIONS_DIR,
     Publication,
@@ -81,6 +82,9 @@ class LocalPublication(Publication):
             yield f
             f.flush()
             os.fsync(f.fileno())
+
+    def add_signature(self, data: bytes) -> None:
+        write_durably(os.path.join(self._staging, SIGNATURE_FILE), data)
 
     def commit(self, metadata: bytes) -> None:
         write_durably(os.path.join(self._staging, METADATA_FILE), metadata)
@@ -381,6 +385,19 @@ class LocalStorage(Storage):
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
         return True
+
+    def read_signature(self, version: str) -> bytes:
+        directory = os.path.dirname(self._metadata_path(version))
+        return read_whole(self._open_inside(os.path.join(directory, SIGNATURE_FILE)))[0]
+
+    def write_signature(self, version: str, data: bytes) -> None:
+        with self._lock(version):
+            path = self._metadata_path(version)
+            if not os.path.exists(path):
+                raise FileNotFoundError(errno.ENOENT, f"version {version} is not committed")
+            replace_held(os.path.join(os.path.dirname(path), SIGNATURE_FILE), data)
+        with contextlib.suppress(OSError):  # tells registries that do not watch this folder
+            os.utime(self.versions_dir)
 
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):
