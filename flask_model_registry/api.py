@@ -268,9 +268,10 @@ def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> t
     return snap.memo(("api", *key), lambda: _render(payload()))
 
 
-def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
+def _entry_answer(registry: ModelRegistry, snap: Snapshot, entry: Entry) -> Response:
     entry.require_metadata()  # a corrupt version answers 500 with the reason
-    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry)))
+    status = registry.signatures.status
+    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry, status(entry))))
 
 
 def _route(rule: str, method: str) -> Callable[[View], View]:
@@ -303,7 +304,8 @@ def list_models(registry: ModelRegistry) -> Response:
         return _respond(_render([]))
 
     def items() -> list[dict[str, Any]]:
-        return [entry_item(e) for e in snap.entries if stage is None or e.stage == stage]
+        status = registry.signatures.status
+        return [entry_item(e, status(e)) for e in snap.entries if stage is None or e.stage == stage]
 
     return _respond(_memo(snap, ("list", stage), items))
 
@@ -318,7 +320,7 @@ def latest_model(registry: ModelRegistry) -> Response:
     if entry is None:
         where = f" in stage {stage!r}" if stage is not None else ""
         raise VersionNotFoundError(f"no version{where} yet")
-    return _entry_answer(snap, entry)
+    return _entry_answer(registry, snap, entry)
 
 
 @_route("/<version>", "GET")
@@ -329,7 +331,7 @@ def show_model(registry: ModelRegistry, version: str) -> Response:
     entry = snap.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
-    return _entry_answer(snap, entry)
+    return _entry_answer(registry, snap, entry)
 
 
 @_route("/<version>/history", "GET")
@@ -364,14 +366,16 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
+    signature = registry.signature(version)  # of the artefact, which a patch never changes
+
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(version_item(version, current))[1]) is None
+        return _failed_precondition(_render(version_item(version, current, signature))[1]) is None
 
     conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
     metadata = registry.update_metadata(
         version, changes, actor=_actor(), expected=precondition if conditional else None
     )
-    return _respond(_render(version_item(version, metadata)))
+    return _respond(_render(version_item(version, metadata, signature)))
 
 
 @bp.get("/openapi.json")

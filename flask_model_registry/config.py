@@ -25,6 +25,7 @@ from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
 from .routing import check_weight
+from .signing import key_items, load_trusted_keys
 from .webhooks.message import parse_webhooks
 
 PREFIX = "MODEL_REGISTRY_"
@@ -179,6 +180,21 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
+def _trusted_keys(value: Any) -> list[str]:
+    """Trusted public keys: PEM file paths, PEM texts and folders of ``*.pub`` files, as a list or
+    one comma-separated string; each one read now, so a bad one fails at ``init_app``."""
+    if isinstance(value, (str, os.PathLike)):
+        value = key_items(os.fspath(value))
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
+        raise ValueError("a list of public keys (paths, PEM texts, folders) or a comma-separated string")
+    items = [os.fspath(v) for v in value]
+    try:
+        load_trusted_keys(items)
+    except ValueError as exc:
+        raise ValueError(f"readable elliptic-curve public keys ({exc})") from None
+    return items
+
+
 def _stage_names(value: Any) -> list[str]:
     names = _names(value)
     for name in names:
@@ -211,6 +227,8 @@ MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
     "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
     "watch": ("watch", "WATCH", _bool),
     "canary_weight": ("canary_weight", "CANARY_WEIGHT", _weight),
+    "trusted_keys": ("trusted_keys", "TRUSTED_KEYS", _optional(_trusted_keys)),
+    "require_signature": ("require_signature", "REQUIRE_SIGNATURE", _optional(_bool)),
 }
 
 
@@ -304,6 +322,9 @@ KEYS: dict[str, Key] = {
     "WEBHOOK_RETRY_HOURS": Key(24.0, _hours),
     "WEBHOOK_TIMEOUT": Key(10.0, _positive),
     "WEBHOOK_POLL_INTERVAL": Key(1.0, _positive),
+    "TRUSTED_KEYS": Key(None, _optional(_trusted_keys)),
+    # None: on when trusted keys are given (a named model's own keys turn it on for that model)
+    "REQUIRE_SIGNATURE": Key(None, _optional(_bool)),
 }
 
 #: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.
@@ -325,3 +346,6 @@ def load_config(config: MutableMapping[str, Any], environ: Mapping[str, str] | N
         except ValueError as exc:
             shown = "the value" if name in _SECRET else repr(config[full])[:80]
             raise ConfigError(full, f"{full}: {shown} (from {source}) must be {exc}") from None
+    require = PREFIX + "REQUIRE_SIGNATURE"
+    if config[require] and not config[PREFIX + "TRUSTED_KEYS"]:
+        raise ConfigError(require, f"{require} is on, but MODEL_REGISTRY_TRUSTED_KEYS names no key to trust")

@@ -25,7 +25,7 @@ from model_signing._hashing import hashing as ms_hashing
 from model_signing._signing import sign_ec_key, sign_sigstore_pb
 from model_signing._signing import signing as ms_signing
 
-from .errors import CorruptVersionError, StorageUnavailableError, UntrustedArtefactError
+from .errors import CorruptVersionError, InvalidKeyError, StorageUnavailableError, UntrustedArtefactError
 from .loading import artifact_of, hash_file
 from .snapshot import Entry
 from .storage import Stamp, Storage
@@ -72,12 +72,14 @@ def fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
 
 def _trusted(public_key: object, where: str) -> TrustedKey:
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in CURVES:
-        raise ValueError(f"trusted key {where} is not an elliptic-curve (P-256, P-384, P-521) public key")
+        raise InvalidKeyError(
+            f"trusted key {where} is not an elliptic-curve (P-256, P-384, P-521) public key"
+        )
     pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return TrustedKey(public_key, fingerprint(public_key), hashlib.sha256(pem).hexdigest())
 
 
-def _key_items(items: str | Iterable[str | os.PathLike[str]]) -> list[str]:
+def key_items(items: str | Iterable[str | os.PathLike[str]]) -> list[str]:
     """Key sources from a list, or from one string: a PEM, else comma-separated paths."""
     if isinstance(items, str):
         if "-----BEGIN" in items:
@@ -90,7 +92,7 @@ def load_trusted_keys(items: str | Iterable[str | os.PathLike[str]] | None) -> t
     """Public keys from PEM file paths, PEM strings and folders (their ``*.pub`` files); ValueError
     naming the item that cannot be read or is not an elliptic-curve public key."""
     keys: list[TrustedKey] = []
-    for item in _key_items(items or ()):
+    for item in key_items(items or ()):
         if "-----BEGIN" in item:
             sources = [(item.encode("utf-8"), "given as PEM text")]
         elif os.path.isdir(item):
@@ -102,7 +104,7 @@ def load_trusted_keys(items: str | Iterable[str | os.PathLike[str]] | None) -> t
             try:
                 public_key = serialization.load_pem_public_key(pem)
             except (ValueError, TypeError):
-                raise ValueError(f"trusted key {where} is not a PEM public key") from None
+                raise InvalidKeyError(f"trusted key {where} is not a PEM public key") from None
             keys.append(_trusted(public_key, where))
     return tuple({key.fingerprint: key for key in keys}.values())
 
@@ -112,7 +114,9 @@ def _read_key_file(path: str, what: str = "trusted key") -> bytes:
         with open(path, "rb") as f:
             return f.read(1 << 16)
     except OSError as exc:
-        raise ValueError(f"{what} {path} cannot be read ({exc.strerror or type(exc).__name__})") from None
+        raise InvalidKeyError(
+            f"{what} {path} cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
 
 
 def load_signing_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey:
@@ -122,9 +126,11 @@ def load_signing_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"signing key {where} is not an unencrypted PEM private key ({exc})") from None
+        raise InvalidKeyError(f"signing key {where} is not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in CURVES:
-        raise ValueError(f"signing key {where} is not an elliptic-curve (P-256, P-384, P-521) private key")
+        raise InvalidKeyError(
+            f"signing key {where} is not an elliptic-curve (P-256, P-384, P-521) private key"
+        )
     return key
 
 
@@ -318,17 +324,34 @@ class Signatures:
         fails its recorded sha256); returns the record for the metadata's ``artifact.signature``."""
         key = load_signing_key(signing_key)
         file, sha, _ = artifact_of(version, metadata)
-        try:
-            with self.storage.open_artifact(version, file) as f:
-                actual = hash_file(f)
-        except FileNotFoundError:
-            raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
+        actual = self._hash(version, file)
         if sha is not None and actual != sha.lower():
             raise CorruptVersionError(
                 f"version {version}: artefact fails its sha256 check; refusing to sign it"
             )
         self.storage.write_signature(version, sign_files(key, version, {file: actual}))
         return signature_record(key)
+
+    def check_verified(self, version: str, metadata: Mapping[str, Any]) -> Checked:
+        """A fresh check of ``model.sig`` against the artefact's bytes, for ``flask models verify``
+        (after :meth:`ModelRegistry.verify` checked them against the recorded sha256, if any)."""
+        file, sha, _ = artifact_of(version, metadata)
+        checked = self.check(version, file, sha)
+        if checked.files is not None and sha is None and self._hash(version, file) != checked.files[file]:
+            return Checked("invalid", checked.key, "the artefact's bytes are not the bytes that were signed")
+        return checked
+
+    def failed(self, checked: Checked) -> bool:
+        """Whether a version with this signature fails verification: an invalid signature, or any
+        but a verified one while signatures are required."""
+        return checked.status == "invalid" or (self.required and checked.status != "verified")
+
+    def _hash(self, version: str, file: str) -> str:
+        try:
+            with self.storage.open_artifact(version, file) as f:
+                return hash_file(f)
+        except FileNotFoundError:
+            raise CorruptVersionError(f"version {version}: artefact {file} is missing") from None
 
 
 def signature_record(key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:

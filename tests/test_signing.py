@@ -498,3 +498,116 @@ def test_a_failed_signed_publish_leaves_nothing(
         registry.save_model("1.0.0", "model")
     assert registry.list_versions() == []
     assert list((registry_root / "versions").iterdir()) == []
+
+
+@pytest.fixture
+def app_config(keys: dict[str, KeyPair]) -> dict[str, Any]:
+    """The ``app`` fixture trusts the trusted key (and so requires signatures)."""
+    return {"MODEL_REGISTRY_TRUSTED_KEYS": [str(keys["trusted"].public)]}
+
+
+@pytest.fixture
+def mixed(registry_root: Path, keys: dict[str, KeyPair]) -> dict[str, str]:
+    """1.0.0 signed by the trusted key, 1.1.0 unsigned, 1.2.0 by the other key, 1.3.0 garbage."""
+    ModelRegistry(registry_root, signing_key=keys["trusted"].private).save_model("1.0.0", "a")
+    ModelRegistry(registry_root).save_model("1.1.0", "b")
+    ModelRegistry(registry_root, signing_key=keys["other"].private).save_model("1.2.0", "c")
+    ModelRegistry(registry_root, signing_key=keys["trusted"].private).save_model("1.3.0", "d")
+    (version_dir(registry_root, "1.3.0") / "model.sig").write_bytes(b"{ garbage")
+    return {"1.0.0": "verified", "1.1.0": "unsigned", "1.2.0": "untrusted", "1.3.0": "invalid"}
+
+
+def test_every_version_json_carries_its_signature(
+    client: Any, app: Any, mixed: dict[str, str], keys: dict[str, KeyPair]
+) -> None:
+    listed = client.get("/models").get_json()
+    assert {item["version"]: item["signature"]["status"] for item in listed} == mixed
+    one = client.get("/models/1.0.0").get_json()
+    assert one["signature"] == {"status": "verified", "key": keys["trusted"].fingerprint}
+    assert client.get("/models/1.2.0").get_json()["signature"] == {"status": "untrusted", "key": None}
+    assert client.get("/models/latest").get_json()["signature"]["status"] == "invalid"
+    # the app refuses to load what is not verified
+    with app.app_context():
+        with pytest.raises(UntrustedArtefactError):
+            app.registry.get_model("1.1.0")
+        assert app.registry.get_model("1.0.0") == "a"
+
+
+def test_patch_answers_with_the_signature_and_the_etag_of_the_next_get(
+    client: Any, mixed: dict[str, str], auth_headers: dict[str, str]
+) -> None:
+    patched = client.patch("/models/1.0.0", json={"stage": "prod"}, headers=auth_headers)
+    assert patched.status_code == 200 and patched.get_json()["signature"]["status"] == "verified"
+    got = client.get("/models/1.0.0", headers=auth_headers)
+    assert got.headers["ETag"] == patched.headers["ETag"]
+
+
+def test_cli_list_has_a_signature_column_and_verify_fails_unless_verified(
+    app: Any, mixed: dict[str, str], registry_root: Path
+) -> None:
+    runner = app.test_cli_runner()
+    lines = runner.invoke(args=["models", "list"]).output.splitlines()
+    assert lines[0].split() == ["VERSION", "STAGE", "CREATED", "SIGNATURE", "FLAGS"]
+    assert {line.split()[0]: line.split()[3] for line in lines[1:]} == mixed
+    result = runner.invoke(args=["models", "verify"])
+    assert result.exit_code == 1
+    report = {
+        line.split()[1].rstrip(":"): line
+        for line in result.output.splitlines()
+        if line[:4] in ("ok  ", "FAIL")
+    }
+    assert report["1.0.0"].startswith("ok") and "signature verified" in report["1.0.0"]
+    assert report["1.1.0"].startswith("FAIL") and "signature unsigned" in report["1.1.0"]
+    assert report["1.2.0"].startswith("FAIL") and "not trusted" in report["1.2.0"]
+    assert report["1.3.0"].startswith("FAIL") and "signature invalid" in report["1.3.0"]
+    as_json = json.loads(runner.invoke(args=["models", "verify", "--json"]).output.split("\nError:")[0])
+    assert [r["ok"] for r in as_json] == [True, False, False, False]
+
+
+def test_cli_verify_without_required_signatures_fails_only_invalid_ones(
+    registry_root: Path, mixed: dict[str, str], keys: dict[str, KeyPair]
+) -> None:
+    from flask import Flask
+
+    from flask_model_registry import FlaskModelRegistry
+
+    app = Flask("plain")
+    app.config.update(
+        MODEL_REGISTRY_ROOT=str(registry_root),
+        MODEL_REGISTRY_TRUSTED_KEYS=str(keys["trusted"].public),
+        MODEL_REGISTRY_REQUIRE_SIGNATURE="false",
+    )
+    FlaskModelRegistry(app)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["models", "verify"])
+    assert result.exit_code == 1
+    failed = [line.split()[1].rstrip(":") for line in result.output.splitlines() if line.startswith("FAIL")]
+    assert failed == ["1.3.0"]
+    (version_dir(registry_root, "1.3.0") / "model.sig").unlink()
+    assert runner.invoke(args=["models", "verify"]).exit_code == 0
+    # a signed hand-made version whose bytes changed after signing (no sha256 recorded to catch it)
+    folder = version_dir(registry_root, "1.1.0")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    del metadata["artifact"]["sha256"]
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    resign(folder / "model.sig", keys["trusted"], "1.1.0", {"model.pkl": sha_of(folder / "model.pkl")})
+    (folder / "model.pkl").write_bytes(cloudpickle.dumps("changed"))
+    result = runner.invoke(args=["models", "verify"])
+    assert result.exit_code == 1 and "not the bytes that were signed" in result.output
+
+
+def test_cli_sign_signs_an_existing_version(app: Any, registry_root: Path, keys: dict[str, KeyPair]) -> None:
+    ModelRegistry(registry_root).save_model("1.0.0", "model")
+    runner = app.test_cli_runner()
+    result = runner.invoke(
+        args=["models", "sign", "1.0.0", "--key", str(keys["trusted"].private), "--actor", "ci"]
+    )
+    assert result.exit_code == 0, result.output
+    assert keys["trusted"].fingerprint in result.output
+    with app.app_context():
+        assert app.registry.signature("1.0.0")["status"] == "verified"
+        assert app.registry.history("1.0.0")[-1]["action"] == "sign"
+    bad = runner.invoke(args=["models", "sign", "1.0.0", "--key", str(keys["trusted"].public)])
+    assert (
+        bad.exit_code == 1 and bad.output.startswith("Error: signing key") and "Traceback" not in bad.output
+    )
