@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 from flask import Flask
 
@@ -380,3 +383,22 @@ def test_full_refresh_reaches_the_default_registry_and_named_models(model_roots)
     )
     assert app.registry.storage.discovery.full_refresh == 2.0
     assert app.registries["fraud"].storage.discovery.full_refresh == 2.0
+
+
+def test_full_refresh_through_flask_finds_a_copy_made_by_hand(monkeypatch, s3_server):
+    """A version copied by hand into the bucket is served within about ``FULL_REFRESH`` seconds,
+    far below the 60 s default full listing (the deadline is generous for a loaded machine)."""
+    root = s3_server.url(f"full-refresh-{uuid.uuid4().hex}")
+    ModelRegistry(root, storage_options=s3_server.storage_options).save_model("1.0.0", "model")
+    monkeypatch.setenv("MODEL_REGISTRY_FULL_REFRESH", "1")
+    app = create_app(MODEL_REGISTRY_ROOT=root, MODEL_REGISTRY_STORAGE_OPTIONS=s3_server.storage_options)
+    client = app.test_client()
+    assert client.get("/models/latest").get_json()["version"] == "1.0.0"
+    fs = s3_server.filesystem()
+    path = fs._strip_protocol(root)
+    fs.pipe_file(f"{path}/versions/1.1.0/model.pkl", cloudpickle.dumps("by hand"))
+    fs.pipe_file(f"{path}/versions/1.1.0/metadata.json", b'{"owner": "a person"}')
+    deadline = time.monotonic() + 1 + 25
+    while client.get("/models/latest").get_json()["version"] != "1.1.0":
+        assert time.monotonic() < deadline, "a copy made by hand is not found by the full listing"
+        time.sleep(0.1)
