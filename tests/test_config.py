@@ -137,6 +137,16 @@ def test_values_set_in_code_are_parsed_too():
     assert create_app(MODEL_REGISTRY_REQUIRE_IF_MATCH="yes").config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] is True
 
 
+@pytest.mark.parametrize("stages", [["prod", "Not A Stage!"], ["prod", ""], "prod,a/b"])
+def test_an_invalid_app_wide_stage_name_is_a_config_error_naming_the_key(stages):
+    """As for a named model's ``stages``: a ``ConfigError`` naming the key, not an
+    ``InvalidMetadataError`` from inside the registry."""
+    with pytest.raises(ConfigError, match="stage names") as caught:
+        create_app(MODEL_REGISTRY_STAGES=stages)
+    assert caught.value.key == "MODEL_REGISTRY_STAGES"
+    assert str(caught.value).startswith("MODEL_REGISTRY_STAGES: ")
+
+
 #: Each way a token reaches the app factory: app config set in code, ``from_prefixed_env()``, or
 #: the registry's own environment variable.
 TOKEN_SOURCES = ["app.config", "FLASK_MODEL_REGISTRY_API_TOKEN", "MODEL_REGISTRY_API_TOKEN"]
