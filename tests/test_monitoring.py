@@ -164,6 +164,15 @@ def test_health_names_a_failing_named_model_only_with_the_token(
     assert signed["message"].startswith("model 'fraud': the registry root folder does not exist")
 
 
+@pytest.mark.parametrize("word", ["health", "metrics"])
+def test_a_doubled_slash_redirects_with_a_location(client: Any, word: str):
+    """Werkzeug merges slashes with a 308; its JSON form must keep the ``Location`` to follow."""
+    answer = client.get(f"/models//{word}")
+    assert answer.status_code == 308 and answer.mimetype == "application/json"
+    assert answer.headers["Location"].endswith(f"/models/{word}")
+    assert client.get(answer.headers["Location"]).status_code in (200, 401)
+
+
 def test_health_and_metrics_are_not_there_when_the_api_is_off(registry_root: Path):
     app = Flask("service")
     app.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_API_ENABLED=False)
