@@ -611,3 +611,28 @@ def test_cli_sign_signs_an_existing_version(app: Any, registry_root: Path, keys:
     assert (
         bad.exit_code == 1 and bad.output.startswith("Error: signing key") and "Traceback" not in bad.output
     )
+
+
+def test_the_console_shows_each_versions_signature_in_chromium(
+    app: Any, mixed: dict[str, str], keys: dict[str, KeyPair], by_hand: Callable[..., Path]
+) -> None:
+    from browser import chromium, live_server, tab
+    from playwright.sync_api import expect
+
+    by_hand("1.4.0", raw=b'{"stage": ')  # a broken version still shows its signature
+    with chromium() as browser, live_server(app) as base, tab(browser, base) as t:
+        assert t.goto("/models/ui/") == 200
+        table = t.page.locator("table.versions")
+        for version, status in {**mixed, "1.4.0": "unsigned"}.items():
+            row = table.locator("tr", has=t.page.get_by_role("link", name=version, exact=True))
+            expect(row.locator("span.badge.sig")).to_have_text(status)
+        verified = table.locator("tr", has=t.page.get_by_role("link", name="1.0.0", exact=True))
+        assert keys["trusted"].fingerprint in (verified.locator("span.sig").get_attribute("title") or "")
+        t.screenshot("ui-registry-signatures.png")
+        assert t.goto("/models/ui/v/1.0.0") == 200
+        facts = t.page.locator("dl.facts")
+        expect(facts.locator("span.badge.sig")).to_have_text("verified")
+        expect(facts).to_contain_text(keys["trusted"].fingerprint)
+        assert t.goto("/models/ui/v/1.2.0") == 200
+        expect(t.page.locator("dl.facts span.badge.sig")).to_have_text("untrusted")
+        assert t.errors == [] and t.outside() == []
