@@ -636,3 +636,59 @@ def test_the_console_shows_each_versions_signature_in_chromium(
         assert t.goto("/models/ui/v/1.2.0") == 200
         expect(t.page.locator("dl.facts span.badge.sig")).to_have_text("untrusted")
         assert t.errors == [] and t.outside() == []
+
+
+def test_a_refused_load_is_counted_and_health_stays_ok(
+    app: Any, client: Any, registry_root: Path, keys: dict[str, KeyPair]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ModelRegistry(registry_root, signing_key=keys["trusted"].private).save_model(
+        "1.0.0", "good", {"stage": "prod"}
+    )
+    with app.app_context():
+        assert app.registry.route("k", "prod").version == "1.0.0"
+    ModelRegistry(registry_root).save_model("1.1.0", "unsigned", {"stage": "prod"})
+
+    def failures() -> float:
+        text = client.get("/models/metrics").get_data(as_text=True)
+        samples = [
+            s
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "model_registry_model_load_failures_total" and s.labels.get("version") == "1.1.0"
+        ]
+        return sum(s.value for s in samples)
+
+    before = failures()
+    with app.app_context():
+        assert app.registry.route("k", "prod").version == "1.0.0"  # 1.1.0 refused: stable serves
+    assert failures() == before + 1
+    assert client.get("/models/health").status_code == 200
+
+
+def test_the_sample_registry_is_signed_with_the_demo_key_make_serve_trusts() -> None:
+    from example_app import create_app
+
+    repo = Path(__file__).resolve().parent.parent
+    makefile = (repo / "Makefile").read_text()
+    demo = next(
+        line.split(":=")[1].strip() for line in makefile.splitlines() if line.startswith("DEMO_TRUSTED_KEY")
+    )
+    assert (
+        "DEMO ONLY" in (repo / demo).read_text()
+        and "NEVER" in (repo / "example_app/keys/demo-only.priv").read_text()
+    )
+    sample = ModelRegistry(repo / "registry", trusted_keys=[repo / demo])
+    assert {v: sample.signature(v)["status"] for v in sample.list_versions()} == {
+        "1.0.0": "verified",
+        "1.1.0": "verified",
+    }
+    app = create_app(
+        {"MODEL_REGISTRY_ROOT": str(repo / "registry"), "MODEL_REGISTRY_TRUSTED_KEYS": str(repo / demo)}
+    )
+    answer = app.test_client().post(
+        "/predict", json={"instances": [[1, 2, 3]]}, headers={"X-Routing-Key": "k"}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert app.test_client().get("/models/1.0.0").get_json()["signature"]["status"] == "verified"
