@@ -205,23 +205,29 @@ def history_command(version: str | None, as_json: bool) -> None:
 
 
 @models_cli.command("verify")
+@click.argument("version", required=False)
 @JSON_OPTION
 @_clean_errors
-def verify_command(as_json: bool) -> None:
+def verify_command(version: str | None, as_json: bool) -> None:
     """Re-hash every artefact against its recorded sha256 and check its signature (never
-    unpickling), reporting each version; exit status 1 if any fails (missing, unreadable, not a
-    file, mismatch, broken metadata, an invalid signature, or any but a verified one while
-    signatures are required)."""
+    unpickling), reporting each version (or only VERSION); exit status 1 if any fails (missing,
+    unreadable, not a file, mismatch, broken metadata, an invalid signature, or any but a verified
+    one while signatures are required)."""
     registry = selected_registry()
     results = []
-    for version in registry.list_versions():
+    names = registry.list_versions()
+    if version is not None:
+        if version not in names:
+            registry.get_metadata(version)  # an invalid or unknown version: its own error
+        names = [version]
+    for name in names:
         try:
-            sha = registry.verify(version)
-            checked = registry.signatures.check_verified(version, registry.get_metadata(version))
+            sha = registry.verify(name)
+            checked = registry.signatures.check_verified(name, registry.get_metadata(name))
         except (RegistryError, OSError) as exc:
-            results.append({"version": version, "ok": False, "error": describe_error(exc)})
+            results.append({"version": name, "ok": False, "error": describe_error(exc)})
             continue
-        result = {"version": version, "ok": True, "sha256": sha, "signature": checked.answer()}
+        result = {"version": name, "ok": True, "sha256": sha, "signature": checked.answer()}
         if registry.signatures.failed(checked):
             result.update(ok=False, error=f"signature {checked.status}: {checked.reason}")
         results.append(result)

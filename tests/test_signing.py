@@ -456,7 +456,7 @@ def test_a_folder_signed_by_the_model_signing_python_api_verifies_here(
     assert reader.get_model("1.0.0") == "hand-made and signed"
 
 
-@pytest.mark.parametrize("registry_target", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize("registry_target", ["local", "memory", "s3"], indirect=True)
 def test_signed_publish_and_verify_on_object_storage(
     registry_target: servers.RegistryTarget, keys: dict[str, KeyPair], marker: Path
 ) -> None:
@@ -562,6 +562,11 @@ def test_cli_list_has_a_signature_column_and_verify_fails_unless_verified(
     assert report["1.3.0"].startswith("FAIL") and "signature invalid" in report["1.3.0"]
     as_json = json.loads(runner.invoke(args=["models", "verify", "--json"]).output.split("\nError:")[0])
     assert [r["ok"] for r in as_json] == [True, False, False, False]
+    assert runner.invoke(args=["models", "verify", "1.0.0"]).exit_code == 0
+    one = runner.invoke(args=["models", "verify", "1.2.0"])
+    assert one.exit_code == 1 and "FAIL  1.2.0" in one.output and "1.0.0" not in one.output
+    missing = runner.invoke(args=["models", "verify", "9.9.9"])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: version 9.9.9 not found")
 
 
 def test_cli_verify_without_required_signatures_fails_only_invalid_ones(
