@@ -373,6 +373,27 @@ def test_sign_refuses_an_artefact_failing_its_sha256(
     assert [e["action"] for e in registry.history("1.0.0")] == ["publish"]
 
 
+def cli_sign(folder: Path, key: KeyPair) -> None:
+    """Sign a version folder with model-signing's own command line, metadata.json ignored."""
+    signed = subprocess.run(
+        [
+            *CLI,
+            "sign",
+            "key",
+            str(folder),
+            "--private_key",
+            str(key.private),
+            "--signature",
+            str(folder / "model.sig"),
+            "--ignore-paths",
+            str(folder / "metadata.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+
+
 def test_model_signing_cli_verifies_what_we_sign(
     signed: ModelRegistry, registry_root: Path, keys: dict[str, KeyPair]
 ) -> None:
@@ -418,23 +439,7 @@ def test_a_folder_signed_by_the_model_signing_cli_verifies_here(
 ) -> None:
     registry.save_model("1.0.0", {"w": 1})
     folder = version_dir(registry_root, "1.0.0")
-    signed = subprocess.run(
-        [
-            *CLI,
-            "sign",
-            "key",
-            str(folder),
-            "--private_key",
-            str(keys["trusted"].private),
-            "--signature",
-            str(folder / "model.sig"),
-            "--ignore-paths",
-            str(folder / "metadata.json"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert signed.returncode == 0, signed.stdout + signed.stderr
+    cli_sign(folder, keys["trusted"])
     reader = ModelRegistry(registry_root, trusted_keys=[keys["trusted"].public])
     assert reader.signature("1.0.0") == {"status": "verified", "key": keys["trusted"].fingerprint}
     assert reader.get_model("1.0.0") == {"w": 1}
@@ -697,3 +702,35 @@ def test_the_sample_registry_is_signed_with_the_demo_key_make_serve_trusts() -> 
     )
     assert answer.status_code == 200, answer.get_json()
     assert app.test_client().get("/models/1.0.0").get_json()["signature"]["status"] == "verified"
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 30.0) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (checked every few milliseconds)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["inotify", "polling"])
+def test_a_model_sig_written_by_hand_is_a_change_like_a_metadata_edit(
+    registry_root: Path, keys: dict[str, KeyPair], watch: bool
+) -> None:
+    ModelRegistry(registry_root).save_model("1.0.0", "model")
+    reader = ModelRegistry(registry_root, trusted_keys=[keys["trusted"].public], watch=watch)
+    assert reader.signature("1.0.0")["status"] == "unsigned"
+    with pytest.raises(UntrustedArtefactError):
+        reader.get_model("1.0.0")
+    assert isinstance(reader.load_failure("1.0.0"), UntrustedArtefactError)
+    folder = version_dir(registry_root, "1.0.0")
+    cli_sign(folder, keys["trusted"])
+    # this process sees it (status, and the remembered failure forgotten) as it sees a metadata edit
+    assert wait_for(lambda: reader.signature("1.0.0")["status"] == "verified")
+    assert reader.load_failure("1.0.0") is None
+    assert reader.get_model("1.0.0") == "model"
+    (folder / "model.sig").write_bytes(b"garbage")
+    assert wait_for(lambda: reader.signature("1.0.0")["status"] == "invalid")

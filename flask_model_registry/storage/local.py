@@ -117,6 +117,14 @@ class LocalPublication(Publication):
             self._held = -1
 
 
+def _signature_stamp(path: str, dir_fd: int | None = None) -> Stamp | None:
+    """The stamp of a version's ``model.sig`` (not followed if a link); None when there is none."""
+    try:
+        return stamp(os.stat(path, dir_fd=dir_fd, follow_symlinks=False))
+    except OSError:
+        return None
+
+
 class LocalStorage(Storage):
     """Versions as folders under ``<root>/versions``; never reads or writes outside ``root``."""
 
@@ -220,7 +228,7 @@ class LocalStorage(Storage):
                     # broken version, listed with an error instead of breaking the whole listing.
                     found[name] = ("unreadable", exc.errno)
                     continue
-                found[name] = stamp(st)
+                found[name] = (stamp(st), _signature_stamp(f"{name}/{SIGNATURE_FILE}", versions_fd))
         self._watch_folders(names, found)
         return found
 
@@ -335,10 +343,14 @@ class LocalStorage(Storage):
     def read_metadata(self, version: str, versions_fd: int | None = None) -> tuple[bytes, Stamp]:
         """Every metadata read goes through here. Relative to ``versions_fd`` (an open ``versions/``)
         the path lookup is shorter, and a folder the last scan saw as a plain directory (not a link)
-        needs no second check."""
+        needs no second check. Its stamp is the file's, and its ``model.sig``'s: adding or replacing
+        a signature is a change like a metadata edit."""
         if versions_fd is not None and version in self._plain:
-            return read_whole(self._open_inside(f"{version}/{METADATA_FILE}", versions_fd))
-        return read_whole(self._open_inside(self._metadata_path(version)))
+            data, st = read_whole(self._open_inside(f"{version}/{METADATA_FILE}", versions_fd))
+            return data, (st, _signature_stamp(f"{version}/{SIGNATURE_FILE}", versions_fd))
+        path = self._metadata_path(version)
+        data, st = read_whole(self._open_inside(path))
+        return data, (st, _signature_stamp(os.path.join(os.path.dirname(path), SIGNATURE_FILE)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         try:
@@ -382,7 +394,8 @@ class LocalStorage(Storage):
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
-                current = stamp(os.stat(path))
+                signature = os.path.join(os.path.dirname(path), SIGNATURE_FILE)
+                current = (stamp(os.stat(path)), _signature_stamp(signature))
             except FileNotFoundError:
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
