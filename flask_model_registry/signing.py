@@ -5,10 +5,13 @@ statement listing each signed file with its sha256; ``metadata.json`` and ``mode
 as ignored paths), built and checked with that package, so its command line verifies what is signed
 here and the other way round. Checking a bundle never reads the artefact: the statement lists the
 artefact's sha256, which the load computes anyway on the very bytes it unpickles (one pass).
+``model-signing`` is imported on first use: importing it takes about half a second, which an app
+that never meets a signature should not pay at start-up.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,14 +19,11 @@ import pathlib
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from model_signing import manifest as ms_manifest
-from model_signing._hashing import hashing as ms_hashing
-from model_signing._signing import sign_ec_key, sign_sigstore_pb
-from model_signing._signing import signing as ms_signing
 
 from .errors import CorruptVersionError, InvalidKeyError, StorageUnavailableError, UntrustedArtefactError
 from .loading import artifact_of, hash_file
@@ -134,58 +134,70 @@ def load_signing_key(path: str | os.PathLike[str]) -> ec.EllipticCurvePrivateKey
     return key
 
 
-class _KeySigner(sign_ec_key.Signer):
-    """model-signing's elliptic-curve signer over a key already loaded (and checked)."""
+@functools.cache
+def _model_signing() -> SimpleNamespace:
+    """model-signing's modules, and its key signer and verifier over keys already loaded (and
+    checked), imported on first use."""
+    from model_signing import manifest
+    from model_signing._hashing import hashing
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
-        self._private_key = private_key
+    class KeySigner(sign_ec_key.Signer):
+        def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+            self._private_key = private_key
 
+    class KeyVerifier(sign_ec_key.Verifier):
+        def __init__(self, public_key: ec.EllipticCurvePublicKey) -> None:
+            self._public_key = public_key
 
-class _KeyVerifier(sign_ec_key.Verifier):
-    """model-signing's elliptic-curve verifier over a trusted key already loaded."""
-
-    def __init__(self, public_key: ec.EllipticCurvePublicKey) -> None:
-        self._public_key = public_key
+    return SimpleNamespace(
+        manifest=manifest,
+        hashing=hashing,
+        bundle=sign_sigstore_pb,
+        signing=signing,
+        KeySigner=KeySigner,
+        KeyVerifier=KeyVerifier,
+    )
 
 
 def sign_files(private_key: ec.EllipticCurvePrivateKey, name: str, files: Mapping[str, str]) -> bytes:
     """A ``model.sig`` over ``files`` (name: sha256 hex) of the model folder ``name``: what
     ``model_signing sign key`` writes for that folder with ``metadata.json`` ignored."""
-    serialization_type = ms_manifest._FileSerialization(
+    ms = _model_signing()
+    serialization_type = ms.manifest._FileSerialization(
         "sha256", allow_symlinks=False, ignore_paths=IGNORED_PATHS
     )
     items = [
-        ms_manifest.FileManifestItem(
-            path=pathlib.PurePosixPath(file), digest=ms_hashing.Digest("sha256", bytes.fromhex(sha))
+        ms.manifest.FileManifestItem(
+            path=pathlib.PurePosixPath(file), digest=ms.hashing.Digest("sha256", bytes.fromhex(sha))
         )
         for file, sha in files.items()
     ]
-    payload = ms_signing.Payload(ms_manifest.Manifest(name, items, serialization_type))
-    signature = _KeySigner(private_key).sign(payload)
+    payload = ms.signing.Payload(ms.manifest.Manifest(name, items, serialization_type))
+    signature = ms.KeySigner(private_key).sign(payload)
     return signature.bundle.to_json().encode("utf-8")
 
 
 def _parse(data: bytes) -> Any:
     """The bundle in ``model.sig``, as model-signing reads it (without checking any signature)."""
     text = data.decode("utf-8")
-    parsed = json.loads(text)
 
     class _Source:  # model-signing reads bundles from paths only
         def read_text(self, encoding: str = "utf-8") -> str:
             return text
 
-    signature = sign_sigstore_pb.Signature.read(_Source())  # type: ignore[arg-type]
-    if not isinstance(parsed, dict) or signature.bundle.dsse_envelope is None:
+    signature = _model_signing().bundle.Signature.read(_Source())
+    if signature.bundle.dsse_envelope is None:
         raise ValueError("no DSSE envelope")
     return signature
 
 
 def _statement(signature: Any) -> Any:
     """The manifest of the bundle's statement, unverified: whether the bundle is well formed."""
-    envelope = signature.bundle.dsse_envelope
-    if envelope.payload_type != ms_signing._IN_TOTO_JSON_PAYLOAD_TYPE:
+    envelope, ms = signature.bundle.dsse_envelope, _model_signing()
+    if envelope.payload_type != ms.signing._IN_TOTO_JSON_PAYLOAD_TYPE:
         raise ValueError(f"payload type {envelope.payload_type!r}")
-    return ms_signing.dsse_payload_to_manifest(json.loads(envelope.payload))
+    return ms.signing.dsse_payload_to_manifest(json.loads(envelope.payload))
 
 
 def check_signature(data: bytes | None, keys: Iterable[TrustedKey], file: str, sha: str | None) -> Checked:
@@ -208,7 +220,7 @@ def check_signature(data: bytes | None, keys: Iterable[TrustedKey], file: str, s
     named = [key for key in keys if key.hint == hint] if hint else list(keys)
     for key in named:
         try:
-            statement = _KeyVerifier(key.public_key).verify(signature)
+            statement = _model_signing().KeyVerifier(key.public_key).verify(signature)
         except Exception:  # InvalidSignature, a payload altered after signing
             continue
         return _check_files(statement, key.fingerprint, file, sha)
@@ -248,8 +260,9 @@ def _now() -> str:
 
 
 class Signatures:
-    """A registry's signing and trust settings, and its versions' signature status (cached per
-    metadata stamp: signing a version also records it in ``metadata.json``)."""
+    """A registry's signing and trust settings, and its versions' signature status, cached per
+    version stamp (on local disk, metadata.json's and model.sig's; on object storage, the
+    metadata's: signing through the registry records the signature there too)."""
 
     def __init__(
         self,
