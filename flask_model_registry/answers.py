@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .registry import Entry
@@ -15,9 +16,10 @@ def version_item(version: str, metadata: dict[str, Any], signature: Signature) -
     return {"version": version, "metadata": metadata, "signature": signature}
 
 
-def entry_item(entry: Entry, signature: Signature) -> dict[str, Any]:
-    """A listed version: ``{"version", "metadata", "signature"}``, or ``{"version", "error",
-    "signature"}`` when its metadata cannot be read (never both, never ``"error": null``)."""
+def entry_item(entry: Entry, signature: Callable[[Entry], Signature]) -> dict[str, Any]:
+    """A listed version: ``{"version", "metadata", "signature"}`` (``signature`` gives its status),
+    or ``{"version", "error"}`` when its metadata cannot be read (never both keys, never
+    ``"error": null``; a version that cannot be loaded has no signature status to show)."""
     if entry.metadata is None:
-        return {"version": entry.version, "error": entry.error, "signature": signature}
-    return version_item(entry.version, entry.metadata, signature)
+        return {"version": entry.version, "error": entry.error}
+    return version_item(entry.version, entry.metadata, signature(entry))

@@ -275,7 +275,7 @@ def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> t
 def _entry_answer(registry: ModelRegistry, snap: Snapshot, entry: Entry) -> Response:
     entry.require_metadata()  # a corrupt version answers 500 with the reason
     status = registry.signatures.status
-    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry, status(entry))))
+    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry, status)))
 
 
 def _route(rule: str, method: str) -> Callable[[View], View]:
@@ -309,7 +309,7 @@ def list_models(registry: ModelRegistry) -> Response:
 
     def items() -> list[dict[str, Any]]:
         status = registry.signatures.status
-        return [entry_item(e, status(e)) for e in snap.entries if stage is None or e.stage == stage]
+        return [entry_item(e, status) for e in snap.entries if stage is None or e.stage == stage]
 
     return _respond(_memo(snap, ("list", stage), items))
 

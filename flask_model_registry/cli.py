@@ -81,15 +81,14 @@ def list_command(stage: str | None, as_json: bool) -> None:
     the default registry, which named models there are)."""
     registry = selected_registry()
     entries = [e for e in registry.snapshot().entries if stage is None or e.stage == stage]
-    signatures = [registry.signatures.status(e) for e in entries]
     if as_json:
-        _echo_json([entry_item(e, signature) for e, signature in zip(entries, signatures, strict=True)])
+        _echo_json([entry_item(e, registry.signatures.status) for e in entries])
         return
     if not entries:
         click.echo("no versions" + (f" in stage {stage!r}" if stage else ""))
     else:
         rows = [("VERSION", "STAGE", "CREATED", "SIGNATURE", "FLAGS")]
-        rows += [_row(e, signature["status"]) for e, signature in zip(entries, signatures, strict=True)]
+        rows += [_row(e, registry.signatures.status(e)["status"]) for e in entries]
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(4)]
