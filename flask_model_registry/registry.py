@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
@@ -35,6 +35,7 @@ from .errors import (
 )
 from .events import Observers, RegistryObserver
 from .loading import artifact_of, load_artifact, verify_artifact
+from .pickle_allow import PickleAllowList
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
 from .versioning import check_version
@@ -99,7 +100,8 @@ class ModelRegistry:
     elsewhere may stay unseen (local disk: 0, always fresh). ``full_refresh`` (object storage): the
     most seconds between full listings, which find copies made by hand (default 60; between them a
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
-    error. ``watch`` enables change notification on local disk.
+    error. ``watch`` enables change notification on local disk. ``pickle_allow`` lists the modules
+    an artefact's pickle may import from (see :mod:`.pickle_allow`); None loads any pickle.
     """
 
     #: Builds each registry's router from the registry, its observers and its default canary weight
@@ -119,6 +121,7 @@ class ModelRegistry:
         watch: bool = True,
         storage: Storage | None = None,
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
+        pickle_allow: Iterable[str] | None = None,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -135,6 +138,8 @@ class ModelRegistry:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
         self.audit = audit.AuditTrail(self.storage)
+        #: What an artefact's pickle may import; None: anything (no scan).
+        self.pickle_allow = PickleAllowList(pickle_allow) if pickle_allow is not None else None
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
@@ -331,7 +336,7 @@ class ModelRegistry:
                     raise failure
                 started = time.perf_counter()
                 try:
-                    model = load_artifact(self.storage, entry.version, file, sha, artifact)
+                    model = load_artifact(self.storage, entry.version, file, sha, artifact, self.pickle_allow)
                 except (CorruptVersionError, StorageUnavailableError) as exc:
                     self._observers.each(
                         "model_load_failed", self, entry.version, time.perf_counter() - started, exc

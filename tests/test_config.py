@@ -68,7 +68,9 @@ def test_numbers_lists_and_json(monkeypatch):
     monkeypatch.setenv("MODEL_REGISTRY_MODEL_CACHE_SIZE", "7")
     monkeypatch.setenv("FLASK_MODEL_REGISTRY_STAGES", "staging, prod")
     monkeypatch.setenv("MODEL_REGISTRY_STORAGE_OPTIONS", '{"anon": true}')
+    monkeypatch.setenv("MODEL_REGISTRY_PICKLE_ALLOW", "example_app.model, sklearn")
     config = create_app().config
+    assert config["MODEL_REGISTRY_PICKLE_ALLOW"] == ["example_app.model", "sklearn"]
     assert config["MODEL_REGISTRY_REFRESH_INTERVAL"] == 2.5
     assert config["MODEL_REGISTRY_MODEL_CACHE_SIZE"] == 7
     assert config["MODEL_REGISTRY_STAGES"] == ["staging", "prod"]
@@ -99,6 +101,7 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
         ("MODEL_REGISTRY_STAGES", '["prod", 5]', "list of names"),
         ("FLASK_MODEL_REGISTRY_API_TOKEN", "12345", "string"),
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
+        ("MODEL_REGISTRY_PICKLE_ALLOW", "numpy, os system", "dotted module names"),
     ],
 )
 def test_an_invalid_value_is_a_clear_error_at_init_app(monkeypatch, variable, value, expected):
