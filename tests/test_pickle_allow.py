@@ -6,10 +6,12 @@ not assumed; a control test shows the same bytes do leave it when plainly unpick
 
 from __future__ import annotations
 
+import collections
+import datetime
 import importlib
+import io
 import os
 import pickle
-import pickletools
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from flask_model_registry import (
     RegistryObserver,
     UntrustedArtefactError,
 )
-from flask_model_registry.pickle_allow import PickleAllowList, globals_of
+from flask_model_registry.pickle_allow import PickleAllowList, _mapped, globals_of
 
 ALLOW = ["example_app.model"]
 MODEL = LinearModel((1.0, 2.0), 0.5)
@@ -128,9 +130,6 @@ def test_the_shipped_sample_registry_loads_under_its_allow_list():
 
 
 def test_plain_data_needs_no_listed_module():
-    import collections
-    import datetime
-
     data = [{"a": (1, 2.5, None)}, {1, 2}, frozenset({3}), bytearray(b"x"), 1j, 2**80, b"raw"]
     data += [collections.OrderedDict(a=1), collections.Counter("ab"), datetime.date(2026, 1, 2)]
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
@@ -242,47 +241,123 @@ def test_a_refusal_keeps_serving_the_previous_model_and_counts_a_failure(
     assert not marker.exists()
 
 
-# Fuzz: opcode soup with dangerous fragments mixed in; the scan either refuses cleanly or lets
-# through only what the allow-list accepts, and the marker never appears.
+class Stub:
+    """What :class:`Recorder` imports instead of anything: takes any arguments, does nothing."""
 
-FRAGMENTS = [
-    *(op.code.encode("latin-1") for op in pickletools.opcodes),
-    b"\x80\x04",
-    b"\x8c\x05posix",
-    b"\x8c\x06system",
-    b"\x8c\x11example_app.model",
-    b"\x8c\x0bLinearModel",
-    b"cposix\nsystem\n",
-    b"cbuiltins\neval\n",
-    b"q\x00",
-    b"h\x00",
-    b"h\x01",
-    b"\x94",
-    b"\x93",
-    b"R",
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stub:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class Recorder(pickle.Unpickler):
+    """The C unpickler with every import recorded (as the scan names it) and replaced by
+    :class:`Stub`: what it would import, in order, without importing anything."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.imported: list[str] = []
+        self._proto = data[1] if data[:1] == b"\x80" and len(data) > 1 else 0
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.imported.append(".".join(_mapped(module, name, self._proto)))
+        return Stub
+
+
+def imports_of(data: bytes) -> tuple[list[str], bool]:
+    """What the real unpickler imports from ``data``, in order, and whether it got to the end
+    (a stub where a real object was needed may stop it: then what it imported up to there)."""
+    recorder = Recorder(data)
+    try:
+        recorder.load()
+    except Exception:
+        return recorder.imported, False
+    return recorder.imported, True
+
+
+def check_against_the_unpickler(scanned: list[str], data: bytes) -> None:
+    """The scan names exactly what the unpickler imports (a prefix of it, if the stubs stop it)."""
+    imported, complete = imports_of(data)
+    assert imported == (scanned if complete else scanned[: len(imported)])
+
+
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.sampled_from([MODEL, LinearModel((0.5,)), datetime.date(2026, 1, 1)]),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+        | st.frozensets(st.integers(), max_size=3)
+        | st.builds(collections.OrderedDict, st.dictionaries(st.text(max_size=3), inner, max_size=3))
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=values, protocol=st.integers(0, pickle.HIGHEST_PROTOCOL), extra=st.sampled_from([None, "code"]))
+def test_the_scan_names_exactly_what_the_unpickler_imports(value: Any, protocol: int, extra: str | None):
+    if extra == "code":
+        value = [value, by_value_function(), value]
+    data = cloudpickle.dumps(value, protocol=protocol)
+    check_against_the_unpickler([str(g) for g in globals_of(data)], data)
+
+
+# Fuzz: programs of well-formed opcodes (strings that name dangerous globals, the memo, marks,
+# calls), with stray bytes mixed in. The scan refuses cleanly or lets through only what the list
+# accepts; the real unpickler then imports exactly what the scan named; the marker never appears.
+
+
+def short_text(text: str) -> bytes:
+    encoded = text.encode()
+    return b"\x8c" + bytes([len(encoded)]) + encoded
+
+
+COMMAND = b"<touch the marker>"  # replaced by the test's command
+TOKENS = [
+    *map(short_text, ["posix", "system", "example_app.model", "LinearModel", "builtins", "eval", "list"]),
+    COMMAND,
+    *(
+        b"cposix\nsystem\n",
+        b"cexample_app.model\nLinearModel\n",
+        b"cbuiltins\nlist\n",
+        b"c__builtin__\neval\n",
+    ),
+    *(b"iposix\nsystem\n", b"iexample_app.model\nLinearModel\n"),
+    *(b"K\x01", b"N", b"(", b"t", b"\x85", b"\x86", b"]", b"}", b"a", b"s", b"e", b"u", b"0", b"1", b"2"),
+    *(b"\x94", b"q\x00", b"q\x01", b"h\x00", b"h\x01", b"h\x02", b"\x93", b"R", b"b", b"\x81"),
 ]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    parts=st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.binary(max_size=6)), max_size=30),
-    command=st.booleans(),
+    protocol=st.sampled_from([b"\x80\x02", b"\x80\x04", b""]),
+    tokens=st.lists(st.sampled_from(TOKENS) | st.binary(max_size=2), max_size=24),
 )
-def test_fuzzed_pickles_are_refused_cleanly_or_hold_only_allowed_globals(
-    parts: list[bytes], command: bool, marker: Path
+def test_fuzzed_pickles_are_refused_cleanly_or_import_only_what_the_list_allows(
+    protocol: bytes, tokens: list[bytes], marker: Path
 ):
-    argument = f"touch {marker}".encode()
-    data = b"".join(parts) + ((b"\x8c" + bytes([len(argument)]) + argument + b"\x85R.") if command else b"")
+    data = protocol + b"".join(tokens).replace(COMMAND, short_text(f"touch {marker}")) + b"."
     allow = PickleAllowList(ALLOW)
     try:
         found = allow.check("1.0.0", data)
-    except UntrustedArtefactError:
+    except UntrustedArtefactError as exc:
+        assert str(exc).startswith("version 1.0.0: untrusted artefact, not loaded: ")
         return
     assert all(g.module is not None and allow.refusal(g.module, g.name) is None for g in found)
+    check_against_the_unpickler([str(g) for g in found], data)
     try:
         allow.loads("1.0.0", data)
-    except UntrustedArtefactError:
-        pass
     except Exception as exc:  # what bad data does to the unpickler: the registry reports it as corrupt
         assert not isinstance(exc, (SystemExit, KeyboardInterrupt))
     assert not marker.exists()
