@@ -173,19 +173,19 @@ class PickleAllowList:
         """Unpickle ``data`` (checked first with :meth:`check`), enforcing the same rule again in
         ``find_class``, where each import really happens."""
         self.check(version, data)
-        return _Guarded(self, version, io.BytesIO(data)).load()
+        # The scan refuses a PROTO anywhere but first: the protocol is the same throughout.
+        proto = data[1] if len(data) > 1 and data[0] == pickle.PROTO[0] else 0
+        return _Guarded(self, version, proto, io.BytesIO(data)).load()
 
 
 class _Guarded(pickle.Unpickler):
     """The C unpickler, whose imports go through the allow-list once more."""
 
-    def __init__(self, allow: PickleAllowList, version: str, file: io.BytesIO) -> None:
+    def __init__(self, allow: PickleAllowList, version: str, proto: int, file: io.BytesIO) -> None:
         super().__init__(file)
         self._allow = allow
         self._version = version
-        data = file.getbuffer()  # the scan refuses a PROTO anywhere but first: one protocol throughout
-        self._proto = data[1] if len(data) > 1 and data[0] == ord(pickle.PROTO) else 0
-        data.release()
+        self._proto = proto
 
     def find_class(self, module: str, name: str) -> Any:
         """Resolve like :class:`pickle.Unpickler`, but only what the allow-list accepts."""
