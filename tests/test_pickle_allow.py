@@ -372,6 +372,21 @@ def test_random_bytes_never_crash_the_scan(data: bytes):
         assert str(exc).startswith("version 1.0.0: untrusted artefact")
 
 
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=120) | st.lists(st.sampled_from(TOKENS), max_size=12).map(b"".join))
+def test_any_artefact_loads_or_fails_as_a_corrupt_version(data: bytes, tmp_path_factory: Any):
+    root = tmp_path_factory.mktemp("fuzzed")
+    folder = root / "versions" / "1.0.0"
+    folder.mkdir(parents=True)
+    (folder / "model.pkl").write_bytes(b"\x80\x04" + data.replace(COMMAND, b"N") + b".")
+    (folder / "metadata.json").write_text("{}")
+    registry = ModelRegistry(root, pickle_allow=ALLOW, watch=False)
+    try:
+        registry.get_model("1.0.0")
+    except CorruptVersionError as exc:
+        assert str(exc).startswith("version 1.0.0: ")
+
+
 # Flask config and the environment
 
 
