@@ -34,7 +34,8 @@ from flask_model_registry import (
     RegistryObserver,
     UntrustedArtefactError,
 )
-from flask_model_registry.pickle_allow import PickleAllowList, _mapped, globals_of
+from flask_model_registry.pickle_allow import PickleAllowList
+from flask_model_registry.pickle_scan import globals_of, mapped
 
 ALLOW = ["example_app.model"]
 MODEL = LinearModel((1.0, 2.0), 0.5)
@@ -264,7 +265,7 @@ class Recorder(pickle.Unpickler):
         self._proto = data[1] if data[:1] == b"\x80" and len(data) > 1 else 0
 
     def find_class(self, module: str, name: str) -> Any:
-        self.imported.append(".".join(_mapped(module, name, self._proto)))
+        self.imported.append(".".join(mapped(module, name, self._proto)))
         return Stub
 
 
