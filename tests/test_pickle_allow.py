@@ -24,6 +24,7 @@ import servers
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from example_app.model import LinearModel
 from flask_model_registry import (
@@ -31,7 +32,6 @@ from flask_model_registry import (
     CorruptVersionError,
     FlaskModelRegistry,
     ModelRegistry,
-    RegistryObserver,
     UntrustedArtefactError,
 )
 from flask_model_registry.pickle_allow import PickleAllowList
@@ -220,25 +220,34 @@ def test_an_entry_that_is_not_a_module_name_is_a_value_error(registry_root: Path
         ModelRegistry(registry_root, pickle_allow="example_app.model")
 
 
-def test_a_refusal_keeps_serving_the_previous_model_and_counts_a_failure(
-    guarded: ModelRegistry, marker: Path
-):
-    failures = []
+def load_failures(client: Any, version: str) -> float:
+    """``model_registry_model_load_failures_total`` of ``version``, from the app's ``/metrics``."""
+    text = client.get("/models/metrics").get_data(as_text=True)
+    families = text_string_to_metric_families(text)
+    return sum(
+        s.value
+        for f in families
+        for s in f.samples
+        if s.name == "model_registry_model_load_failures_total" and s.labels.get("version") == version
+    )
 
-    class Seen(RegistryObserver):
-        def model_load_failed(self, registry: Any, version: str, seconds: float, error: Exception) -> None:
-            failures.append(version)
 
-    guarded.add_observer(Seen())
-    guarded.save_model("1.0.0", MODEL, {"stage": "prod"})
-    assert guarded.get_latest("prod").version == guarded.route("key", "prod").version == "1.0.0"
-    guarded.save_model("1.1.0", Calls(os.system, f"touch {marker}"), {"stage": "prod"})
-    assert guarded.get_latest("prod") == ("1.0.0", MODEL)  # the newer version is refused
-    assert guarded.route("key", "prod").version == "1.0.0"
-    guarded.update_metadata("1.1.0", {"canary": 0.5})  # as a canary: its traffic goes to stable
-    assert {guarded.route(f"user-{n}", "prod").version for n in range(50)} == {"1.0.0"}
-    assert failures and set(failures) == {"1.1.0"}
-    assert isinstance(guarded.load_failure("1.1.0"), UntrustedArtefactError)
+def test_a_refusal_keeps_serving_the_previous_model_and_counts_a_failure(registry_root: Path, marker: Path):
+    app = Flask("allow_metrics_app")
+    app.config.update(MODEL_REGISTRY_ROOT=str(registry_root), MODEL_REGISTRY_PICKLE_ALLOW=ALLOW)
+    FlaskModelRegistry(app)
+    registry, client = app.registry, app.test_client()
+    registry.save_model("1.0.0", MODEL, {"stage": "prod"})
+    assert registry.get_latest("prod").version == registry.route("key", "prod").version == "1.0.0"
+    before = load_failures(client, "1.1.0")  # the counters belong to the process: other tests count
+    registry.save_model("1.1.0", Calls(os.system, f"touch {marker}"), {"stage": "prod"})
+    assert registry.get_latest("prod") == ("1.0.0", MODEL)  # the newer version is refused
+    assert registry.route("key", "prod").version == "1.0.0"
+    assert load_failures(client, "1.1.0") == before + 1  # once: the refusal is remembered
+    registry.update_metadata("1.1.0", {"canary": 0.5})  # as a canary: its traffic goes to stable
+    assert {registry.route(f"user-{n}", "prod").version for n in range(50)} == {"1.0.0"}
+    assert isinstance(registry.load_failure("1.1.0"), UntrustedArtefactError)
+    assert client.get("/models/health").status_code == 200  # storage answered: healthy
     assert not marker.exists()
 
 
