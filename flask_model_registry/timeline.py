@@ -17,9 +17,10 @@ Built once per state of the trail and of the registry (one read of the whole tra
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -127,7 +128,9 @@ class Period:
 class Past:
     """Every stage change the trail and the registry tell, in order, and each stage's periods."""
 
-    def __init__(self, snapshot: Snapshot, events: Sequence[Mapping[str, Any]], storage: Any) -> None:
+    def __init__(
+        self, snapshot: Snapshot, events: Sequence[Mapping[str, Any]], mtime: Callable[[str], float | None]
+    ) -> None:
         per_version: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
         for event in events:
             version, ns = event.get("version"), _event_ns(event)
@@ -137,12 +140,12 @@ class Past:
         self.metadata: dict[str, dict[str, Any]] = {}
         changes: list[Change] = []
         for version, own in per_version.items():
-            changes += self._replayed(version, own, snapshot, storage)
+            changes += self._replayed(version, own, snapshot, mtime)
         for entry in snapshot.entries:
             if entry.metadata is not None:
                 self.metadata[entry.version] = entry.metadata
             if entry.version not in per_version and entry.metadata is not None:
-                start = _created_ns(entry.metadata, entry.version, storage)
+                start = _created_ns(entry.metadata, entry.version, mtime)
                 if start is not None:
                     changes.append(Change(start, entry.version, entry.stage, True, None))
         changes.sort(key=lambda change: change.ns)  # stable: a version's own changes keep their order
@@ -152,7 +155,11 @@ class Past:
         self._lock = threading.Lock()
 
     def _replayed(
-        self, version: str, own: list[tuple[int, Mapping[str, Any]]], snapshot: Snapshot, storage: Any
+        self,
+        version: str,
+        own: list[tuple[int, Mapping[str, Any]]],
+        snapshot: Snapshot,
+        mtime: Callable[[str], float | None],
     ) -> list[Change]:
         """The changes one version's events (oldest first) make, and where it began."""
         found: list[Change] = []
@@ -163,7 +170,7 @@ class Past:
             metadata = entry.metadata if entry is not None else None
             deleted = next((e for _, e in own if e.get("action") == "delete"), None)
             known = metadata or (deleted.get("before") if deleted is not None else None)
-            start = _created_ns(known, version, storage if metadata is not None else None)
+            start = _created_ns(known, version, mtime if metadata is not None else None)
             state = (True, _stage_before(own, metadata))
             found.append(Change(min(start or first_ns, first_ns), version, state[1], True, None))
         for ns, event in own:
@@ -275,12 +282,14 @@ def _stage_before(own: list[tuple[int, Mapping[str, Any]]], metadata: Mapping[st
     return _stage(metadata.get("stage")) if metadata is not None else None
 
 
-def _created_ns(metadata: Mapping[str, Any] | None, version: str, storage: Any) -> int | None:
+def _created_ns(
+    metadata: Mapping[str, Any] | None, version: str, mtime: Callable[[str], float | None] | None
+) -> int | None:
     """When a version made by hand appeared: its ``created_at``, else its metadata file's time."""
     found = _time_ns(metadata.get("created_at")) if isinstance(metadata, Mapping) else None
-    if found is None and storage is not None:
-        mtime = storage.metadata_mtime(version)
-        found = int(mtime * 1_000_000_000) if mtime is not None else None
+    if found is None and mtime is not None:
+        seconds = mtime(version)
+        found = int(seconds * 1_000_000_000) if seconds is not None else None
     return found
 
 
@@ -302,6 +311,7 @@ class Timelines:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self._cached: tuple[tuple[Any, ...], Past] | None = None
+        self._mtimes: dict[tuple[str, Any], float | None] = {}
 
     def past(self) -> Past:
         """The registry's past as the trail tells it now (built again only when it changed)."""
@@ -311,9 +321,19 @@ class Timelines:
         cached = self._cached
         if cached is not None and cached[0][0] is snapshot and cached[0][1:] == state[1:]:
             return cached[1]
-        past = Past(snapshot, events, self.registry.storage)
+        past = Past(snapshot, events, functools.partial(self._mtime, snapshot))
         self._cached = (state, past)
         return past
+
+    def _mtime(self, snapshot: Snapshot, version: str) -> float | None:
+        """A version's metadata.json modification time, asked of the storage once per stamp."""
+        entry = snapshot.by_version.get(version)
+        key = (version, entry.stamp if entry is not None else None)
+        if key not in self._mtimes:
+            if len(self._mtimes) > 10_000:
+                self._mtimes.clear()
+            self._mtimes[key] = self.registry.storage.metadata_mtime(version)
+        return self._mtimes[key]
 
     def latest_as_of(self, stage: str | None, include_prerelease: bool, as_of: object) -> str | None:
         """The version ``get_latest_version(stage)`` would have answered at ``as_of``."""

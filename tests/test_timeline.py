@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from helpers_procs import Children, promote_as, with_clock_off
+from servers import RegistryTarget
 
 from flask_model_registry import (
     InvalidArgumentError,
@@ -39,12 +40,18 @@ def holders(registry: ModelRegistry, stage: str) -> list[tuple[str, str | None]]
     return [(p["version"], p["actor"]) for p in registry.timeline(stage)]
 
 
-def delete_as_lifecycle_does(registry: ModelRegistry, version: str, actor: str = "ops") -> None:
+def delete_as_lifecycle_does(
+    registry: ModelRegistry, version: str, actor: str = "ops", remove: Callable[[], None] | None = None
+) -> None:
     """Delete ``version`` the way ``delete_version`` records it: a ``delete`` event whose ``before``
-    is the last metadata and whose ``after`` is ``{}``, written pending before the version goes."""
+    is the last metadata and whose ``after`` is ``{}``, written pending before the version goes
+    (``remove``: how it goes; by default its folder on local disk)."""
     data, _ = registry.storage.read_metadata(version)
     pending = registry.audit.prepare("delete", version, json.loads(data), {}, actor, data, None)  # type: ignore[arg-type]
-    shutil.rmtree(Path(registry.root, "versions", version))
+    if remove is None:
+        shutil.rmtree(Path(registry.root, "versions", version))
+    else:
+        remove()
     pending.finalise()
 
 
@@ -187,6 +194,29 @@ def test_hand_made_versions_count_from_created_at_or_their_file_time(
         ("1.0.0", datetime(2026, 1, 1, tzinfo=UTC), None),
     ]
     assert [(p["version"], p["actor"]) for p in periods[2:]] == [("0.9.0", "alice")]
+
+
+@pytest.mark.parametrize("registry_target", ["local", "s3"], indirect=True)
+def test_object_storage_follows(registry_target: RegistryTarget) -> None:
+    """On S3 (moto) as on disk: a hand-made version without created_at counts from its object's
+    time, a deleted one leaves the stage when its delete event says."""
+    fs = registry_target.filesystem
+    fs.pipe(registry_target.path("versions", "0.9.0", "model.pkl"), b"hand-made")
+    fs.pipe(registry_target.path("versions", "0.9.0", "metadata.json"), b'{"stage": "prod"}')
+    made = now()
+    registry = registry_target.open(refresh_interval=0)
+    registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
+    while_1 = now()
+    path = registry_target.path("versions", "1.0.0")
+    delete_as_lifecycle_does(registry, "1.0.0", remove=lambda: fs.rm(path, recursive=True))
+    reader = registry_target.open()
+    assert reader.list_versions() == ["0.9.0"]
+    assert reader.get_latest_version("prod", as_of=while_1) == "1.0.0"
+    assert reader.get_latest_version("prod", as_of=now()) == "0.9.0"
+    with pytest.raises(VersionNotFoundError):
+        reader.get_latest_version("prod", as_of=made - timedelta(minutes=5))
+    assert holders(reader, "prod") == [("0.9.0", None), ("1.0.0", "ci"), ("0.9.0", "ops")]
+    assert abs(reader.timeline("prod")[0]["from"] - made) < timedelta(seconds=5)
 
 
 # rollback -----------------------------------------------------------------------------------------
