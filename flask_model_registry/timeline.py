@@ -29,7 +29,7 @@ from .errors import InvalidArgumentError, RegistryError, VersionNotFoundError
 from .registry import ModelRegistry
 from .rollout import apply_rollback
 from .snapshot import Snapshot
-from .trail import rollback_plan
+from .trail import replay, rollback_plan
 from .versioning import SortKey, is_prerelease, sort_key
 
 #: An RFC 3339 date-time with an offset (``Z`` or ``±HH:MM``); a space stands for a ``+`` that a
@@ -136,14 +136,10 @@ class Past:
             version, ns = event.get("version"), _event_ns(event)
             if isinstance(version, str) and ns is not None and sort_key(version) is not None:
                 per_version.setdefault(version, []).append((ns, event))
-        #: Each version's last known metadata: the current one, else what its delete event kept.
-        self.metadata: dict[str, dict[str, Any]] = {}
         changes: list[Change] = []
         for version, own in per_version.items():
-            changes += self._replayed(version, own, snapshot, mtime)
+            changes += _replayed(version, own, snapshot, mtime)
         for entry in snapshot.entries:
-            if entry.metadata is not None:
-                self.metadata[entry.version] = entry.metadata
             if entry.version not in per_version and entry.metadata is not None:
                 start = _created_ns(entry.metadata, entry.version, mtime)
                 if start is not None:
@@ -151,50 +147,8 @@ class Past:
         changes.sort(key=lambda change: change.ns)  # stable: a version's own changes keep their order
         self.changes = changes
         self.first = changes[0].ns if changes else None
-        self._periods: dict[tuple[str, bool], tuple[list[int], list[Period]]] = {}
+        self._periods: dict[tuple[str | None, bool], tuple[list[int], list[Period]]] = {}
         self._lock = threading.Lock()
-
-    def _replayed(
-        self,
-        version: str,
-        own: list[tuple[int, Mapping[str, Any]]],
-        snapshot: Snapshot,
-        mtime: Callable[[str], float | None],
-    ) -> list[Change]:
-        """The changes one version's events (oldest first) make, and where it began."""
-        found: list[Change] = []
-        first_ns, first = own[0]
-        state: tuple[bool, str | None] = (False, None)
-        if first.get("action") != "publish":  # made by hand: there before its first event
-            entry = snapshot.by_version.get(version)
-            metadata = entry.metadata if entry is not None else None
-            deleted = next((e for _, e in own if e.get("action") == "delete"), None)
-            known = metadata or (deleted.get("before") if deleted is not None else None)
-            start = _created_ns(known, version, mtime if metadata is not None else None)
-            state = (True, _stage_before(own, metadata))
-            found.append(Change(min(start or first_ns, first_ns), version, state[1], True, None))
-        for ns, event in own:
-            action, before, after = event.get("action"), event.get("before"), event.get("after")
-            before = before if isinstance(before, dict) else {}
-            after = after if isinstance(after, dict) else {}
-            new: tuple[bool, str | None]
-            if action == "publish":
-                new = (True, _stage(after.get("stage")))
-            elif action == "delete":
-                new = (False, None)
-                if before:
-                    self.metadata[version] = dict(before)
-            elif "stage" in after:
-                new = (True, _stage(after["stage"]))
-            elif "stage" in before:
-                new = (True, None)
-            else:
-                new = (True, state[1])
-            if new != state:
-                actor = event.get("actor")
-                found.append(Change(ns, version, new[1], new[0], actor if isinstance(actor, str) else None))
-                state = new
-        return found
 
     def periods(self, stage: str | None, include_prerelease: bool) -> tuple[list[int], list[Period]]:
         """The holders of ``stage`` (None: of the registry), each from when it began (ascending
@@ -269,6 +223,46 @@ class Past:
         return found
 
 
+def _replayed(
+    version: str,
+    own: list[tuple[int, Mapping[str, Any]]],
+    snapshot: Snapshot,
+    mtime: Callable[[str], float | None],
+) -> list[Change]:
+    """The changes one version's events (oldest first) make, and where it began."""
+    found: list[Change] = []
+    first_ns, first = own[0]
+    state: tuple[bool, str | None] = (False, None)
+    if first.get("action") != "publish":  # made by hand: there before its first event
+        entry = snapshot.by_version.get(version)
+        metadata = entry.metadata if entry is not None else None
+        deleted = next((e for _, e in own if e.get("action") == "delete"), None)
+        known = metadata or (deleted.get("before") if deleted is not None else None)
+        start = _created_ns(known, version, mtime if metadata is not None else None)
+        state = (True, _stage_before(own, metadata))
+        found.append(Change(min(start or first_ns, first_ns), version, state[1], True, None))
+    for ns, event in own:
+        action, before, after = event.get("action"), event.get("before"), event.get("after")
+        before = before if isinstance(before, dict) else {}
+        after = after if isinstance(after, dict) else {}
+        new: tuple[bool, str | None]
+        if action == "publish":
+            new = (True, _stage(after.get("stage")))
+        elif action == "delete":
+            new = (False, None)
+        elif "stage" in after:
+            new = (True, _stage(after["stage"]))
+        elif "stage" in before:
+            new = (True, None)
+        else:
+            new = (True, state[1])
+        if new != state:
+            actor = event.get("actor")
+            found.append(Change(ns, version, new[1], new[0], actor if isinstance(actor, str) else None))
+            state = new
+    return found
+
+
 def _stage_before(own: list[tuple[int, Mapping[str, Any]]], metadata: Mapping[str, Any] | None) -> str | None:
     """A hand-made version's stage before its events: the ``before`` of its first stage change,
     else (none changed it) its current stage."""
@@ -299,10 +293,14 @@ def known_metadata(registry: ModelRegistry, version: str) -> dict[str, Any]:
     entry = registry.snapshot().by_version.get(version)
     if entry is not None:
         return dict(entry.require_metadata())
-    for event in reversed(registry.history(version)):
-        if event.get("action") == "delete" and isinstance(event.get("before"), dict):
-            return dict(event["before"])
-    raise VersionNotFoundError(f"version {version} not found")
+    events = registry.history(version)
+    last = events[-1] if events else {}
+    if last.get("action") == "delete" and isinstance(last.get("before"), dict):
+        return dict(last["before"])
+    known = replay(events).get(version)  # gone without a delete event: what its events left
+    if not known:
+        raise VersionNotFoundError(f"version {version} not found")
+    return known
 
 
 class Timelines:
@@ -338,7 +336,11 @@ class Timelines:
     def latest_as_of(self, stage: str | None, include_prerelease: bool, as_of: object) -> str | None:
         """The version ``get_latest_version(stage)`` would have answered at ``as_of``."""
         when = check_as_of(as_of)
-        return self.past().holder(stage, include_prerelease, when)
+        past = self.past()
+        if stage is not None and not isinstance(stage, str):  # a list, a number: matches no stage
+            past.holder(None, include_prerelease, when)  # still "nothing known" before the start
+            return None
+        return past.holder(stage, include_prerelease, when)
 
     def timeline(self, stage: str, include_prerelease: bool = False) -> list[dict[str, Any]]:
         """The versions that held ``stage``, oldest first (see :meth:`Past.timeline`)."""

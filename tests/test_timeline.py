@@ -101,6 +101,14 @@ def test_as_of_between_real_events(registry: ModelRegistry, moments: dict[str, d
         registry.get_latest_version("prod", as_of=moments["before"])
 
 
+def test_a_stage_that_is_not_a_string_held_nothing(
+    registry: ModelRegistry, moments: dict[str, datetime]
+) -> None:
+    assert registry.get_latest_version(["prod"], as_of=moments["1.0.0 in prod"]) is None  # type: ignore[arg-type]
+    with pytest.raises(VersionNotFoundError):
+        registry.get_latest_version(["prod"], as_of=moments["before"])  # type: ignore[arg-type]
+
+
 def test_as_of_must_be_an_aware_datetime(registry: ModelRegistry, moments: dict[str, datetime]) -> None:
     with pytest.raises(InvalidArgumentError, match="naive"):
         registry.get_latest_version("prod", as_of=datetime.now())
@@ -300,6 +308,18 @@ def test_http_as_of_answers_a_deleted_version_with_its_last_metadata(
     assert client.get("/models/1.1.0").status_code == 404
     body = client.get("/models/latest", query_string={"stage": "prod", "as_of": when.isoformat()}).get_json()
     assert body == {"version": "1.1.0", "metadata": metadata, "as_of": when.isoformat()}
+
+
+def test_http_as_of_answers_a_version_removed_by_hand_with_what_its_events_left(
+    registry: ModelRegistry, registry_root: Path, client: Any
+) -> None:
+    registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
+    registry.update_metadata("1.0.0", {"owner": "ml"}, actor="ci")
+    when = now()
+    metadata = registry.get_metadata("1.0.0")
+    shutil.rmtree(registry_root / "versions" / "1.0.0")  # no delete event: the trail still says prod
+    body = client.get("/models/latest", query_string={"stage": "prod", "as_of": when.isoformat()}).get_json()
+    assert body == {"version": "1.0.0", "metadata": metadata, "as_of": when.isoformat()}
 
 
 @pytest.fixture
