@@ -4,7 +4,8 @@ badge) and each numeric metric across the listed versions, as server-rendered SV
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ from test_timeline import delete_as_lifecycle_does
 from flask_model_registry import ModelRegistry
 
 HOSTILE_NAME = "</svg><script>alert(1)</script>"
+HOSTILE_ACTOR = 'alice "><script>alert(2)</script>'
 
 
 @pytest.fixture
 def history(registry: ModelRegistry) -> ModelRegistry:
     """prod: 1.0.0, then 1.1.0, then 1.2.0 (deleted since), then 1.1.0 again; metrics on each."""
     registry.save_model("1.0.0", "a", {"stage": "prod", "metrics": {"auc": 0.81, "f1": 0.7}}, actor="ci")
-    registry.save_model("1.1.0", "b", {"stage": "prod", "metrics": {"auc": 0.86}}, actor="alice")
+    registry.save_model("1.1.0", "b", {"stage": "prod", "metrics": {"auc": 0.86}}, actor=HOSTILE_ACTOR)
     registry.save_model("1.2.0", "c", {"stage": "prod", "metrics": {"auc": 0.9}}, actor="bob")
     registry.set_stage("1.2.0", "archived", actor="bob")
     delete_as_lifecycle_does(registry, "1.2.0")
@@ -37,7 +39,7 @@ def test_the_stage_page_draws_each_period(client: Any, history: ModelRegistry) -
     svg = html[html.index("<svg") : html.index("</svg>")]
     titles = re.findall(r'<rect class="period[^"]*"[^>]*><title>([^<]*)</title>', svg)
     assert [t.split(":")[0] for t in titles] == ["1.0.0", "1.1.0", "1.2.0", "1.1.0"]
-    assert "by alice" in titles[1] and titles[-1].split(" → ")[1].startswith("now")
+    assert "by alice &#34;&gt;&lt;script&gt;" in titles[1] and titles[-1].split(" → ")[1].startswith("now")
     assert svg.count('class="period current"') == 1
     assert 'href="/models/ui/audit?version=1.2.0"' in svg  # deleted: its events, not a missing page
     assert "<script" not in html
@@ -100,7 +102,28 @@ def test_the_pictures_in_chromium(
         assert all(width >= 2 for width in widths)
         expect(t.page.locator("svg.chart.timeline rect.current")).to_have_count(1)
         expect(t.page.locator("table.periods tbody tr")).to_have_count(4)
-        t.screenshot("ui-stage.png")
         t.page.locator("svg.chart.timeline a", has=t.page.locator("rect.current")).click()
         expect(t.page.locator("h1")).to_contain_text("Version 1.1.0")
+        assert t.errors == [] and t.outside() == []
+
+
+def test_a_timeline_of_days_reads_as_days_in_chromium(
+    browser: Browser, app: Flask, registry: ModelRegistry, by_hand: Callable[..., Path]
+) -> None:
+    """Versions made by hand 20, 11 and 2 days ago, then the newest sent back to staging: each bar
+    as long as its period (prod was 1.1.0 for 9 days, then 1.2.0 for 2)."""
+    now = datetime.now(timezone.utc)
+    for version, days, auc in (("1.0.0", 20, 0.81), ("1.1.0", 11, 0.84), ("1.2.0", 2, 0.79)):
+        created = (now - timedelta(days=days)).isoformat().replace("+00:00", "Z")
+        by_hand(version, {"stage": "prod", "created_at": created, "metrics": {"auc": auc}})
+    registry.set_stage("1.2.0", "staging", actor="oncall")
+    with live_server(app) as base, tab(browser, base) as t:
+        assert t.goto("/models/ui/stage/prod") == 200
+        bars = t.page.locator("svg.chart.timeline rect.period")
+        expect(bars).to_have_count(4)
+        widths = [box["width"] for box in (bars.nth(i).bounding_box() for i in range(4)) if box]
+        assert widths[1] == pytest.approx(widths[0], rel=0.05)  # 9 days each: 20 → 11, 11 → 2 days ago
+        assert widths[2] == pytest.approx(widths[1] * 2 / 9, rel=0.05)  # then 2 days
+        expect(t.page.locator("table.periods tbody tr").nth(1)).to_contain_text("2 days")
+        t.screenshot("ui-stage.png")
         assert t.errors == [] and t.outside() == []
