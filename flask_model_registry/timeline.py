@@ -147,12 +147,15 @@ class Past:
         changes.sort(key=lambda change: change.ns)  # stable: a version's own changes keep their order
         self.changes = changes
         self.first = changes[0].ns if changes else None
+        self.stages = frozenset(change.stage for change in changes)
         self._periods: dict[tuple[str | None, bool], tuple[list[int], list[Period]]] = {}
         self._lock = threading.Lock()
 
     def periods(self, stage: str | None, include_prerelease: bool) -> tuple[list[int], list[Period]]:
         """The holders of ``stage`` (None: of the registry), each from when it began (ascending
         starts; holder None where the stage held nothing)."""
+        if stage is not None and stage not in self.stages:  # no memo entry per made-up stage name
+            return [], []
         key = (stage, include_prerelease)
         with self._lock:
             found = self._periods.get(key)
