@@ -108,6 +108,9 @@ class ModelRegistry:
     #: (as Flask's ``response_class``). The package sets it to :class:`.routing.Router`: routing sits
     #: above the registry, so this module never imports it.
     router_class: ClassVar[Callable[[ModelRegistry, Observers, float], Routing]]
+    #: Builds each registry's reader of its past (what was live when, rollbacks) the same way:
+    #: :class:`.timeline.Timelines`.
+    timelines_class: ClassVar[Callable[[ModelRegistry], Any]]
 
     def __init__(
         self,
@@ -159,6 +162,7 @@ class ModelRegistry:
         #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
         self.last_refresh_error: Exception | None = None
         self._router = self.router_class(self, self._observers, canary_weight)
+        self._past = self.timelines_class(self)
 
     def __repr__(self) -> str:
         return f"<ModelRegistry {self.storage.describe()}>"
@@ -221,8 +225,13 @@ class ModelRegistry:
         snap = self.snapshot()
         return list(snap.memo("versions", lambda: tuple(e.version for e in snap.entries)))
 
-    def get_latest_version(self, stage: str | None = None, include_prerelease: bool = False) -> str | None:
-        """The highest version (in ``stage`` if given); prereleases only when asked; else None."""
+    def get_latest_version(
+        self, stage: str | None = None, include_prerelease: bool = False, as_of: datetime | None = None
+    ) -> str | None:
+        """The highest version (in ``stage`` if given); prereleases only when asked; else None.
+        ``as_of`` (an aware datetime): the one it was then, from the audit trail (:mod:`.timeline`)."""
+        if as_of is not None:
+            return self._past.latest_as_of(stage, include_prerelease, as_of)
         entry = self.snapshot().latest(stage, include_prerelease)
         return entry.version if entry is not None else None
 
@@ -523,6 +532,14 @@ class ModelRegistry:
         if version is not None and not events and version not in self.snapshot().by_version:
             raise VersionNotFoundError(f"version {version} not found")
         return events
+
+    def timeline(self, stage: str, include_prerelease: bool = False) -> list[dict[str, Any]]:
+        """The versions that served ``stage``, oldest first: ``{"version", "from", "until", "actor"}``."""
+        return self._past.timeline(stage, include_prerelease)
+
+    def rollback(self, stage: str, *, actor: str | None = None) -> dict[str, Any]:
+        """Give ``stage`` back to the version it served before its current holder (the console's plan)."""
+        return self._past.rollback(stage, actor)
 
     # resources ------------------------------------------------------------------------------------
 
