@@ -11,8 +11,13 @@ from .registry import Entry
 Signature = dict[str, Any]
 
 
-def version_item(version: str, metadata: dict[str, Any], signature: Signature) -> dict[str, Any]:
-    """One version: ``{"version", "metadata", "signature"}``."""
+def version_item(
+    version: str, metadata: dict[str, Any], signature: Signature | None = None
+) -> dict[str, Any]:
+    """One version: ``{"version", "metadata", "signature"}``; without ``signature`` (a version as it
+    was at a past moment, perhaps deleted since), ``{"version", "metadata"}``."""
+    if signature is None:
+        return {"version": version, "metadata": metadata}
     return {"version": version, "metadata": metadata, "signature": signature}
 
 

@@ -53,8 +53,15 @@ class CorruptVersionError(RegistryError):
 
 
 class UntrustedArtefactError(CorruptVersionError):
-    """An artefact refused before unpickling: its signature is missing, invalid or by a key that is
-    not trusted, or its bytes are not the bytes that were signed. The message says which."""
+    """An artefact the registry refuses to unpickle: not signed by a trusted key, or a pickle that
+    would import outside the allow-list. Nothing was unpickled; the message names the reason."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"version {version}: untrusted artefact, not loaded: {reason}")
+        #: The version refused.
+        self.version = version
+        #: Why, such as ``global os.system is not in the pickle allow-list``.
+        self.reason = reason
 
 
 class InvalidKeyError(RegistryError, ValueError):

@@ -21,6 +21,7 @@ from typing import IO, Any, BinaryIO
 import cloudpickle
 
 from .errors import CorruptVersionError, StorageUnavailableError, UntrustedArtefactError
+from .pickle_allow import PickleAllowList
 from .storage import Storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
 
@@ -96,22 +97,24 @@ def load_artifact(
     file: str,
     sha: str | None,
     artifact: Mapping[str, Any],
+    allow: PickleAllowList | None = None,
     signed: str | None = None,
 ) -> Any:
     """Unpickle a version's artefact, after checking its sha256 (when recorded) and the sha256 its
     trusted signature lists (``signed``, when signatures are required) on the bytes that are
-    unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning)."""
+    unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning).
+    With an ``allow`` list the bytes are read once, hashed, scanned and unpickled from memory."""
     with _reading(version, file):
         with storage.open_artifact(version, file) as f:
-            if sha is None and signed is None:  # nothing to check (hand-made): straight from the file
+            if allow is None and sha is None and signed is None:  # nothing to check: from the file
                 return _unpickle(version, artifact, f)
-            if storage.private_artifacts:
+            if allow is None and storage.private_artifacts:
                 _check_digests(version, hash_file(f), sha, signed)
                 f.seek(0)
                 return _unpickle(version, artifact, f)
             data, actual = read_hashed(f)
         _check_digests(version, actual, sha, signed)
-        return _unpickle(version, artifact, data)
+        return _unpickle(version, artifact, data, allow)
 
 
 def _check_digests(version: str, actual: str, sha: str | None, signed: str | None) -> None:
@@ -120,8 +123,8 @@ def _check_digests(version: str, actual: str, sha: str | None, signed: str | Non
         check_sha256(version, actual, sha)
     if signed is not None and not hmac.compare_digest(actual, signed.lower()):
         raise UntrustedArtefactError(
-            f"version {version}: artefact bytes are not the bytes that were signed (signed"
-            f" {signed[:12]}…, found {actual[:12]}…); refusing to load it"
+            version,
+            f"its bytes are not the bytes that were signed (signed {signed[:12]}…, found {actual[:12]}…)",
         )
 
 
@@ -150,9 +153,13 @@ def _reading(version: str, file: str) -> Iterator[None]:
         ) from exc
 
 
-def _unpickle(version: str, artifact: Mapping[str, Any], source: Any) -> Any:
-    """Unpickle ``source``, a binary file or bytes-like memory."""
+def _unpickle(
+    version: str, artifact: Mapping[str, Any], source: Any, allow: PickleAllowList | None = None
+) -> Any:
+    """Unpickle ``source``, a binary file or bytes (which ``allow``, if any, scans first)."""
     _warn_if_made_elsewhere(version, artifact)
+    if allow is not None:
+        return allow.loads(version, source)
     if isinstance(source, bytes):
         return cloudpickle.loads(source)
     return cloudpickle.load(source)

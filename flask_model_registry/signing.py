@@ -325,9 +325,7 @@ class Signatures:
             return None
         checked = self.check(version, file, sha)
         if checked.status != "verified" or checked.files is None:
-            raise UntrustedArtefactError(
-                f"version {version} is not trusted: {checked.reason}; refusing to load it"
-            )
+            raise UntrustedArtefactError(version, f"{checked.reason} (signature {checked.status})")
         return checked.files[file]
 
     def sign_version(

@@ -156,6 +156,11 @@ class Storage(abc.ABC):
         where the storage has one (a local folder's times); None: none, the caller polls."""
         return None
 
+    def metadata_mtime(self, version: str) -> float | None:
+        """When ``version``'s ``metadata.json`` was last written (seconds since the epoch), where
+        the storage can tell cheaply; None where it cannot or the file is gone."""
+        return None
+
     def read_signature(self, version: str) -> bytes:
         """A version's ``model.sig`` (no more than the metadata read limit + 1 bytes);
         FileNotFoundError when it has none."""
