@@ -734,3 +734,19 @@ def test_a_model_sig_written_by_hand_is_a_change_like_a_metadata_edit(
     assert reader.get_model("1.0.0") == "model"
     (folder / "model.sig").write_bytes(b"garbage")
     assert wait_for(lambda: reader.signature("1.0.0")["status"] == "invalid")
+
+
+def test_signatures_and_the_pickle_allow_list_guard_one_load(
+    registry_root: Path, keys: dict[str, KeyPair], marker: Path
+) -> None:
+    signer = ModelRegistry(registry_root, signing_key=keys["trusted"].private)
+    signer.save_model("1.0.0", {"w": [1.0]})
+    signer.save_model("1.1.0", Marker(marker))  # signed, but imports this test module's _touch
+    ModelRegistry(registry_root).save_model("1.2.0", Marker(marker))  # neither signed nor allowed
+    both = ModelRegistry(registry_root, trusted_keys=[keys["trusted"].public], pickle_allow=["builtins"])
+    assert both.get_model("1.0.0") == {"w": [1.0]}
+    with pytest.raises(UntrustedArtefactError, match="allow-list"):
+        both.get_model("1.1.0")
+    with pytest.raises(UntrustedArtefactError, match="no model"):  # the signature is checked first
+        both.get_model("1.2.0")
+    assert not marker.exists()
