@@ -22,14 +22,17 @@ from .errors import (
     UnknownModelError,
     VersionAliasError,
     VersionExistsError,
+    VersionInUseError,
     VersionNotFoundError,
 )
 from .events import RegistryObserver
 from .extension import FlaskModelRegistry
+from .lifecycle import Lifecycle
 from .registry import LoadedModel, ModelRegistry
 from .routing import Router
 
 ModelRegistry.router_class = Router  # route() is built above the registry (see routing.py)
+ModelRegistry.lifecycle_class = Lifecycle  # delete_version() and gc() too (see lifecycle.py)
 __version__ = "0.1.0"
 
 __all__ = [
@@ -50,6 +53,7 @@ __all__ = [
     "UnknownModelError",
     "VersionAliasError",
     "VersionExistsError",
+    "VersionInUseError",
     "VersionNotFoundError",
     "__version__",
     "get_registry",

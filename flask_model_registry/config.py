@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
-from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
+from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_RETIRED_STAGES
 from .routing import check_weight
 from .webhooks.message import parse_webhooks
 
@@ -211,6 +211,7 @@ MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
     "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
     "watch": ("watch", "WATCH", _bool),
     "canary_weight": ("canary_weight", "CANARY_WEIGHT", _weight),
+    "retired_stages": ("retired_stages", "RETIRED_STAGES", _stage_names),
 }
 
 
@@ -297,6 +298,7 @@ KEYS: dict[str, Key] = {
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+    "RETIRED_STAGES": Key(list(DEFAULT_RETIRED_STAGES), _stage_names),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
     "WEBHOOKS": Key([], parse_webhooks),

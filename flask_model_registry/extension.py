@@ -49,6 +49,7 @@ class FlaskModelRegistry:
             model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
             watch=config["MODEL_REGISTRY_WATCH"],
             canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
+            retired_stages=config["MODEL_REGISTRY_RETIRED_STAGES"],
         )
         named = MappingProxyType(
             {

@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "above the registry (capabilities built on it)",
         [
             "routing",
+            "lifecycle",
             "trail",
             "answers",
             "rollout",
