@@ -10,23 +10,18 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import PreconditionFailedError, VersionInUseError, VersionNotFoundError
+from ..errors import PreconditionFailedError, VersionInUseError
 from ..lifecycle import protection
-from ..versioning import check_version
 from .actions import refuse_write
 from .auth import leave_notice, visitor
 from .blueprint import page, registry_of, route
 from .present import metadata_etag
+from .views import find_version
 
 
 def _context(model: str | None, version: str) -> dict[str, Any]:
     """What the confirmation page shows: the version, why it is protected (if it is), its etag."""
-    registry = registry_of(model)
-    check_version(version)
-    snapshot = registry.snapshot()
-    entry = snapshot.by_version.get(version)
-    if entry is None:
-        raise VersionNotFoundError(f"version {version} not found")
+    registry, snapshot, entry = find_version(model, version)
     return {
         "model": model,
         "version": version,
