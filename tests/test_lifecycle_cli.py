@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from test_example_app import compose_config
 
 from flask_model_registry import ModelRegistry
 
@@ -137,3 +138,25 @@ def test_gc_ages_and_bad_options(cli, shelf: ModelRegistry) -> None:
     for bad in (["--older-than", "soon"], ["--older-than", "99999999999999d"], ["--keep-last", "-1"]):
         result = cli("gc", *bad)
         assert result.exit_code == 2 and "Error" in result.output
+
+
+def test_the_compose_gc_job_is_a_dry_run_unless_told(
+    tmp_path: Path, shelf: ModelRegistry, registry_root: Path
+) -> None:
+    """``docker-compose --profile maintenance run --rm gc [options]``: the CLI in a one-off container
+    over ./registry, as unprivileged as the service; without options a dry run."""
+    (tmp_path / ".env").write_text("")
+    service = compose_config(tmp_path / ".env", "gc")
+    assert service["profiles"] == ["maintenance"] and service["restart"] == "no"
+    assert service["volumes"] == [f"{REPO / 'registry'}:/app/registry:rw"]
+    assert (
+        service["user"] == "10001:10001" and service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    )
+    assert service["command"] == ["--dry-run"]
+    env = {**os.environ, **service["environment"], "MODEL_REGISTRY_ROOT": str(registry_root)}
+    for options in (service["command"], ["--keep-last", "1", "--older-than", "0m"]):
+        argv = [sys.executable, "-m", *service["entrypoint"], *options]  # flask --app … models gc …
+        run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "deleted version 1.0.0"
+    assert shelf.list_versions() == ["1.1.0", "2.0.0"]
