@@ -136,9 +136,15 @@ class Lifecycle:
             pending = registry.audit.prepare("delete", version, current or {}, {}, actor, data, None)
             try:
                 storage.remove_version(version, stamp)
-            except (ConflictError, FileNotFoundError):
-                pending.discard()  # changed or deleted meanwhile: decide again
+            except ConflictError:
+                pending.discard()  # changed meanwhile: decide again
                 continue
+            except FileNotFoundError:
+                # Gone: deleted by another writer at once (its event records it), or by this very
+                # request, retried by the client after its answer was lost (then this event does).
+                if registry.audit.recorded_elsewhere(pending):
+                    pending.discard()
+                    continue
             except BaseException:
                 if self._still_there(version):
                     pending.discard()

@@ -19,6 +19,7 @@ from flask_model_registry import (
     VersionInUseError,
     VersionNotFoundError,
 )
+from flask_model_registry.errors import ConflictError
 
 
 def save(registry: ModelRegistry, version: str, **metadata: object) -> None:
@@ -234,6 +235,21 @@ def test_gc_removes_leftovers_by_their_rules(registry_root: Path, shelf: ModelRe
         "notes",
     ]
     assert not half_done.exists()
+
+
+def test_a_delete_decided_on_a_stale_state_changes_nothing(
+    any_registry: ModelRegistry, registry_target: servers.RegistryTarget
+) -> None:
+    save(any_registry, "1.0.0")
+    save(any_registry, "2.0.0", stage="prod")
+    seen = any_registry.snapshot().by_version["1.0.0"].stamp
+    any_registry.update_metadata("1.0.0", {"note": "changed since"})
+    with pytest.raises(ConflictError):  # the store's own conditional delete (or the version's lock)
+        any_registry.storage.remove_version("1.0.0", seen)
+    assert registry_target.open().list_versions() == ["1.0.0", "2.0.0"]
+    any_registry.delete_version("1.0.0")
+    with pytest.raises(FileNotFoundError):
+        any_registry.storage.remove_version("1.0.0", seen)
 
 
 # every storage -----------------------------------------------------------------------------------

@@ -60,10 +60,9 @@ class LocalDeletes:
     def purge_version(self, version: str) -> int:
         freed = 0
         if self._inside_root(os.path.join(self.root, DELETED_DIR)):
-            for name, path in _entries(os.path.join(self.root, DELETED_DIR)):
+            for name, path in _entries(os.path.join(self.root, DELETED_DIR), links=True):
                 if name.rpartition("@")[0] == version:
-                    freed += _tree_size(path)
-                    shutil.rmtree(path)
+                    freed += _remove(path)
         return freed
 
     def footprint(self, versions: Iterable[str]) -> dict[str, tuple[int, float]]:
@@ -83,7 +82,7 @@ class LocalDeletes:
                 candidates.append((name, "partial", path))
         deleted = os.path.join(self.root, DELETED_DIR)
         if self._inside_root(deleted):
-            candidates += [(name, "deleted", path) for name, path in _entries(deleted)]
+            candidates += [(name, "deleted", path) for name, path in _entries(deleted, links=True)]
         found = []
         for name, kind, path in candidates:
             with contextlib.suppress(OSError):  # gone meanwhile: nothing left to report
@@ -94,9 +93,8 @@ class LocalDeletes:
 
     def remove_leftover(self, leftover: Leftover) -> int:
         if leftover.kind == "deleted":
-            path = os.path.join(self._deleted_dir(), leftover.name)
-        else:
-            path = os.path.join(self.versions_dir, leftover.name)
+            return _remove(os.path.join(self._deleted_dir(), leftover.name))
+        path = os.path.join(self.versions_dir, leftover.name)
         if not os.path.isdir(path) or os.path.islink(path):
             return 0
         size = _tree_size(path)
@@ -116,21 +114,36 @@ class LocalDeletes:
                     return 0  # committed meanwhile (a copy finished by hand)
                 self._move_out(leftover.name)
             return self.purge_version(leftover.name)
-        shutil.rmtree(path)
-        return size
 
 
-def _entries(directory: str) -> list[tuple[str, str]]:
-    """The folders (not links) right inside ``directory``: name and path; none if it is missing."""
+def _entries(directory: str, links: bool = False) -> list[tuple[str, str]]:
+    """The folders right inside ``directory`` (and, with ``links``, the links: a version folder that
+    was a link is moved to ``.deleted/`` as one): name and path; none if it is missing."""
     try:
         with os.scandir(directory) as entries:
-            return [(e.name, e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+            return [
+                (e.name, e.path)
+                for e in entries
+                if e.is_dir(follow_symlinks=False) or (links and e.is_symlink())
+            ]
     except (FileNotFoundError, NotADirectoryError):
         return []
 
 
+def _remove(path: str) -> int:
+    """Remove the folder ``path`` (a link: only the link); the bytes freed."""
+    if os.path.islink(path):
+        os.unlink(path)
+        return 0
+    size = _tree_size(path)
+    shutil.rmtree(path)
+    return size
+
+
 def _tree_size(path: str) -> int:
-    """The bytes of the files below ``path`` (links not followed)."""
+    """The bytes of the files below ``path`` (links not followed; a link itself holds none)."""
+    if os.path.islink(path):
+        return 0
     total = 0
     for folder, _, files in os.walk(path):
         for name in files:

@@ -357,11 +357,10 @@ class FsspecStorage(Storage):
         return wrote
 
     def remove_version(self, version: str, expected: Stamp) -> None:
-        path = self._path(version, METADATA_FILE)
         with self._store_errors("a delete"):
-            if self._objects.stamp(self.fs.info(path)) != expected:
-                raise ConflictError(f"version {version} changed while being deleted")
-            self.fs.rm_file(path)
+            removed = self._objects.delete(self._path(version, METADATA_FILE), expected)
+        if not removed:
+            raise ConflictError(f"version {version} changed while being deleted")
         self.discovery.record_removal(version)
 
     def purge_version(self, version: str) -> int:
