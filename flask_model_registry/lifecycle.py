@@ -44,7 +44,7 @@ from .errors import (
 )
 from .registry import Expected, ModelRegistry, default_actor
 from .routing import plan, weight_of
-from .snapshot import Entry, Snapshot
+from .snapshot import Entry, Snapshot, entry_from
 from .storage.base import Leftover
 from .trail import rollback_plan
 from .versioning import check_version
@@ -118,8 +118,8 @@ class Lifecycle:
                 data, stamp = storage.read_metadata(version)
             except FileNotFoundError:
                 self._gone(version)
-            if stamp != entry.stamp:
-                continue  # changed since the last refresh: decide again on the new state
+            if stamp != entry.stamp:  # newer than the last refresh saw (a hand edit on object storage)
+                snap = _with(snap, entry_from(version, (data, stamp)))
             current = md.parse_metadata(data)[0]
             if expected is not None and (current is None or not md.holds(expected, current)):
                 raise PreconditionFailedError(
@@ -246,6 +246,12 @@ class Lifecycle:
             return False
         last = self.registry.audit.last_event(leftover.name)  # a half-done delete goes at any age
         return last is not None and last.get("action") == "delete"
+
+
+def _with(snap: Snapshot, entry: Entry) -> Snapshot:
+    """``snap`` with ``entry`` in place of the entry of its version."""
+    entries = tuple(entry if e.version == entry.version else e for e in snap.entries)
+    return Snapshot(entries, {**snap.by_version, entry.version: entry})
 
 
 def _beyond(snap: Snapshot, keep_last: int | None) -> list[Entry]:

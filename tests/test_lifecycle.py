@@ -3,6 +3,7 @@ delete is one step for readers and leaves a ``delete`` event, and ``gc`` follows
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import timedelta
@@ -250,6 +251,19 @@ def test_a_delete_decided_on_a_stale_state_changes_nothing(
     any_registry.delete_version("1.0.0")
     with pytest.raises(FileNotFoundError):
         any_registry.storage.remove_version("1.0.0", seen)
+
+
+@pytest.mark.parametrize("registry_target", ["s3"], indirect=True)
+def test_a_delete_decides_on_the_metadata_as_it_is_now(
+    any_registry: ModelRegistry, registry_target: servers.RegistryTarget
+) -> None:
+    save(any_registry, "1.0.0")
+    save(any_registry, "2.0.0", stage="prod")
+    assert any_registry.get_latest_version("staging") is None
+    path = registry_target.path("versions", "1.0.0", "metadata.json")
+    edited = {**json.loads(registry_target.filesystem.cat_file(path)), "stage": "staging"}
+    registry_target.filesystem.pipe_file(path, json.dumps(edited).encode())  # by hand: no manifest
+    assert "'staging'" in refused(any_registry, "1.0.0")
 
 
 # every storage -----------------------------------------------------------------------------------
