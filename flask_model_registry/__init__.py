@@ -21,6 +21,7 @@ from .errors import (
     StorageBackendMissingError,
     StorageUnavailableError,
     UnknownModelError,
+    UntrustedArtefactError,
     VersionAliasError,
     VersionExistsError,
     VersionInUseError,
@@ -31,9 +32,11 @@ from .extension import FlaskModelRegistry
 from .lifecycle import Lifecycle
 from .registry import LoadedModel, ModelRegistry
 from .routing import Router
+from .timeline import Timelines
 
 ModelRegistry.router_class = Router  # route() is built above the registry (see routing.py)
 ModelRegistry.lifecycle_class = Lifecycle  # delete_version() and gc() too (see lifecycle.py)
+ModelRegistry.timelines_class = Timelines  # as_of, timeline() and rollback(): see timeline.py
 __version__ = "0.1.0"
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "StorageBackendMissingError",
     "StorageUnavailableError",
     "UnknownModelError",
+    "UntrustedArtefactError",
     "VersionAliasError",
     "VersionExistsError",
     "VersionInUseError",

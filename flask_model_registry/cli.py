@@ -22,6 +22,7 @@ from .errors import InvalidMetadataError, RegistryError
 from .lifecycle_cli import delete_command, gc_command
 from .metadata import check_stage
 from .rollout import canary_label, promote
+from .timeline_cli import rollback_command, timeline_command
 from .webhooks.cli import webhooks_cli
 
 models_cli = ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
@@ -217,3 +218,5 @@ models_cli.add_command(audit_command)
 models_cli.add_command(delete_command)
 models_cli.add_command(gc_command)
 models_cli.add_command(webhooks_cli)
+models_cli.add_command(timeline_command)
+models_cli.add_command(rollback_command)

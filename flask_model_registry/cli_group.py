@@ -18,10 +18,10 @@ from .context import get_registry
 from .errors import RegistryError, StorageUnavailableError, UnknownModelError
 from .registry import ModelRegistry
 
+F = TypeVar("F", bound=Callable[..., Any])
 _MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
 _AGE = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _selecting_model(callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,19 +57,6 @@ class ModelsGroup(AppGroup):
         super().add_command(cmd, name)
 
 
-def clean_errors(command: F) -> F:
-    """``command`` with every registry error and ``OSError`` printed as one ``Error:`` line (exit 1)."""
-
-    @wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (RegistryError, OSError) as exc:
-            raise click.ClickException(describe_error(exc)) from None
-
-    return run  # type: ignore[return-value]
-
-
 def parse_age(text: str) -> timedelta | None:
     """An age such as ``90m``, ``12h``, ``30d`` (also ``s`` and ``w``); None if ``text`` is none."""
     age = _AGE.fullmatch(text.strip())
@@ -101,3 +88,16 @@ def describe_error(exc: BaseException) -> str:
         what = exc.strerror or str(exc) or type(exc).__name__
         return f"{what}: {exc.filename}" if exc.filename else what
     return f"{type(exc).__name__}: {exc}"
+
+
+def clean_errors(command: F) -> F:
+    """``command`` with every registry or OS error turned into one ``Error:`` line, exit status 1."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (RegistryError, OSError) as exc:
+            raise click.ClickException(describe_error(exc)) from None
+
+    return run  # type: ignore[return-value]

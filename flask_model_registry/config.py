@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
+from .pickle_allow import PickleAllowList
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_RETIRED_STAGES
 from .routing import check_weight
 from .webhooks.message import parse_webhooks
@@ -207,6 +208,15 @@ def _stage_names(value: Any) -> list[str]:
     return names
 
 
+def _module_names(value: Any) -> list[str]:
+    """The pickle allow-list: module names, as a list or a comma-separated string."""
+    names = _names(value)
+    try:
+        return list(PickleAllowList(names).names)
+    except ValueError as exc:
+        raise ValueError(f"a list of dotted module names ({exc})") from None
+
+
 # named models -------------------------------------------------------------------------------------
 
 MODELS_KEY = PREFIX + "MODELS"
@@ -248,6 +258,7 @@ MODEL_SETTINGS: dict[str, Setting] = {
     "watch": Setting("watch", "WATCH", True, _bool),
     "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
     "retired_stages": Setting("retired_stages", "RETIRED_STAGES", True, _stage_names),
+    "pickle_allow": Setting("pickle_allow", "PICKLE_ALLOW", True, _optional(_module_names)),
 }
 
 
@@ -341,6 +352,7 @@ KEYS: dict[str, Key] = {
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
     "RETIRED_STAGES": Key(list(DEFAULT_RETIRED_STAGES), _stage_names),
+    "PICKLE_ALLOW": Key(None, _optional(_module_names)),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _lifetime),
     "WEBHOOKS": Key([], parse_webhooks),

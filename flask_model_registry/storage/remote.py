@@ -40,7 +40,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, cast
 
 import fsspec
@@ -322,6 +322,16 @@ class FsspecStorage(Storage):
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
         return self.fetch(self._path(version, METADATA_FILE))
 
+    def metadata_mtime(self, version: str) -> float | None:
+        """The time the store states for the object (S3 ``LastModified``, Azure ``last_modified``,
+        GCS ``updated``, ``memory://`` ``created``): one ``HEAD``."""
+        try:
+            with self._store_errors("a metadata time"):
+                info = self.fs.info(self._path(version, METADATA_FILE))
+        except OSError:
+            return None
+        return modified_time(info)
+
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         """Only what changed since the last scan is asked for; fetched a few at a time."""
         return dict(self._fetch_all({v: self._path(v, METADATA_FILE) for v in versions}))
@@ -400,14 +410,15 @@ class FsspecStorage(Storage):
             objects = groups.get(version, {})
             metadata = objects.get(self._path(version, METADATA_FILE))
             if metadata is not None:
-                found[version] = (sum(int(i.get("size") or 0) for i in objects.values()), _modified(metadata))
+                size = sum(int(info.get("size") or 0) for info in objects.values())
+                found[version] = (size, modified_time(metadata) or 0.0)
         return found
 
     def leftovers(self) -> list[Leftover]:
         found = []
         for name, objects in self._by_version().items():
             if self._path(name, METADATA_FILE) not in objects:
-                modified = max((_modified(info) for info in objects.values()), default=0.0)
+                modified = max((modified_time(info) or 0.0 for info in objects.values()), default=0.0)
                 size = sum(int(info.get("size") or 0) for info in objects.values())
                 found.append(Leftover(name, "partial", modified, size))
         return found
@@ -484,15 +495,19 @@ class FsspecStorage(Storage):
         return [name for name in names if not name.startswith(".")]
 
 
-def _modified(info: Mapping[str, Any]) -> float:
-    """When a listed object was last written (seconds since the epoch; 0 when the store says not)."""
+def modified_time(info: Mapping[str, Any]) -> float | None:
+    """When an object (a listing or ``info`` entry) was last written, as the store states it (S3
+    ``LastModified``, Azure ``last_modified``, GCS ``updated``, ``memory://`` ``created``), in
+    seconds since the epoch; None where it states none."""
     for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
         value = info.get(key)
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return 0.0
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return None
