@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -168,6 +168,16 @@ def test_a_demoted_version_can_be_deleted(shelf: ModelRegistry) -> None:
     shelf.set_stage("3.0.0", None)
     save(shelf, "3.1.0")  # the highest of all now
     shelf.delete_version("3.0.0")
+
+
+def test_what_was_live_when_still_answers_for_a_deleted_version(shelf: ModelRegistry) -> None:
+    shelf.set_stage("1.0.0", "staging")
+    held = datetime.now(timezone.utc)
+    shelf.set_stage("1.1.0", "staging")  # staging: 1.0.0, then 1.1.0
+    save(shelf, "1.2.0", stage="staging")  # then 1.2.0: a rollback returns to 1.1.0, not 1.0.0
+    shelf.delete_version("1.0.0")
+    assert shelf.get_latest_version("staging", as_of=held) == "1.0.0"
+    assert [period["version"] for period in shelf.timeline("staging")] == ["1.0.0", "1.1.0", "1.2.0"]
 
 
 # retention ---------------------------------------------------------------------------------------
