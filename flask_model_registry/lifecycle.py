@@ -105,8 +105,11 @@ class Lifecycle:
         actor = audit.check_actor(actor or default_actor())
         self._delete(version, actor, expected)
 
-    def _delete(self, version: str, actor: str, expected: Expected | None) -> int:
-        """The checked delete; the bytes the version took (its folder, as last listed)."""
+    def _delete(
+        self, version: str, actor: str, expected: Expected | None, trail: list[dict[str, Any]] | None = None
+    ) -> int:
+        """The checked delete; the bytes the version took (its folder, as last listed). ``trail``:
+        the whole audit trail, when the caller has it at hand (its own delete event is added)."""
         registry, storage = self.registry, self.registry.storage
         for _ in range(_ATTEMPTS):
             registry.mark_changed()  # decide on the state as it is now, not as last refreshed
@@ -125,7 +128,7 @@ class Lifecycle:
                 raise PreconditionFailedError(
                     f"version {version} has changed since it was read; nothing changed"
                 )
-            why = protection(registry, snap, registry.history()).get(version)
+            why = protection(registry, snap, registry.history() if trail is None else trail).get(version)
             if why:
                 raise VersionInUseError(
                     f"version {version} is in use: {'; '.join(why)}. Demote it first (remove its stage"
@@ -151,6 +154,8 @@ class Lifecycle:
                     raise
             registry.mark_changed()
             pending.finalise()
+            if trail is not None:
+                trail.append(pending.event)
             try:
                 storage.purge_version(version)
             except Exception as exc:  # deleted all the same: the next gc removes the rest
@@ -203,7 +208,8 @@ class Lifecycle:
             leftovers = storage.leftovers()
             candidates = _beyond(snap, keep_last) if keep_last is not None or older_than is not None else []
             footprint = storage.footprint([e.version for e in candidates])
-        protected = protection(registry, snap, registry.history()) if candidates else {}
+        trail = registry.history() if candidates else []
+        protected = protection(registry, snap, trail) if candidates else {}
         now = datetime.now(timezone.utc)
         going = [
             e
@@ -220,8 +226,10 @@ class Lifecycle:
                 deleted.append(entry.version)
                 freed += footprint.get(entry.version, (0, 0.0))[0]
                 continue
+            if [e["id"] for e in registry.history(limit=1)] != [e["id"] for e in trail[-1:]]:
+                trail = registry.history()  # another writer since: read it again
             try:
-                freed += self._delete(entry.version, actor, None)
+                freed += self._delete(entry.version, actor, None, trail)
             except (VersionInUseError, VersionNotFoundError, ConflictError) as exc:
                 log.info("gc: %s stays: %s", entry.version, exc)
                 continue

@@ -305,3 +305,27 @@ def test_delete_and_gc_on_every_storage(
     assert any_registry.gc(dry_run=True)["leftovers"] == ["1.0.0"]
     assert any_registry.gc()["bytes_freed"] == len(b"left behind")
     assert registry_target.stored_names("versions", "1.0.0") == []
+
+
+def test_gc_reads_the_trail_once_unless_another_writer_comes_between(
+    shelf: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(6):
+        save(shelf, f"0.{n}.0")
+    whole_reads, checks = [], []
+    history = shelf.history
+
+    def counted(version: str | None = None, limit: int | None = None, before: str | None = None) -> list:
+        if version is None and limit is None:
+            whole_reads.append(None)
+        if limit == 1:
+            checks.append(None)
+            if len(checks) == 4:  # before the fourth delete, another writer changes something
+                shelf.update_metadata("2.0.0", {"note": "meanwhile"}, actor="someone-else")
+        return history(version, limit, before)
+
+    monkeypatch.setattr(shelf, "history", counted)
+    result = shelf.gc(keep_last=1)
+    assert result["deleted"] == ["0.0.0", "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "1.0.0"]
+    assert len(whole_reads) == 2, "read at the start, and again after the other writer's change only"
+    assert [e["action"] for e in shelf.history("0.3.0")] == ["publish", "delete"]
