@@ -77,12 +77,12 @@ def register_api(app: Flask, prefix: str) -> None:
             segment = path[len(prefix) + 1 :]
             if (
                 exc.code == 405
-                and request.method == "PATCH"
+                and request.method in ("PATCH", "DELETE")
                 and re.fullmatch(NAME_PATTERN, segment)
                 and segment not in RESERVED_NAMES
                 and segment not in get_registries()
             ):
-                # "PATCH /models/v1": a segment shaped like a model name is only a model's list
+                # "PATCH /models/v1" (or DELETE): a segment shaped like a model name is only a model's list
                 # route; not being one, it is a bad version (400) or, with named models, an
                 # unknown one (404 naming it), never a method error.
                 try:
@@ -374,8 +374,9 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     next ``GET`` of the version answers with.
     """
     check_version(version)
-    if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
-        return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
+    required = _require_if_match()
+    if required is not None:
+        return required
     if request.mimetype not in _JSON_TYPES:
         return error_response(415, "send the patch as application/json or application/merge-patch+json")
     data = request.stream.read(MAX_METADATA_BYTES + 1)
@@ -386,16 +387,41 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
-    signature = registry.signature(version)  # of the artefact, which a patch never changes
+    expected = _preconditions(registry, version)
+    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=expected)
+    return _respond(_render(version_item(version, metadata, registry.signature(version))))
+
+
+@_route("/<version>", "DELETE")
+def delete_model(registry: ModelRegistry, version: str) -> Response:
+    """``DELETE /models/<version>``: delete the version (204, empty body); 409 while it serves, is
+    a canary or is a stage's rollback target. ``If-Match`` is checked as for ``PATCH``."""
+    check_version(version)
+    required = _require_if_match()
+    if required is not None:
+        return required
+    registry.delete_version(version, actor=_actor(), expected=_preconditions(registry, version))
+    return current_app.response_class(status=204)
+
+
+def _require_if_match() -> Response | None:
+    """The 428 answer of a write without ``If-Match`` when ``MODEL_REGISTRY_REQUIRE_IF_MATCH`` is on."""
+    if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
+        return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
+    return None
+
+
+def _preconditions(registry: ModelRegistry, version: str) -> Callable[[dict[str, Any]], bool] | None:
+    """The request's ``If-Match`` / ``If-None-Match`` as a test of the version's current metadata
+    (checked by the registry against the very metadata it changes); None when it sends neither."""
+    if "If-Match" not in request.headers and "If-None-Match" not in request.headers:
+        return None
+    signature = registry.signature(version)  # of the artefact, which a metadata change never changes
 
     def precondition(current: dict[str, Any]) -> bool:
         return _failed_precondition(_render(version_item(version, current, signature))[1]) is None
 
-    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
-    metadata = registry.update_metadata(
-        version, changes, actor=_actor(), expected=precondition if conditional else None
-    )
-    return _respond(_render(version_item(version, metadata, signature)))
+    return precondition
 
 
 @bp.get("/openapi.json")

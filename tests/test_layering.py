@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "above the registry (capabilities built on it)",
         [
             "routing",
+            "lifecycle",
             "trail",
             "answers",
             "rollout",
@@ -53,6 +54,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "cli_group",
             "audit_cli",
             "signing_cli",
+            "lifecycle_cli",
             "timeline_cli",
             "webhooks.cli",
             "ui",

@@ -54,9 +54,9 @@ from .files import (
     swap_file,
     write_durably,
 )
+from .local_delete import STAGING_PREFIX, LocalDeletes
 from .watch import DirectoryWatcher
 
-STAGING_PREFIX = ".staging-"
 #: Without change notification, one stat pass over the versions answers the calls that arrive within
 #: this many times its own duration (and the refresh interval): polling costs at most ~1/11 of the
 #: time, whatever the number of versions, and a change is seen within that bound.
@@ -125,7 +125,7 @@ def _signature_stamp(path: str, dir_fd: int | None = None) -> Stamp | None:
         return None
 
 
-class LocalStorage(Storage):
+class LocalStorage(LocalDeletes, Storage):
     """Versions as folders under ``<root>/versions``; never reads or writes outside ``root``."""
 
     is_local = True
@@ -400,8 +400,7 @@ class LocalStorage(Storage):
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
-                signature = os.path.join(os.path.dirname(path), SIGNATURE_FILE)
-                current = (stamp(os.stat(path)), _signature_stamp(signature))
+                current = self.version_stamp(path)
             except FileNotFoundError:
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
@@ -410,6 +409,11 @@ class LocalStorage(Storage):
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
         return True
+
+    def version_stamp(self, metadata_path: str) -> Stamp:
+        """What a version's stamp is on local disk: its metadata.json's and its model.sig's."""
+        signature = os.path.join(os.path.dirname(metadata_path), SIGNATURE_FILE)
+        return (stamp(os.stat(metadata_path)), _signature_stamp(signature))
 
     def read_signature(self, version: str) -> bytes:
         directory = os.path.dirname(self._metadata_path(version))
