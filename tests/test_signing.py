@@ -750,3 +750,15 @@ def test_signatures_and_the_pickle_allow_list_guard_one_load(
     with pytest.raises(UntrustedArtefactError, match="no model"):  # the signature is checked first
         both.get_model("1.2.0")
     assert not marker.exists()
+
+
+def test_a_signed_version_can_be_deleted(
+    signed: ModelRegistry, registry_root: Path, keys: dict[str, KeyPair]
+) -> None:
+    signed.save_model("1.0.0", "old")
+    signed.save_model("1.1.0", "new")
+    signed.sign("1.0.0", keys["other"].private)  # a model.sig replaced after the publish
+    signed.delete_version("1.0.0", actor="ana")
+    assert signed.list_versions() == ["1.1.0"]
+    assert not version_dir(registry_root, "1.0.0").exists()
+    assert signed.get_model("1.1.0") == "new"
