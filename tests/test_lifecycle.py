@@ -70,6 +70,13 @@ def test_a_missing_version_is_not_found(shelf: ModelRegistry) -> None:
     assert [e["action"] for e in shelf.history("1.0.0")] == ["publish", "delete"], "one delete event"
 
 
+def test_actor_and_expected_may_be_given_by_position(shelf: ModelRegistry) -> None:
+    seen = shelf.get_metadata("1.0.0")
+    shelf.delete_version("1.0.0", "ana", seen)  # delete_version(version, actor=None, expected=None)
+    event = shelf.history("1.0.0")[-1]
+    assert (event["action"], event["actor"]) == ("delete", "ana")
+
+
 def test_expected_makes_the_delete_conditional(shelf: ModelRegistry) -> None:
     seen = shelf.get_metadata("1.0.0")
     shelf.update_metadata("1.0.0", {"note": "changed"})

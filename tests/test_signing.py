@@ -362,6 +362,13 @@ def test_sign_an_existing_version(registry_root: Path, keys: dict[str, KeyPair])
     assert reader.signature("1.0.0")["status"] == "untrusted"
 
 
+def test_sign_takes_the_actor_by_position(registry_root: Path, keys: dict[str, KeyPair]) -> None:
+    registry = ModelRegistry(registry_root)
+    registry.save_model("1.0.0", "model")
+    registry.sign("1.0.0", keys["trusted"].private, "release-bot")  # sign(version, signing_key, actor=None)
+    assert registry.history("1.0.0")[-1]["actor"] == "release-bot"
+
+
 def test_sign_refuses_an_artefact_failing_its_sha256(
     registry: ModelRegistry, registry_root: Path, keys: dict[str, KeyPair]
 ) -> None:

@@ -248,6 +248,14 @@ def test_rollback_twice_undoes_it(registry: ModelRegistry) -> None:
     }
 
 
+def test_rollback_takes_the_actor_by_position(registry: ModelRegistry) -> None:
+    registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
+    registry.save_model("1.1.0", "b", {"stage": "prod"}, actor="ci")
+    registry.rollback("prod", "oncall")  # rollback(stage, actor=None)
+    assert registry.get_latest_version("prod") == "1.0.0"
+    assert registry.history("1.1.0")[-1]["actor"] == "oncall"
+
+
 def test_rollback_with_nothing_to_go_back_to_is_an_error(registry: ModelRegistry) -> None:
     registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
     with pytest.raises(RegistryError, match="no earlier holder"):
