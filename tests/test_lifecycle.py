@@ -329,3 +329,12 @@ def test_gc_reads_the_trail_once_unless_another_writer_comes_between(
     assert result["deleted"] == ["0.0.0", "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "1.0.0"]
     assert len(whole_reads) == 2, "read at the start, and again after the other writer's change only"
     assert [e["action"] for e in shelf.history("0.3.0")] == ["publish", "delete"]
+
+
+def test_a_broken_version_can_be_deleted(shelf: ModelRegistry, by_hand) -> None:
+    by_hand("1.5.0", raw=b'{"stage": "prod", ')  # unreadable metadata: its stage is unknown
+    assert shelf.snapshot().by_version["1.5.0"].error
+    assert shelf.gc(keep_last=0, dry_run=True)["deleted"] == ["1.0.0", "1.1.0"], "gc never picks it"
+    shelf.delete_version("1.5.0", actor="ops")  # but a person may
+    assert "1.5.0" not in shelf.list_versions()
+    assert shelf.history("1.5.0")[-1]["before"] == {}, "no metadata to keep"
