@@ -82,6 +82,13 @@ class ConflictError(RegistryError):
     http_status = 409
 
 
+class RollbackIncompleteError(RegistryError):
+    """A rollback failed part way and some of its changes could not be undone; the message names
+    each version left changed and its stage."""
+
+    http_status = 409
+
+
 class PreconditionFailedError(RegistryError):
     """A conditional change (``expected=``, HTTP ``If-Match``) found the version changed: nothing done."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError
+from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError, RollbackIncompleteError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..rollout import Promotion, apply_rollback, promote
@@ -174,5 +174,8 @@ def rollback(model: str | None) -> Any:
         apply_rollback(registry, plan, visitor().actor or "", {v: _unchanged(e) for v, e in etags.items()})
     except PreconditionFailedError:
         raise _stale(plan.target) from None
+    except RollbackIncompleteError as exc:  # says exactly which versions stay changed
+        context["error"] = str(exc)
+        return page("rollback.html", exc.http_status, **context)
     leave_notice(f"Stage {stage} rolled back from {plan.current} to {plan.target}.")
     return redirect(url_for(".registry_page", model=model), 303)
