@@ -76,6 +76,13 @@ class UntrustedArtefactError(CorruptVersionError):
         self.reason = reason
 
 
+class InvalidKeyError(RegistryError, ValueError):
+    """A signing or trusted key that cannot be used: unreadable, not PEM, not an elliptic-curve key
+    of a supported curve, or a public key where a private one is needed."""
+
+    http_status = 400
+
+
 class ConflictError(RegistryError):
     """A conditional write lost a race: the object changed since it was read (retried internally)."""
 
