@@ -154,12 +154,19 @@ def test_retired_stages_are_configurable(registry_root: Path) -> None:
 
 def test_a_stages_rollback_target_is_protected_until_it_gets_a_newer_holder(shelf: ModelRegistry) -> None:
     save(shelf, "3.0.0", stage="prod")  # prod: 2.0.0, then 3.0.0; a rollback returns to 2.0.0
-    shelf.set_stage("2.0.0", "archived")
+    shelf.set_stage("2.0.0", None)
     message = refused(shelf, "2.0.0")
-    assert "rollback of stage 'prod'" in message, "protected even though archived now"
+    assert "rollback of stage 'prod'" in message, "protected though it serves nothing now"
     save(shelf, "4.0.0", stage="prod")  # now a rollback returns to 3.0.0
     shelf.delete_version("2.0.0")
     assert "rollback of stage 'prod'" in refused(shelf, "3.0.0")
+
+
+def test_an_archived_rollback_target_is_not_protected(shelf: ModelRegistry) -> None:
+    save(shelf, "3.0.0", stage="prod")  # prod: 2.0.0, then 3.0.0; a rollback returns to 2.0.0
+    shelf.set_stage("2.0.0", "archived")  # retired: never protected
+    shelf.delete_version("2.0.0")
+    assert "2.0.0" not in shelf.list_versions()
 
 
 def test_a_demoted_version_can_be_deleted(shelf: ModelRegistry) -> None:
