@@ -306,6 +306,24 @@ def test_bad_signature_settings_are_a_config_error_at_init_app(monkeypatch, tmp_
     assert caught.value.key == "MODEL_REGISTRY_MODELS"
 
 
+def test_trusted_keys_holding_no_key_are_a_config_error_unless_signatures_are_off(monkeypatch, tmp_path):
+    empty = tmp_path / "keys"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="names no key") as caught:
+        create_app(MODEL_REGISTRY_TRUSTED_KEYS=[str(empty)])
+    assert caught.value.key == "MODEL_REGISTRY_TRUSTED_KEYS"
+    monkeypatch.setenv("MODEL_REGISTRY_TRUSTED_KEYS", str(empty))
+    with pytest.raises(ConfigError, match="names no key"):
+        create_app()
+    monkeypatch.setenv("MODEL_REGISTRY_REQUIRE_SIGNATURE", "false")
+    assert not create_app().registry.signatures.required
+    monkeypatch.delenv("MODEL_REGISTRY_REQUIRE_SIGNATURE")
+    monkeypatch.delenv("MODEL_REGISTRY_TRUSTED_KEYS")
+    with pytest.raises(ConfigError, match="no trusted keys") as caught:
+        create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "trusted_keys": [str(empty)]}})
+    assert caught.value.key == "MODEL_REGISTRY_MODELS"
+
+
 def test_a_named_model_has_its_own_trusted_keys(tmp_path):
     key = write_ec_public_key(tmp_path / "fraud.pub")
     app = create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "trusted_keys": [str(key)]}})

@@ -182,6 +182,18 @@ def test_require_signature_needs_readable_ec_trusted_keys(
     ).signatures.required
 
 
+def test_trusted_keys_that_hold_no_key_fail_closed(registry_root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "keys"  # a folder without *.pub files: an unmounted volume, a typo
+    empty.mkdir()
+    (empty / "README").write_text("not a key")
+    with pytest.raises(ValueError, match="no trusted keys"):
+        ModelRegistry(registry_root, trusted_keys=[empty])
+    with pytest.raises(ValueError, match="no trusted keys"):
+        ModelRegistry(registry_root, trusted_keys=str(empty))
+    assert not ModelRegistry(registry_root, trusted_keys=[empty], require_signature=False).signatures.required
+    assert not ModelRegistry(registry_root, trusted_keys=[]).signatures.required  # none given
+
+
 def test_trusted_keys_from_paths_pem_text_folders_and_a_comma_separated_string(
     registry_root: Path, keys: dict[str, KeyPair], tmp_path: Path
 ) -> None:
