@@ -212,6 +212,17 @@ def test_gc_keeps_the_newest_of_each_stage(shelf: ModelRegistry) -> None:
     assert shelf.history("0.1.0")[-1]["actor"] == "retention"
 
 
+def test_gc_counts_prereleases_in_their_stages_group(registry_root: Path, by_hand) -> None:
+    # made by hand: no trail, so no rollback target protects anything here
+    for version in ("1.9.0", "1.10.0", "1.11.0-rc.1", "1.11.0"):
+        by_hand(version, {"stage": "prod"})
+    by_hand("2.0.0", {})
+    registry = ModelRegistry(registry_root)
+    # prod's newest two are 1.11.0 and 1.11.0-rc.1; 1.10.0 is above 1.9.0 (not by the string)
+    assert registry.gc(keep_last=2, dry_run=True)["deleted"] == ["1.9.0", "1.10.0"]
+    assert registry.gc(keep_last=3, dry_run=True)["deleted"] == ["1.9.0"]
+
+
 def test_gc_without_a_rule_deletes_no_version(shelf: ModelRegistry) -> None:
     assert shelf.gc() == {"deleted": [], "leftovers": [], "bytes_freed": 0, "dry_run": False}
     assert shelf.list_versions() == ["1.0.0", "1.1.0", "2.0.0"]

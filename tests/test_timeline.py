@@ -110,7 +110,8 @@ def test_timeline_lists_each_holder_with_who_began_it(
     for earlier, later in itertools.pairwise(periods):
         assert earlier["until"] == later["from"] and earlier["from"] < earlier["until"]
     assert moments["1.1.0 in staging"] < periods[1]["from"] < moments["1.1.0 in prod"]
-    assert all(p["from"].tzinfo is not None for p in periods)
+    assert all(set(p) == {"version", "from", "until", "actor"} for p in periods)
+    assert all(p["from"].tzinfo is not None and (p["until"] is None or p["until"].tzinfo) for p in periods)
     staging = registry.timeline("staging")
     assert [(s["version"], s["until"] is not None) for s in staging] == [("1.1.0", True)]
     assert registry.timeline("nowhere") == []
