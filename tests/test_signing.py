@@ -480,7 +480,6 @@ def test_a_folder_signed_by_the_model_signing_python_api_verifies_here(
     assert reader.get_model("1.0.0") == "hand-made and signed"
 
 
-@pytest.mark.parametrize("registry_target", ["local", "memory", "s3"], indirect=True)
 def test_signed_publish_and_verify_on_object_storage(
     registry_target: servers.RegistryTarget, keys: dict[str, KeyPair], marker: Path
 ) -> None:
