@@ -196,7 +196,6 @@ def test_hand_made_versions_count_from_created_at_or_their_file_time(
     assert [(p["version"], p["actor"]) for p in periods[2:]] == [("0.9.0", "alice")]
 
 
-@pytest.mark.parametrize("registry_target", ["local", "s3"], indirect=True)
 def test_object_storage_follows(registry_target: RegistryTarget) -> None:
     """On S3 (moto) as on disk: a hand-made version without created_at counts from its object's
     time, a deleted one leaves the stage when its delete event says."""
