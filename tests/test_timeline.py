@@ -197,7 +197,7 @@ def test_hand_made_versions_count_from_created_at_or_their_file_time(
 
 
 def test_object_storage_follows(registry_target: RegistryTarget) -> None:
-    """On S3 (moto) as on disk: a hand-made version without created_at counts from its object's
+    """On every storage as on disk: a hand-made version without created_at counts from its object's
     time, a deleted one leaves the stage when its delete event says."""
     fs = registry_target.filesystem
     fs.pipe(registry_target.path("versions", "0.9.0", "model.pkl"), b"hand-made")
