@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import pickle
 import time
 import uuid
 from collections.abc import Callable
@@ -304,6 +305,12 @@ def test_bad_signature_settings_are_a_config_error_at_init_app(monkeypatch, tmp_
     with pytest.raises(ConfigError, match="no trusted keys") as caught:
         create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "require_signature": True}})
     assert caught.value.key == "MODEL_REGISTRY_MODELS"
+
+
+def test_a_config_error_survives_pickling() -> None:
+    error = ConfigError("MODEL_REGISTRY_TRUSTED_KEYS", "MODEL_REGISTRY_TRUSTED_KEYS: names no key")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is ConfigError and (copy.key, str(copy)) == (error.key, str(error))
 
 
 def test_trusted_keys_holding_no_key_are_a_config_error_unless_signatures_are_off(monkeypatch, tmp_path):

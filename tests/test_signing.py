@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -294,6 +295,13 @@ def test_refused_signatures_unpickle_nothing(
     # without required signatures the same artefact loads: the marker proves the test can fail
     assert ModelRegistry(registry_root).get_model("1.0.0") == "a model whose loading ran code"
     assert marker.exists()
+
+
+def test_an_untrusted_artefact_error_survives_pickling() -> None:
+    error = UntrustedArtefactError("1.0.0", "it has no model.sig")  # as a process pool passes it on
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is UntrustedArtefactError and str(copy) == str(error)
+    assert (copy.version, copy.reason) == ("1.0.0", "it has no model.sig")
 
 
 def test_bytes_changed_after_signing_are_refused(
