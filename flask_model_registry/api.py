@@ -24,7 +24,13 @@ from werkzeug.routing import BaseConverter
 from .answers import entry_item, version_item
 from .config import NAME_PATTERN, RESERVED_NAMES, api_token
 from .context import get_registries, get_registry
-from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
+from .errors import (
+    InvalidArgumentError,
+    InvalidMetadataError,
+    PromotionRefusedError,
+    RegistryError,
+    VersionNotFoundError,
+)
 from .metadata import MAX_METADATA_BYTES, check_stage
 from .registry import Entry, ModelRegistry, Snapshot
 from .versioning import check_version
@@ -162,9 +168,12 @@ def _sorted_methods(value: str) -> str:
     return ", ".join(sorted({method.strip() for method in value.split(",") if method.strip()}))
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The JSON error answer every part of the package gives: ``{"error": {"code", "message"}}``."""
-    body = _dumps({"error": {"code": status, "message": message}})
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """The JSON error answer every part of the package gives: ``{"error": {"code", "message"}}``,
+    plus ``extra`` fields of the error's own (a refused promotion's ``unmet``)."""
+    body = _dumps({"error": {"code": status, "message": message, **extra}})
     response = current_app.response_class(body, status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
         response.headers[name] = _sorted_methods(value) if name.lower() == "allow" else value
@@ -185,6 +194,8 @@ for _code in default_exceptions:
 
 @bp.errorhandler(RegistryError)
 def _registry_error(exc: RegistryError) -> Response:
+    if isinstance(exc, PromotionRefusedError):
+        return error_response(exc.http_status, str(exc), unmet=exc.unmet)
     return error_response(exc.http_status, str(exc))
 
 

@@ -21,10 +21,11 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, InvalidMetadataError
+from .errors import ConfigError, InvalidMetadataError, StageRuleError
 from .metadata import check_stage
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
 from .routing import check_weight
+from .rules import StageRules
 from .webhooks.message import parse_webhooks
 
 PREFIX = "MODEL_REGISTRY_"
@@ -189,6 +190,16 @@ def _stage_names(value: Any) -> list[str]:
     return names
 
 
+def _stage_rules(value: Any) -> dict[str, Any]:
+    """Stage rules (a mapping or its JSON text), checked as the registry checks them."""
+    rules = json_object(value)
+    try:
+        StageRules(rules)
+    except StageRuleError as exc:
+        raise ValueError(f"stage rules as docs/access.md describes them ({exc})") from None
+    return rules
+
+
 # named models -------------------------------------------------------------------------------------
 
 MODELS_KEY = PREFIX + "MODELS"
@@ -211,6 +222,7 @@ MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
     "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
     "watch": ("watch", "WATCH", _bool),
     "canary_weight": ("canary_weight", "CANARY_WEIGHT", _weight),
+    "stage_rules": ("stage_rules", "STAGE_RULES", _optional(_stage_rules)),
 }
 
 
@@ -297,6 +309,7 @@ KEYS: dict[str, Key] = {
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+    "STAGE_RULES": Key(None, _optional(_stage_rules)),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
     "WEBHOOKS": Key([], parse_webhooks),

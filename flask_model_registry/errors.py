@@ -64,6 +64,22 @@ class PreconditionFailedError(RegistryError):
     http_status = 412
 
 
+class PromotionRefusedError(RegistryError):
+    """A stage change (or a publish with a stage) that breaks the target stage's rules: nothing
+    changed. ``unmet`` lists every rule it breaks, one sentence each."""
+
+    http_status = 409
+
+    def __init__(self, version: str, stage: str, unmet: list[str]) -> None:
+        super().__init__(f"version {version} may not enter stage {stage!r}: " + "; ".join(unmet))
+        #: Every unmet rule, one sentence each (``error.unmet`` in the HTTP answer).
+        self.unmet = list(unmet)
+
+
+class StageRuleError(RegistryError, ValueError):
+    """A malformed stage rule (``stage_rules=``, ``MODEL_REGISTRY_STAGE_RULES``); the message names it."""
+
+
 class StorageUnavailableError(RegistryError, OSError):
     """The store did not answer a listing or a read (a timeout, a refused connection, a 503), or
     the registry root is not there (a local folder or a bucket that does not exist)."""

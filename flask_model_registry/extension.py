@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from flask import Flask
 
@@ -18,6 +19,7 @@ from .api import register_api
 from .cli import models_cli
 from .config import CONFIG_DEFAULTS, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
+from .errors import ConfigError, StageRuleError
 from .monitoring import init_monitoring
 from .registry import ModelRegistry
 from .ui import register_ui
@@ -41,18 +43,20 @@ class FlaskModelRegistry:
             )
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
-        registry = ModelRegistry(
-            config["MODEL_REGISTRY_ROOT"],
+        registry = _registry(
+            None,
+            root=config["MODEL_REGISTRY_ROOT"],
             storage_options=config["MODEL_REGISTRY_STORAGE_OPTIONS"],
             refresh_interval=config["MODEL_REGISTRY_REFRESH_INTERVAL"],
             allowed_stages=config["MODEL_REGISTRY_STAGES"],
             model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
             watch=config["MODEL_REGISTRY_WATCH"],
             canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
+            stage_rules=config["MODEL_REGISTRY_STAGE_RULES"],
         )
         named = MappingProxyType(
             {
-                name: ModelRegistry(**registry_arguments(config, settings))
+                name: _registry(name, **registry_arguments(config, settings))
                 for name, settings in (config["MODEL_REGISTRY_MODELS"] or {}).items()
             }
         )
@@ -76,3 +80,14 @@ class FlaskModelRegistry:
     def registries(self) -> Mapping[str, ModelRegistry]:
         """The named registries of the current app (needs an app context)."""
         return get_registries()
+
+
+def _registry(model: str | None, **arguments: Any) -> ModelRegistry:
+    """The registry of one model (None: the default one); a stage rule that names a stage outside
+    its allowed stages is a :class:`ConfigError`, as every malformed rule is."""
+    try:
+        return ModelRegistry(**arguments)
+    except StageRuleError as exc:
+        key = "MODEL_REGISTRY_STAGE_RULES"
+        where = f" of model {model!r}" if model is not None else ""
+        raise ConfigError(key, f"{key}{where}: {exc}") from None

@@ -24,7 +24,7 @@ from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
 
-from . import audit
+from . import approvals, audit
 from . import metadata as md
 from .errors import (
     ConflictError,
@@ -35,6 +35,7 @@ from .errors import (
 )
 from .events import Observers, RegistryObserver
 from .loading import artifact_of, load_artifact, verify_artifact
+from .rules import Promotion, StageRules
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
 from .versioning import check_version
@@ -99,7 +100,8 @@ class ModelRegistry:
     elsewhere may stay unseen (local disk: 0, always fresh). ``full_refresh`` (object storage): the
     most seconds between full listings, which find copies made by hand (default 60; between them a
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
-    error. ``watch`` enables change notification on local disk.
+    error. ``watch`` enables change notification on local disk. ``stage_rules``: what a version
+    must satisfy to enter a stage (:mod:`.rules`; a malformed rule is a :class:`StageRuleError`).
     """
 
     #: Builds each registry's router from the registry, its observers and its default canary weight
@@ -119,6 +121,7 @@ class ModelRegistry:
         watch: bool = True,
         storage: Storage | None = None,
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
+        stage_rules: Mapping[str, Any] | None = None,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -134,6 +137,7 @@ class ModelRegistry:
         if self.allowed_stages is not None:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
+        self.stage_rules = StageRules(stage_rules, self.allowed_stages)
         self.audit = audit.AuditTrail(self.storage)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
@@ -377,6 +381,7 @@ class ModelRegistry:
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
         actor = audit.check_actor(actor or default_actor())
+        self.stage_rules.check(Promotion(self, version, None, user, actor))
         publication = self.storage.begin_publication(version)
         pending = None
         try:
@@ -479,6 +484,7 @@ class ModelRegistry:
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return md.copy_json(updated)
+            self.stage_rules.check(Promotion(self, version, current, updated, actor))
             new = md.dumps(updated)
             before, after = md.changed_keys(current, updated)
             pending = self.audit.prepare(action, version, before, after, actor, data, new)
@@ -500,6 +506,10 @@ class ModelRegistry:
                 pending.finalise()
             return md.copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    def approve(self, version: str, stage: str, actor: str | None = None) -> dict[str, Any]:
+        """Record ``actor``'s approval of ``version`` for ``stage``: an audited event (:mod:`.approvals`)."""
+        return approvals.approve(self, version, stage, actor or default_actor())
 
     # audit ----------------------------------------------------------------------------------------
 

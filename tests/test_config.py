@@ -85,6 +85,14 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
     assert client.get("/models", headers={"Authorization": "Bearer s3cret-from-env"}).status_code == 200
 
 
+@pytest.mark.parametrize("prefix", ["FLASK_", ""])
+def test_stage_rules_from_the_environment(monkeypatch, prefix):
+    monkeypatch.setenv(f"{prefix}MODEL_REGISTRY_STAGE_RULES", '{"prod": {"approvals": 1}}')
+    app = create_app()
+    assert app.config["MODEL_REGISTRY_STAGE_RULES"] == {"prod": {"approvals": 1}}
+    assert app.registry.stage_rules.rules["prod"].approvals == 1
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
@@ -99,6 +107,8 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
         ("MODEL_REGISTRY_STAGES", '["prod", 5]', "list of names"),
         ("FLASK_MODEL_REGISTRY_API_TOKEN", "12345", "string"),
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
+        ("MODEL_REGISTRY_STAGE_RULES", '{"prod": {"from": "staging"}}', "'from' must be a list"),
+        ("FLASK_MODEL_REGISTRY_STAGE_RULES", '{"prod": {"aprovals": 1}}', "unknown key 'aprovals'"),
     ],
 )
 def test_an_invalid_value_is_a_clear_error_at_init_app(monkeypatch, variable, value, expected):

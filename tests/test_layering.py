@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("storage (where bytes live)", ["storage", "storage.*"]),
     (
         "the registry (what a version is, discovery, caching, publishing)",
-        ["snapshot", "loading", "audit", "events", "registry"],
+        ["snapshot", "loading", "audit", "events", "approvals", "rules", "registry"],
     ),
     (
         "above the registry (capabilities built on it)",
