@@ -7,9 +7,12 @@ from typing import Any
 from .registry import Entry
 
 
-def version_item(version: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """One version: ``{"version", "metadata"}``."""
-    return {"version": version, "metadata": metadata}
+def version_item(
+    version: str, metadata: dict[str, Any], approvals: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """One version: ``{"version", "metadata"}``, and its ``approvals`` beside them when given."""
+    item = {"version": version, "metadata": metadata}
+    return item if approvals is None else {**item, "approvals": approvals}
 
 
 def entry_item(entry: Entry) -> dict[str, Any]:

@@ -13,14 +13,21 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from importlib import resources
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+    default_exceptions,
+)
 from werkzeug.routing import BaseConverter
 
+from . import approvals
 from .answers import entry_item, version_item
 from .config import NAME_PATTERN, RESERVED_NAMES, api_token
 from .context import get_registries, get_registry
@@ -48,6 +55,7 @@ _ACTOR_HEADER = "X-Model-Registry-Actor"
 _OPENAPI_FILE = "openapi.json"
 _OPENAPI_PREFIX = "/models"  # the prefix the paths in openapi.json are written under
 _MODEL_PARAMETER = {"$ref": "#/components/parameters/model"}
+_MAX_APPROVAL_BYTES = 4096
 _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
@@ -80,24 +88,35 @@ def register_api(app: Flask, prefix: str) -> None:
         path = request.path
         if path == prefix or path.startswith(prefix + "/"):
             segment = path[len(prefix) + 1 :]
+            first = segment.partition("/")[0]
             if (
                 exc.code == 405
-                and request.method == "PATCH"
-                and re.fullmatch(NAME_PATTERN, segment)
-                and segment not in RESERVED_NAMES
-                and segment not in get_registries()
+                and re.fullmatch(NAME_PATTERN, first)
+                and first not in RESERVED_NAMES
+                and first not in get_registries()
+                and _routes(f"{prefix}/0.0.0{segment[len(first) :]}", request.method)
             ):
-                # "PATCH /models/v1": a segment shaped like a model name is only a model's list
-                # route; not being one, it is a bad version (400) or, with named models, an
-                # unknown one (404 naming it), never a method error.
+                # "PATCH /models/v1", "POST /models/v1/approvals": a segment shaped like a model
+                # name only matched a model's routes; not being one, it is a bad version (400) or,
+                # with named models, an unknown one (404 naming it), never a method error.
                 try:
-                    get_registry(segment) if get_registries() else check_version(segment)
+                    get_registry(first) if get_registries() else check_version(first)
                 except RegistryError as error:
                     return error_response(error.http_status, str(error))
             return http_error_response(exc)  # type: ignore[arg-type]
         return None
 
     app.before_request(routing_error)
+
+
+def _routes(path: str, method: str) -> bool:
+    """Whether ``method`` on ``path`` reaches a view of this app."""
+    adapter = current_app.create_url_adapter(request)
+    try:
+        adapter.match(path, method)  # type: ignore[union-attr]
+    except HTTPException:
+        return False
+    return True
 
 
 class _VersionSegment(BaseConverter):
@@ -340,7 +359,8 @@ def show_model(registry: ModelRegistry, version: str) -> Response:
     entry = snap.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
-    return _entry_answer(snap, entry)
+    metadata = entry.require_metadata()  # a corrupt version answers 500 with the reason
+    return _respond(_render(version_item(version, metadata, approvals.of(registry, version))))
 
 
 @_route("/<version>/history", "GET")
@@ -354,6 +374,20 @@ def model_history(registry: ModelRegistry, version: str) -> Response:
     return _respond(_render(page))
 
 
+def _json_body(types: Collection[str], limit: int, what: str) -> Any:
+    """The request's JSON body: ``415`` for another media type, ``413`` above ``limit`` bytes,
+    ``400`` when it is not JSON."""
+    if request.mimetype not in types:
+        raise UnsupportedMediaType(f"send {what}")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
+
+
 @_route("/<version>", "PATCH")
 def patch_model(registry: ModelRegistry, version: str) -> Response:
     """``PATCH /models/<version>``: a JSON merge patch (RFC 7396) of user metadata and flags.
@@ -365,24 +399,34 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     check_version(version)
     if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
         return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
-    if request.mimetype not in _JSON_TYPES:
-        return error_response(415, "send the patch as application/json or application/merge-patch+json")
-    data = request.stream.read(MAX_METADATA_BYTES + 1)
-    if len(data) > MAX_METADATA_BYTES:
-        return error_response(413, f"the patch is larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        changes = json.loads(data)
-    except (ValueError, RecursionError):
-        raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
+    changes = _json_body(_JSON_TYPES, MAX_METADATA_BYTES, "the patch as application/json or merge-patch+json")
+    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
+    approved = approvals.of(registry, version) if conditional else None
 
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(version_item(version, current))[1]) is None
+        return _failed_precondition(_render(version_item(version, current, approved))[1]) is None
 
-    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
     metadata = registry.update_metadata(
         version, changes, actor=_actor(), expected=precondition if conditional else None
     )
-    return _respond(_render(version_item(version, metadata)))
+    return _respond(_render(version_item(version, metadata, approved or approvals.of(registry, version))))
+
+
+@_route("/<version>/approvals", "POST")
+def approve_model(registry: ModelRegistry, version: str) -> Response:
+    """``POST /models/<version>/approvals {"stage": "prod"}``: record the caller's approval of the
+    version for that stage (an ``approve`` audit event); answers ``201`` with the version's JSON."""
+    check_version(version)
+    body = _json_body(
+        {"application/json"}, _MAX_APPROVAL_BYTES, 'the approval as application/json {"stage": …}'
+    )
+    if not isinstance(body, dict) or set(body) != {"stage"}:
+        raise InvalidMetadataError('the body must be {"stage": "<stage>"}, the stage approved')
+    registry.approve(version, body["stage"], actor=_actor())
+    item = version_item(version, registry.get_metadata(version), approvals.of(registry, version))
+    response = _respond(_render(item))
+    response.status_code = 201
+    return response
 
 
 @bp.get("/openapi.json")

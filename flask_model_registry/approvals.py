@@ -49,6 +49,11 @@ def listed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def of(registry: ModelRegistry, version: str) -> list[dict[str, Any]]:
+    """The approvals of ``version``, oldest first: ``{"stage", "actor", "at"}``."""
+    return listed(registry.history(version))
+
+
 def publisher(events: list[dict[str, Any]]) -> str | None:
     """Who published the version: the actor of its ``publish`` event (None for a hand-made one)."""
     return next((e.get("actor") for e in events if e.get("action") == "publish"), None)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import approvals
 from .answers import entry_item, version_item
 from .audit_cli import audit_command
 from .cli_group import ModelsGroup, describe_error, selected_model, selected_registry
@@ -116,9 +117,11 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @JSON_OPTION
 @_clean_errors
 def show_command(version: str, as_json: bool) -> None:
-    """Print a version's metadata as JSON (with --json: {"version", "metadata"}, as the API answers)."""
-    metadata = selected_registry().get_metadata(version)
-    _echo_json(version_item(version, metadata) if as_json else metadata)
+    """Print a version's metadata as JSON (with --json: {"version", "metadata", "approvals"}, as
+    the API answers)."""
+    registry = selected_registry()
+    metadata = registry.get_metadata(version)
+    _echo_json(version_item(version, metadata, approvals.of(registry, version)) if as_json else metadata)
 
 
 @models_cli.command("promote")
@@ -145,6 +148,18 @@ def demote_command(version: str, actor: str | None) -> None:
     """Take VERSION out of its stage (recorded in the audit trail)."""
     selected_registry().set_stage(version, None, actor=actor)
     click.echo(f"{version} is now in no stage")
+
+
+@models_cli.command("approve")
+@click.argument("version")
+@click.argument("stage")
+@click.option("--actor", help="Who approves, for the audit trail (default: user@host).")
+@_clean_errors
+def approve_command(version: str, stage: str, actor: str | None) -> None:
+    """Approve VERSION for STAGE (an audited event). A stage rule "approvals" counts distinct
+    actors, never the version's publisher nor the one who promotes it."""
+    approval = selected_registry().approve(version, stage, actor=actor)
+    click.echo(f"{version} approved for stage {stage!r} by {approval['actor']}")
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -190,8 +205,9 @@ def history_command(version: str | None, as_json: bool) -> None:
         return
     for event in events:
         before, after = json.dumps(event.get("before")), json.dumps(event.get("after"))
+        action = f"{event.get('action')} {event['stage']}" if "stage" in event else event.get("action")
         click.echo(
-            f"{event.get('time')}  {event.get('version')}  {event.get('action')}"
+            f"{event.get('time')}  {event.get('version')}  {action}"
             f"  by {event.get('actor')}: {before} -> {after}"
         )
 

@@ -1,7 +1,8 @@
 """The console's changes (``POST`` forms, signed in only): promote, demote, set or clear a flag or the
-canary weight, and roll a stage back. Each goes through the registry's own calls (atomic, audited),
-as the signed-in name, and only if the version is still what the form showed (its metadata
-fingerprint): a stale form is refused, never applied blindly."""
+canary weight, approve for a stage, and roll a stage back. Each goes through the registry's own
+calls (atomic, audited, under its stage rules), as the signed-in name, and only if the version is
+still what the form showed (its metadata fingerprint): a stale form is refused, never applied
+blindly."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError
+from ..errors import InvalidMetadataError, PreconditionFailedError, PromotionRefusedError, RegistryError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..rollout import Promotion, promote
@@ -110,7 +111,14 @@ def _changes(op: str, metadata: Mapping[str, Any], allowed: Any) -> tuple[dict[s
     return {CANARY: weight}, f"canary weight {weight}"
 
 
-@route("/v/<version>/<any(promote, demote, 'set-flag', 'clear-flag', canary):op>", methods=["POST"])
+def _approve(registry: ModelRegistry, version: str) -> str:
+    """Approve the version for the form's stage, as the signed-in name; what to tell the user."""
+    stage = check_stage(request.form.get("stage", "").strip(), registry.allowed_stages)
+    registry.approve(version, stage, actor=visitor().actor or "")
+    return f"approved for stage {stage}"
+
+
+@route("/v/<version>/<any(promote, demote, 'set-flag', 'clear-flag', canary, approve):op>", methods=["POST"])
 def change(model: str | None, version: str, op: str) -> Any:
     """Apply one form of the version page; back to that page with what happened."""
     refused = _refused()
@@ -118,11 +126,15 @@ def change(model: str | None, version: str, op: str) -> Any:
         return refused
     registry = registry_of(model)
     check_version(version)
+    outcome = None
     try:
-        changes, done = _changes(op, registry.get_metadata(version), registry.allowed_stages)
-        expected, actor = request.form.get("etag", ""), visitor().actor or ""
-        outcome = _write(registry, version, expected, changes, actor, promoting=op == "promote")
-    except (InvalidMetadataError, StaleFormError) as exc:
+        if op == "approve":
+            done = _approve(registry, version)
+        else:
+            changes, done = _changes(op, registry.get_metadata(version), registry.allowed_stages)
+            expected, actor = request.form.get("etag", ""), visitor().actor or ""
+            outcome = _write(registry, version, expected, changes, actor, promoting=op == "promote")
+    except (InvalidMetadataError, StaleFormError, PromotionRefusedError) as exc:
         context = version_context(model, version)
         context["error"] = str(exc)
         return page("version.html", exc.http_status, **context)
