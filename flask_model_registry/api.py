@@ -25,7 +25,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
     default_exceptions,
 )
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, RequestRedirect
 
 from . import approvals
 from .answers import entry_item, version_item
@@ -200,8 +200,12 @@ def error_response(
 
 
 def http_error_response(exc: HTTPException) -> Response:
-    """A Werkzeug HTTP error (404, 405 …) as the JSON error answer, its headers (``Allow``) kept."""
+    """A Werkzeug HTTP error (404, 405 …) as the JSON error answer, its headers (``Allow``) kept; a
+    routing redirect (``//health`` → ``/health``) keeps its ``Location``, which Werkzeug sets only in
+    its own answer."""
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    if isinstance(exc, RequestRedirect):
+        headers["Location"] = exc.new_url
     return error_response(exc.code or 500, exc.description or exc.name, headers)
 
 

@@ -43,17 +43,7 @@ class FlaskModelRegistry:
             )
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
-        registry = _registry(
-            None,
-            root=config["MODEL_REGISTRY_ROOT"],
-            storage_options=config["MODEL_REGISTRY_STORAGE_OPTIONS"],
-            refresh_interval=config["MODEL_REGISTRY_REFRESH_INTERVAL"],
-            allowed_stages=config["MODEL_REGISTRY_STAGES"],
-            model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
-            watch=config["MODEL_REGISTRY_WATCH"],
-            canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
-            stage_rules=config["MODEL_REGISTRY_STAGE_RULES"],
-        )
+        registry = _registry(None, **registry_arguments(config))  # the same table as named models
         named = MappingProxyType(
             {
                 name: _registry(name, **registry_arguments(config, settings))
