@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, InvalidMetadataError, StageRuleError
 from .metadata import check_stage
+from .pickle_allow import PickleAllowList
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
 from .routing import check_weight
 from .rules import StageRules
@@ -218,6 +219,15 @@ def _stage_rules(value: Any) -> dict[str, Any]:
     return rules
 
 
+def _module_names(value: Any) -> list[str]:
+    """The pickle allow-list: module names, as a list or a comma-separated string."""
+    names = _names(value)
+    try:
+        return list(PickleAllowList(names).names)
+    except ValueError as exc:
+        raise ValueError(f"a list of dotted module names ({exc})") from None
+
+
 # named models -------------------------------------------------------------------------------------
 
 MODELS_KEY = PREFIX + "MODELS"
@@ -259,6 +269,7 @@ MODEL_SETTINGS: dict[str, Setting] = {
     "watch": Setting("watch", "WATCH", True, _bool),
     "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
     "stage_rules": Setting("stage_rules", "STAGE_RULES", True, _optional(_stage_rules)),
+    "pickle_allow": Setting("pickle_allow", "PICKLE_ALLOW", True, _optional(_module_names)),
 }
 
 
@@ -352,6 +363,7 @@ KEYS: dict[str, Key] = {
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
     "STAGE_RULES": Key(None, _optional(_stage_rules)),
+    "PICKLE_ALLOW": Key(None, _optional(_module_names)),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _lifetime),
     "WEBHOOKS": Key([], parse_webhooks),

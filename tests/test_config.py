@@ -76,7 +76,9 @@ def test_numbers_lists_and_json(monkeypatch):
     monkeypatch.setenv("MODEL_REGISTRY_MODEL_CACHE_SIZE", "7")
     monkeypatch.setenv("FLASK_MODEL_REGISTRY_STAGES", "staging, prod")
     monkeypatch.setenv("MODEL_REGISTRY_STORAGE_OPTIONS", '{"anon": true}')
+    monkeypatch.setenv("MODEL_REGISTRY_PICKLE_ALLOW", "example_app.model, sklearn")
     config = create_app().config
+    assert config["MODEL_REGISTRY_PICKLE_ALLOW"] == ["example_app.model", "sklearn"]
     assert config["MODEL_REGISTRY_REFRESH_INTERVAL"] == 2.5
     assert config["MODEL_REGISTRY_MODEL_CACHE_SIZE"] == 7
     assert config["MODEL_REGISTRY_STAGES"] == ["staging", "prod"]
@@ -117,6 +119,7 @@ def test_stage_rules_from_the_environment(monkeypatch, prefix):
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
         ("MODEL_REGISTRY_STAGE_RULES", '{"prod": {"from": "staging"}}', "'from' must be a list"),
         ("FLASK_MODEL_REGISTRY_STAGE_RULES", '{"prod": {"aprovals": 1}}', "unknown key 'aprovals'"),
+        ("MODEL_REGISTRY_PICKLE_ALLOW", "numpy, os system", "dotted module names"),
         ("FLASK_MODEL_REGISTRY_STAGES", "prod,Not A Stage!", "stage names"),
         ("MODEL_REGISTRY_STAGES", '["prod", "x/y"]', "stage names"),
         ("MODEL_REGISTRY_UI_SESSION_LIFETIME", "0", "60 .a minute. to 31622400"),
@@ -339,6 +342,7 @@ CASES: dict[str, Case] = {
     "WATCH": Case("false", _argument(False)),
     "CANARY_WEIGHT": Case("0.3", _argument(0.3)),
     "STAGE_RULES": Case('{"prod": {"approvals": 1}}', _argument({"prod": {"approvals": 1}})),
+    "PICKLE_ALLOW": Case("example_app.model, numpy", _argument(["example_app.model", "numpy"])),
     "REQUIRE_IF_MATCH": Case("true", _if_match_required, {PREFIX + "API_TOKEN": "t"}),
     "MODELS": Case('{"fraud": "{tmp}/fraud"}', _named_model),
     "UI_ENABLED": Case("false", _answers("/models/ui/", 404)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import redirect, request, url_for
@@ -17,7 +17,7 @@ from flask import redirect, request, url_for
 from ..errors import InvalidMetadataError, PreconditionFailedError, PromotionRefusedError, RegistryError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
-from ..rollout import Promotion, promote
+from ..rollout import Promotion, apply_rollback, promote
 from ..trail import CANARY, Rollback, rollback_plan
 from ..versioning import check_version
 from .auth import check_csrf, leave_notice, visitor
@@ -51,9 +51,7 @@ def _write(
     promotion goes through :func:`~flask_model_registry.rollout.promote`, as ``flask models
     promote`` does: it ends a canary in the same change, and returns what it did."""
 
-    def unchanged(current: dict[str, Any]) -> bool:
-        return hmac.compare_digest(metadata_etag(current), expected)
-
+    unchanged = _unchanged(expected)
     try:
         if promoting:
             return promote(registry, version, changes["stage"], actor=actor, expected=unchanged)
@@ -63,10 +61,23 @@ def _write(
             registry.update_metadata(version, changes, actor=actor, expected=unchanged)
         return None
     except PreconditionFailedError:
-        raise StaleFormError(
-            f"version {version} changed since this page was shown; nothing was changed."
-            " Look at its current state below and try again."
-        ) from None
+        raise _stale(version) from None
+
+
+def _unchanged(expected: str) -> Callable[[dict[str, Any]], bool]:
+    """A test of a version's current metadata: it still has the fingerprint the form showed."""
+
+    def unchanged(current: dict[str, Any]) -> bool:
+        return hmac.compare_digest(metadata_etag(current), expected)
+
+    return unchanged
+
+
+def _stale(version: str) -> StaleFormError:
+    return StaleFormError(
+        f"version {version} changed since this page was shown; nothing was changed."
+        " Look at its current state below and try again."
+    )
 
 
 def _flag_name(text: str) -> str:
@@ -170,9 +181,9 @@ def rollback(model: str | None) -> Any:
             " Look at the rollback it allows now and try again."
         )
         return page("rollback.html", 409, **context)
-    actor = visitor().actor or ""
-    _write(registry, plan.target, etags[plan.target], {"stage": stage}, actor)
-    for version, back_to in plan.demote.items():
-        _write(registry, version, etags[version], {"stage": back_to}, actor)
+    try:
+        apply_rollback(registry, plan, visitor().actor or "", {v: _unchanged(e) for v, e in etags.items()})
+    except PreconditionFailedError:
+        raise _stale(plan.target) from None
     leave_notice(f"Stage {stage} rolled back from {plan.current} to {plan.target}.")
     return redirect(url_for(".registry_page", model=model), 303)
