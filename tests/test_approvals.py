@@ -296,3 +296,18 @@ def test_console_approve_button_and_a_promotion_under_the_rules(
     t.page.get_by_role("button", name="Promote").click()
     expect(t.page.locator(".notice")).to_contain_text("1.0.0: now in stage prod")
     assert ruled.get_metadata("1.0.0")["stage"] == "prod"
+
+
+def test_approvals_given_elsewhere_are_seen_and_counted(
+    app: Flask, ruled: ModelRegistry, registry_root: Path
+) -> None:
+    client = app.test_client()
+    elsewhere = ModelRegistry(registry_root)  # another process, as far as the app knows
+    assert client.get("/models/1.0.0", headers=headers()).get_json()["approvals"] == []
+    assert "has 0" in unmet_of(ruled, "ana")[0]  # the app has read the trail and remembers it
+    elsewhere.approve("1.0.0", "prod", actor="bo")
+    elsewhere.update_metadata("1.0.0", {"notes": "reviewed"}, actor="bo")
+    assert [a["actor"] for a in client.get("/models/1.0.0", headers=headers()).get_json()["approvals"]] == [
+        "bo"
+    ]
+    assert ruled.set_stage("1.0.0", "prod", actor="ana")["stage"] == "prod"
