@@ -13,11 +13,13 @@ from .errors import (
     CorruptStateError,
     CorruptVersionError,
     InvalidArgumentError,
+    InvalidKeyError,
     InvalidMetadataError,
     InvalidVersionError,
     PreconditionFailedError,
     PromotionRefusedError,
     RegistryError,
+    RollbackIncompleteError,
     RootMissingError,
     StageRuleError,
     StorageBackendMissingError,
@@ -26,15 +28,18 @@ from .errors import (
     UntrustedArtefactError,
     VersionAliasError,
     VersionExistsError,
+    VersionInUseError,
     VersionNotFoundError,
 )
 from .events import RegistryObserver
 from .extension import FlaskModelRegistry
+from .lifecycle import Lifecycle
 from .registry import LoadedModel, ModelRegistry
 from .routing import Router
 from .timeline import Timelines
 
 ModelRegistry.router_class = Router  # route() is built above the registry (see routing.py)
+ModelRegistry.lifecycle_class = Lifecycle  # delete_version() and gc() too (see lifecycle.py)
 ModelRegistry.timelines_class = Timelines  # as_of, timeline() and rollback(): see timeline.py
 __version__ = "0.1.0"
 
@@ -44,6 +49,7 @@ __all__ = [
     "CorruptVersionError",
     "FlaskModelRegistry",
     "InvalidArgumentError",
+    "InvalidKeyError",
     "InvalidMetadataError",
     "InvalidVersionError",
     "LoadedModel",
@@ -52,6 +58,7 @@ __all__ = [
     "PromotionRefusedError",
     "RegistryError",
     "RegistryObserver",
+    "RollbackIncompleteError",
     "RootMissingError",
     "StageRuleError",
     "StorageBackendMissingError",
@@ -60,6 +67,7 @@ __all__ = [
     "UntrustedArtefactError",
     "VersionAliasError",
     "VersionExistsError",
+    "VersionInUseError",
     "VersionNotFoundError",
     "__version__",
     "get_registry",

@@ -97,9 +97,10 @@ def register_api(app: Flask, prefix: str) -> None:
                 and first not in get_registries()
                 and _routes(f"{prefix}/0.0.0{segment[len(first) :]}", request.method)
             ):
-                # "PATCH /models/v1", "POST /models/v1/approvals": a segment shaped like a model
-                # name only matched a model's routes; not being one, it is a bad version (400) or,
-                # with named models, an unknown one (404 naming it), never a method error.
+                # "PATCH /models/v1", "DELETE /models/v1", "POST /models/v1/approvals": a segment
+                # shaped like a model name only matched a model's routes; not being one, it is a bad
+                # version (400) or, with named models, an unknown one (404 naming it), never a
+                # method error.
                 try:
                     get_registry(first) if get_registries() else check_version(first)
                 except RegistryError as error:
@@ -303,9 +304,10 @@ def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> t
     return snap.memo(("api", *key), lambda: _render(payload()))
 
 
-def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
+def _entry_answer(registry: ModelRegistry, snap: Snapshot, entry: Entry) -> Response:
     entry.require_metadata()  # a corrupt version answers 500 with the reason
-    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry)))
+    status = registry.signatures.status
+    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry, status)))
 
 
 def _route(rule: str, method: str) -> Callable[[View], View]:
@@ -338,7 +340,8 @@ def list_models(registry: ModelRegistry) -> Response:
         return _respond(_render([]))
 
     def items() -> list[dict[str, Any]]:
-        return [entry_item(e) for e in snap.entries if stage is None or e.stage == stage]
+        status = registry.signatures.status
+        return [entry_item(e, status) for e in snap.entries if stage is None or e.stage == stage]
 
     return _respond(_memo(snap, ("list", stage), items))
 
@@ -356,14 +359,19 @@ def latest_model(registry: ModelRegistry) -> Response:
         if version is None:
             where = f" in stage {stage!r}" if stage is not None else ""
             raise VersionNotFoundError(f"no version{where} at {when.isoformat()}")
-        answer = {**version_item(version, known_metadata(registry, version)), "as_of": when.isoformat()}
+        entry = registry.snapshot().by_version.get(version)  # None: deleted since
+        signature = registry.signatures.status(entry) if entry is not None and entry.metadata else None
+        answer = {
+            **version_item(version, known_metadata(registry, version), signature),
+            "as_of": when.isoformat(),
+        }
         return _respond(_render(answer))
     snap = registry.snapshot()
     entry = snap.latest(stage, prerelease)
     if entry is None:
         where = f" in stage {stage!r}" if stage is not None else ""
         raise VersionNotFoundError(f"no version{where} yet")
-    return _entry_answer(snap, entry)
+    return _entry_answer(registry, snap, entry)
 
 
 @_route("/<version>", "GET")
@@ -374,8 +382,7 @@ def show_model(registry: ModelRegistry, version: str) -> Response:
     entry = snap.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
-    metadata = entry.require_metadata()  # a corrupt version answers 500 with the reason
-    return _respond(_render(version_item(version, metadata, approvals.of(registry, version))))
+    return _respond(_render(_version_answer(registry, version, entry.require_metadata())))
 
 
 @_route("/<version>/history", "GET")
@@ -412,19 +419,51 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     next ``GET`` of the version answers with.
     """
     check_version(version)
+    required = _require_if_match()
+    if required is not None:
+        return required
+    changes = _json_body(_JSON_TYPES, MAX_METADATA_BYTES, "the patch as application/json or merge-patch+json")
+    expected = _preconditions(registry, version)
+    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=expected)
+    return _respond(_render(_version_answer(registry, version, metadata)))
+
+
+@_route("/<version>", "DELETE")
+def delete_model(registry: ModelRegistry, version: str) -> Response:
+    """``DELETE /models/<version>``: delete the version (204, empty body); 409 while it serves, is
+    a canary or is a stage's rollback target. ``If-Match`` is checked as for ``PATCH``."""
+    check_version(version)
+    required = _require_if_match()
+    if required is not None:
+        return required
+    registry.delete_version(version, actor=_actor(), expected=_preconditions(registry, version))
+    return current_app.response_class(status=204)
+
+
+def _require_if_match() -> Response | None:
+    """The 428 answer of a write without ``If-Match`` when ``MODEL_REGISTRY_REQUIRE_IF_MATCH`` is on."""
     if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
         return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
-    changes = _json_body(_JSON_TYPES, MAX_METADATA_BYTES, "the patch as application/json or merge-patch+json")
-    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
-    approved = approvals.of(registry, version) if conditional else None
+    return None
+
+
+def _preconditions(registry: ModelRegistry, version: str) -> Callable[[dict[str, Any]], bool] | None:
+    """The request's ``If-Match`` / ``If-None-Match`` as a test of the version's current metadata
+    (checked by the registry against the very metadata it changes); None when it sends neither."""
+    if "If-Match" not in request.headers and "If-None-Match" not in request.headers:
+        return None
+    signature = registry.signature(version)  # of the artefact, which a metadata change never changes
+    approved = approvals.of(registry, version)  # nor approvals: the ETag of GET holds both
 
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(version_item(version, current, approved))[1]) is None
+        return _failed_precondition(_render(version_item(version, current, signature, approved))[1]) is None
 
-    metadata = registry.update_metadata(
-        version, changes, actor=_actor(), expected=precondition if conditional else None
-    )
-    return _respond(_render(version_item(version, metadata, approved or approvals.of(registry, version))))
+    return precondition
+
+
+def _version_answer(registry: ModelRegistry, version: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of one version as ``GET <prefix>/<version>`` answers it: with signature and approvals."""
+    return version_item(version, metadata, registry.signature(version), approvals.of(registry, version))
 
 
 @_route("/<version>/approvals", "POST")
@@ -438,8 +477,7 @@ def approve_model(registry: ModelRegistry, version: str) -> Response:
     if not isinstance(body, dict) or set(body) != {"stage"}:
         raise InvalidMetadataError('the body must be {"stage": "<stage>"}, the stage approved')
     registry.approve(version, body["stage"], actor=_actor())
-    item = version_item(version, registry.get_metadata(version), approvals.of(registry, version))
-    response = _respond(_render(item))
+    response = _respond(_render(_version_answer(registry, version, registry.get_metadata(version))))
     response.status_code = 201
     return response
 

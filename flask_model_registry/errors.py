@@ -46,6 +46,18 @@ class VersionExistsError(RegistryError):
     http_status = 409
 
 
+class VersionInUseError(RegistryError):
+    """A delete refused because the version serves, is a canary or is a stage's rollback target;
+    the message (and ``.reasons``) says which. Demote it first."""
+
+    http_status = 409
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        #: Why the version is protected, one line each.
+        self.reasons = list(reasons or [])
+
+
 class CorruptVersionError(RegistryError):
     """``metadata.json`` is not a JSON object, or the artefact fails its sha256 or to load."""
 
@@ -64,8 +76,22 @@ class UntrustedArtefactError(CorruptVersionError):
         self.reason = reason
 
 
+class InvalidKeyError(RegistryError, ValueError):
+    """A signing or trusted key that cannot be used: unreadable, not PEM, not an elliptic-curve key
+    of a supported curve, or a public key where a private one is needed."""
+
+    http_status = 400
+
+
 class ConflictError(RegistryError):
     """A conditional write lost a race: the object changed since it was read (retried internally)."""
+
+    http_status = 409
+
+
+class RollbackIncompleteError(RegistryError):
+    """A rollback failed part way and some of its changes could not be undone; the message names
+    each version left changed and its stage."""
 
     http_status = 409
 

@@ -17,7 +17,7 @@ from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .config import CONFIG_DEFAULTS, load_config, registry_arguments
+from .config import CONFIG_DEFAULTS, MODELS_KEY, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
 from .errors import ConfigError, StageRuleError
 from .monitoring import init_monitoring
@@ -25,6 +25,15 @@ from .registry import ModelRegistry
 from .ui import register_ui
 
 __all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
+
+
+def _named_registry(name: str, arguments: dict[str, Any]) -> ModelRegistry:
+    """A named model's registry; a setting that only fails in combination (``require_signature``
+    without trusted keys) is a :class:`ConfigError` naming the model."""
+    try:
+        return ModelRegistry(**arguments)
+    except ValueError as exc:
+        raise ConfigError(MODELS_KEY, f"{MODELS_KEY}[{name!r}]: {exc}") from None
 
 
 class FlaskModelRegistry:
@@ -43,10 +52,10 @@ class FlaskModelRegistry:
             )
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
-        registry = _registry(None, **registry_arguments(config))  # the same table as named models
+        registry = _default_registry(registry_arguments(config))  # the same table as named models
         named = MappingProxyType(
             {
-                name: _registry(name, **registry_arguments(config, settings))
+                name: _named_registry(name, registry_arguments(config, settings))
                 for name, settings in (config["MODEL_REGISTRY_MODELS"] or {}).items()
             }
         )
@@ -72,12 +81,11 @@ class FlaskModelRegistry:
         return get_registries()
 
 
-def _registry(model: str | None, **arguments: Any) -> ModelRegistry:
-    """The registry of one model (None: the default one); a stage rule that names a stage outside
-    its allowed stages is a :class:`ConfigError`, as every malformed rule is."""
+def _default_registry(arguments: dict[str, Any]) -> ModelRegistry:
+    """The app's default registry; a stage rule that names a stage outside its allowed stages is a
+    :class:`ConfigError`, as every malformed rule is (named models: :func:`_named_registry`)."""
     try:
         return ModelRegistry(**arguments)
     except StageRuleError as exc:
         key = "MODEL_REGISTRY_STAGE_RULES"
-        where = f" of model {model!r}" if model is not None else ""
-        raise ConfigError(key, f"{key}{where}: {exc}") from None
+        raise ConfigError(key, f"{key}: {exc}") from None

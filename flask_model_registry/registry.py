@@ -9,7 +9,6 @@ and only metadata whose stamp changed is read again. Artefacts load through :mod
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import os
 import platform
@@ -19,8 +18,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime, timezone
-from typing import IO, Any, ClassVar, NamedTuple, Protocol
+from datetime import datetime, timedelta, timezone
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
 
@@ -34,9 +33,10 @@ from .errors import (
     VersionNotFoundError,
 )
 from .events import Observers, RegistryObserver
-from .loading import artifact_of, load_artifact, verify_artifact
+from .loading import HashingWriter, artifact_of, load_artifact, verify_artifact
 from .pickle_allow import PickleAllowList
 from .rules import Promotion, StageRules
+from .signing import Signatures, sign_files, signature_record
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
 from .versioning import check_version
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_CACHE_SIZE = 4
 #: The share of traffic a version flagged ``"canary": true`` takes in :meth:`ModelRegistry.route`.
 DEFAULT_CANARY_WEIGHT = 0.1
+#: Stages whose versions nothing serves: never protected from a delete (:mod:`.lifecycle`).
+DEFAULT_RETIRED_STAGES = ("archived",)
 _CAS_ATTEMPTS = 50
 #: What a conditional change expects: the metadata it was decided on, or a test of the current one.
 Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
@@ -68,20 +70,6 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class _HashingWriter:
-    """A file wrapper that hashes and counts what is written through it."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._f = f
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self._f.write(data)
-
-
 class Routing(Protocol):
     """What :meth:`ModelRegistry.route` delegates to; :mod:`.routing`, above this module, builds it."""
 
@@ -91,6 +79,13 @@ class Routing(Protocol):
     default_weight: float
 
     def last_served(self, stage: str | None, include_prerelease: bool) -> str | None: ...
+
+
+class Lifecycle(Protocol):
+    """What ``delete_version`` and ``gc`` delegate to; :mod:`.lifecycle`, above, builds it."""
+
+    def delete_version(self, version: str, actor: str | None, expected: Expected | None) -> None: ...
+    def gc(self, keep: int | None, age: timedelta | None, dry: bool, actor: str | None) -> dict[str, Any]: ...
 
 
 class ModelRegistry:
@@ -105,6 +100,8 @@ class ModelRegistry:
     an artefact's pickle may import from (see :mod:`.pickle_allow`); None loads any pickle.
     ``stage_rules``: what a version must satisfy to enter a stage (:mod:`.rules`; a malformed rule
     is a :class:`StageRuleError`).
+    ``retired_stages``: stages whose versions are never protected from a delete (``["archived"]``).
+    ``signing_key`` signs every save; ``trusted_keys`` and ``require_signature``: see :mod:`.signing`.
     """
 
     #: Builds each registry's router from the registry, its observers and its default canary weight
@@ -114,6 +111,8 @@ class ModelRegistry:
     #: Builds each registry's reader of its past (what was live when, rollbacks) the same way:
     #: :class:`.timeline.Timelines`.
     timelines_class: ClassVar[Callable[[ModelRegistry], Any]]
+    #: Builds the delete and retention of a registry (:class:`.lifecycle.Lifecycle`), likewise.
+    lifecycle_class: ClassVar[Callable[[ModelRegistry], Lifecycle]]
 
     def __init__(
         self,
@@ -129,6 +128,10 @@ class ModelRegistry:
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
         stage_rules: Mapping[str, Any] | None = None,
         pickle_allow: Iterable[str] | None = None,
+        retired_stages: Collection[str] = DEFAULT_RETIRED_STAGES,
+        signing_key: str | os.PathLike[str] | None = None,
+        trusted_keys: str | Iterable[str | os.PathLike[str]] | None = None,
+        require_signature: bool | None = None,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -145,9 +148,13 @@ class ModelRegistry:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
         self.stage_rules = StageRules(stage_rules, self.allowed_stages)
+        if isinstance(retired_stages, str):
+            raise TypeError("retired_stages must be a collection of stage names, not a string")
+        self.retired_stages = frozenset(md.check_stage(stage, None) for stage in retired_stages)
         self.audit = audit.AuditTrail(self.storage)
         #: What an artefact's pickle may import; None: anything (no scan).
         self.pickle_allow = PickleAllowList(pickle_allow) if pickle_allow is not None else None
+        self.signatures = Signatures(self.storage, signing_key, trusted_keys, require_signature)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
@@ -208,6 +215,11 @@ class ModelRegistry:
             finally:
                 self._rescanning = False
             return self._snapshot
+
+    def mark_changed(self) -> None:
+        """Note a write made through the storage by a capability above the registry (a delete):
+        the next read rescans first, so a process always reads what it wrote."""
+        self._stale = True
 
     def _rescan(self, old: Snapshot) -> Snapshot:
         changes = self.storage.refresh(old.stamps)
@@ -350,7 +362,10 @@ class ModelRegistry:
                     raise failure
                 started = time.perf_counter()
                 try:
-                    model = load_artifact(self.storage, entry.version, file, sha, artifact, self.pickle_allow)
+                    signed = self.signatures.signed_digest(entry.version, file, sha)
+                    model = load_artifact(
+                        self.storage, entry.version, file, sha, artifact, self.pickle_allow, signed
+                    )
                 except (CorruptVersionError, StorageUnavailableError) as exc:
                     self._observers.each(
                         "model_load_failed", self, entry.version, time.perf_counter() - started, exc
@@ -378,6 +393,17 @@ class ModelRegistry:
         verify_artifact(self.storage, version, file, sha)
         return sha
 
+    def signature(self, version: str) -> dict[str, str | None]:
+        """The version's signature ``{"status", "key"}`` (see :mod:`.signing`); never loads it."""
+        return self.signatures.status(self._entry(version))
+
+    def sign(
+        self, version: str, signing_key: str | os.PathLike[str], *, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Sign a committed version (its artefact re-hashed first); recorded in the audit trail."""
+        record = self.signatures.sign_version(version, self._entry(version).require_metadata(), signing_key)
+        return self._patch(version, {"artifact": {"signature": record}}, actor, "sign", owned=True)
+
     # publishing -----------------------------------------------------------------------------------
 
     def save_model(
@@ -387,22 +413,29 @@ class ModelRegistry:
         metadata: Mapping[str, Any] | None = None,
         *,
         actor: str | None = None,
+        signing_key: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
-        """Publish ``model`` as a new version, atomically; returns the metadata written.
+        """Publish ``model`` as a new version, atomically; returns the metadata written. With a
+        signing key (``signing_key``, else the registry's), ``model.sig`` lands in the same step.
 
         Never overwrites: :class:`VersionExistsError` if the version exists or another writer wins.
         """
         check_version(version)
+        key = self.signatures.signer(signing_key)
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
         actor = audit.check_actor(actor or default_actor())
-        self.stage_rules.check(Promotion(self, version, None, user, actor))
+        self.stage_rules.check(Promotion(self, version, None, user, actor, key))
+        self.audit.refuse_deleted(version)
         publication = self.storage.begin_publication(version)
         pending = None
         try:
             with publication.open_artifact() as f:
-                writer = _HashingWriter(f)
+                writer = HashingWriter(f)
                 cloudpickle.dump(model, writer)
+            if key is not None:
+                files = {publication.artifact_file: writer.sha256.hexdigest()}
+                publication.add_signature(sign_files(key, version, files))
             written = {
                 "version": version,
                 "created_at": _now(),
@@ -413,6 +446,7 @@ class ModelRegistry:
                     "serializer": "cloudpickle",
                     "cloudpickle_version": cloudpickle.__version__,
                     "python_version": platform.python_version(),
+                    **({"signature": signature_record(key)} if key is not None else {}),
                 },
                 **user,
             }
@@ -474,9 +508,10 @@ class ModelRegistry:
         actor: str | None,
         action: str,
         expected: Expected | None = None,
+        owned: bool = False,
     ) -> dict[str, Any]:
         check_version(version)
-        patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        patch = dict(changes) if owned else md.check_user_metadata(changes, self.allowed_stages, patch=True)
         actor = audit.check_actor(actor or default_actor())
         for attempt in range(_CAS_ATTEMPTS):
             try:
@@ -492,7 +527,7 @@ class ModelRegistry:
             current, error = md.parse_metadata(data)
             if current is None:
                 raise CorruptVersionError(f"version {version} is corrupt: {error}")
-            if expected is not None and not _holds(expected, current):
+            if expected is not None and not md.holds(expected, current):
                 raise PreconditionFailedError(
                     f"version {version} has changed since it was read; nothing changed"
                 )
@@ -525,6 +560,26 @@ class ModelRegistry:
     def approve(self, version: str, stage: str, actor: str | None = None) -> dict[str, Any]:
         """Record ``actor``'s approval of ``version`` for ``stage``: an audited event (:mod:`.approvals`)."""
         return approvals.approve(self, version, stage, actor or default_actor())
+
+    # lifecycle ------------------------------------------------------------------------------------
+
+    def delete_version(
+        self, version: str, *, actor: str | None = None, expected: Expected | None = None
+    ) -> None:
+        """Delete a version, refused (:class:`VersionInUseError`) while it serves, is a canary or is
+        a stage's rollback target; ``expected``: as for :meth:`update_metadata`. See :mod:`.lifecycle`."""
+        self.lifecycle_class(self).delete_version(version, actor, expected)
+
+    def gc(
+        self,
+        keep_last: int | None = None,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """Delete the unprotected versions beyond a retention rule, and what crashed writers left;
+        ``{"deleted", "leftovers", "bytes_freed", "dry_run"}``. See :mod:`.lifecycle`."""
+        return self.lifecycle_class(self).gc(keep_last, older_than, dry_run, actor)
 
     # audit ----------------------------------------------------------------------------------------
 
@@ -564,12 +619,6 @@ class ModelRegistry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _holds(expected: Expected, current: dict[str, Any]) -> bool:
-    if callable(expected):
-        return bool(expected(md.copy_json(current)))
-    return md.same_json(dict(expected), current)
 
 
 def _now() -> str:

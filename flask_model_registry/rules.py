@@ -20,8 +20,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from . import approvals
 from . import metadata as md
 from .errors import InvalidMetadataError, PromotionRefusedError, StageRuleError
+from .signing import fingerprint
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     from .registry import ModelRegistry
 
 #: The comparisons a ``require`` condition may make.
@@ -51,6 +54,17 @@ class Promotion(NamedTuple):
     before: Mapping[str, Any] | None
     after: Mapping[str, Any]
     actor: str
+    #: The key a publish signs with (None: unsigned); its signature is made in the same publish.
+    signing_key: ec.EllipticCurvePrivateKey | None = None
+
+    def signature_status(self) -> str:
+        """The version's signature status: now, or, when publishing, as the publish will leave it."""
+        if self.before is not None:
+            return str(self.registry.signature(self.version)["status"])
+        if self.signing_key is None:
+            return "unsigned"
+        trusted = {key.fingerprint for key in self.registry.signatures.trusted}
+        return "verified" if fingerprint(self.signing_key.public_key()) in trusted else "untrusted"
 
 
 @dataclass(frozen=True)
@@ -145,7 +159,7 @@ class StageRule:
 
     def unmet(self, promotion: Promotion) -> list[str]:
         """Every rule ``promotion`` breaks, a sentence each; empty when it may go ahead."""
-        registry, version, before, after, actor = promotion
+        registry, version, before, after, actor, _ = promotion
         found = []
         source = before.get("stage") if before is not None else None
         if self.sources is not None and source not in self.sources:
@@ -153,7 +167,7 @@ class StageRule:
             shown = repr(source) if source is not None else "no stage"
             found.append(f"from: {self.stage} takes versions from {allowed}; {version} is in {shown}")
         if self.signed:
-            status = registry.signature(version)["status"] if before is not None else "unsigned"
+            status = promotion.signature_status()
             if status != "verified":
                 found.append(
                     f"signed: the signature of {version} must verify against a trusted key: {status}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from test_signing import make_key
 
 from flask_model_registry import (
     ConfigError,
@@ -131,7 +132,7 @@ def test_require_reads_the_metadata_the_change_leaves(registry_root: Path) -> No
     assert registry.update_metadata("1.0.0", {"stage": "prod", "auc": 0.6}, actor="ana")["stage"] == "prod"
 
 
-class Signatures(ModelRegistry):
+class StatusRegistry(ModelRegistry):
     """A registry whose :meth:`signature` answers from a dict (the signing module's own tests check
     real signatures): the ``signed`` rule asks only for the status."""
 
@@ -143,7 +144,7 @@ class Signatures(ModelRegistry):
 
 @pytest.mark.parametrize("status", ["unsigned", "invalid", "untrusted"])
 def test_signed_needs_a_verified_signature(registry_root: Path, status: str) -> None:
-    registry = Signatures(registry_root, stage_rules={"prod": {"signed": True}})
+    registry = StatusRegistry(registry_root, stage_rules={"prod": {"signed": True}})
     registry.statuses = {"1.0.0": status, "1.1.0": "verified"}
     registry.save_model("1.0.0", {"w": 1}, actor="trainer")
     registry.save_model("1.1.0", {"w": 1}, actor="trainer")
@@ -162,6 +163,40 @@ def test_approvals_count_distinct_actors_other_than_publisher_and_promoter(regis
     registry.approve("1.0.0", "prod", actor="ana")  # the promoter's own
     assert "has 1" in refusal(registry.set_stage, "1.0.0", "prod", actor="ana")[0]
     assert registry.set_stage("1.0.0", "prod", actor="cy")["stage"] == "prod"  # bo and ana count
+
+
+def test_signed_with_real_signatures(registry_root: Path, tmp_path: Path) -> None:
+    trusted, other = make_key(tmp_path, "trusted"), make_key(tmp_path, "other")
+    rules = {"prod": {"signed": True}}
+    registry = ModelRegistry(registry_root, stage_rules=rules, trusted_keys=[trusted.public])
+    registry.save_model("1.0.0", {"w": 1}, actor="trainer")
+    registry.save_model("1.1.0", {"w": 1}, actor="trainer", signing_key=other.private)
+    registry.save_model("1.2.0", {"w": 1}, actor="trainer", signing_key=trusted.private)
+    for version, status in (("1.0.0", "unsigned"), ("1.1.0", "untrusted")):
+        assert refusal(registry.set_stage, version, "prod", actor="ana") == [
+            f"signed: the signature of {version} must verify against a trusted key: {status}"
+        ]
+    assert registry.set_stage("1.2.0", "prod", actor="ana")["stage"] == "prod"
+    registry.sign("1.0.0", trusted.private, actor="ana")  # signed afterwards: now it may enter
+    assert registry.set_stage("1.0.0", "prod", actor="ana")["stage"] == "prod"
+
+
+def test_signed_when_publishing_into_the_stage(registry_root: Path, tmp_path: Path) -> None:
+    trusted, other = make_key(tmp_path, "trusted"), make_key(tmp_path, "other")
+    registry = ModelRegistry(
+        registry_root, stage_rules={"prod": {"signed": True}}, trusted_keys=[trusted.public]
+    )
+    prod = {"stage": "prod"}
+    assert refusal(registry.save_model, "1.0.0", {"w": 1}, prod, actor="t") == [
+        "signed: the signature of 1.0.0 must verify against a trusted key: unsigned"
+    ]
+    assert refusal(registry.save_model, "1.0.0", {"w": 1}, prod, actor="t", signing_key=other.private) == [
+        "signed: the signature of 1.0.0 must verify against a trusted key: untrusted"
+    ]
+    assert registry.list_versions() == []
+    registry.save_model("1.0.0", {"w": 1}, prod, actor="t", signing_key=trusted.private)
+    assert registry.signature("1.0.0")["status"] == "verified"
+    assert registry.get_latest_version("prod") == "1.0.0"
 
 
 @pytest.mark.parametrize(

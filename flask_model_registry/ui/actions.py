@@ -14,7 +14,13 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import InvalidMetadataError, PreconditionFailedError, PromotionRefusedError, RegistryError
+from ..errors import (
+    InvalidMetadataError,
+    PreconditionFailedError,
+    PromotionRefusedError,
+    RegistryError,
+    RollbackIncompleteError,
+)
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..rollout import Promotion, apply_rollback, promote
@@ -32,7 +38,8 @@ class StaleFormError(RegistryError):
     http_status = 409
 
 
-def _refused() -> tuple[str, int] | None:
+def refuse_write() -> tuple[str, int] | None:
+    """The page to answer a write with when this visitor may not write or the CSRF token is wrong."""
     if not visitor().can_write:
         return error_page(403, "Read-only", "Changes from the console need the API token: sign in first.")
     return check_csrf()
@@ -132,7 +139,7 @@ def _approve(registry: ModelRegistry, version: str) -> str:
 @route("/v/<version>/<any(promote, demote, 'set-flag', 'clear-flag', canary, approve):op>", methods=["POST"])
 def change(model: str | None, version: str, op: str) -> Any:
     """Apply one form of the version page; back to that page with what happened."""
-    refused = _refused()
+    refused = refuse_write()
     if refused is not None:
         return refused
     registry = registry_of(model)
@@ -166,7 +173,7 @@ def _fingerprints(registry: ModelRegistry, plan: Rollback) -> tuple[str, dict[st
 def rollback(model: str | None) -> Any:
     """Give a stage back to the version that held it before its current one (from the audit trail):
     ``GET`` shows what would change, the ``POST`` of that page does it."""
-    if request.method == "POST" and (refused := _refused()) is not None:
+    if request.method == "POST" and (refused := refuse_write()) is not None:
         return refused
     registry = registry_of(model)
     stage = check_stage(request.values.get("stage", "").strip(), None)
@@ -185,5 +192,8 @@ def rollback(model: str | None) -> Any:
         apply_rollback(registry, plan, visitor().actor or "", {v: _unchanged(e) for v, e in etags.items()})
     except PreconditionFailedError:
         raise _stale(plan.target) from None
+    except RollbackIncompleteError as exc:  # says exactly which versions stay changed
+        context["error"] = str(exc)
+        return page("rollback.html", exc.http_status, **context)
     leave_notice(f"Stage {stage} rolled back from {plan.current} to {plan.target}.")
     return redirect(url_for(".registry_page", model=model), 303)

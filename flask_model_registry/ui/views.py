@@ -16,6 +16,7 @@ from ..errors import InvalidMetadataError, VersionNotFoundError
 from ..metadata import check_stage
 from ..registry import ModelRegistry
 from ..rollout import roles, serving
+from ..snapshot import Entry, Snapshot
 from ..versioning import check_version
 from .auth import visitor
 from .blueprint import bp, page, registry_of, route
@@ -118,7 +119,7 @@ def registry_page(model: str | None) -> Any:
     return page(
         "registry.html",
         model=model,
-        rows=[row(e, now, played) for e in shown],
+        rows=[row(e, now, played, registry.signatures.status(e)) for e in shown],
         total=len(entries),
         all_count=len(snapshot.entries),
         columns=columns,
@@ -133,17 +134,25 @@ def registry_page(model: str | None) -> Any:
     )
 
 
-def version_context(model: str | None, version: str) -> dict[str, Any]:
-    """What the version page shows: metadata, artefact facts, its audit timeline (newest first)."""
+def find_version(model: str | None, version: str) -> tuple[ModelRegistry, Snapshot, Entry]:
+    """The registry a console URL names, its current state and the version's entry in it (a bad
+    version name is a 400, a missing one a 404)."""
     registry = registry_of(model)
     check_version(version)
     snapshot = registry.snapshot()
     entry = snapshot.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
+    return registry, snapshot, entry
+
+
+def version_context(model: str | None, version: str) -> dict[str, Any]:
+    """What the version page shows: metadata, artefact facts, its audit timeline (newest first)."""
+    registry, snapshot, entry = find_version(model, version)
     metadata = entry.metadata
     now = datetime.now(timezone.utc)
-    shown = row(entry, now, roles(registry, snapshot))
+    signature = registry.signatures.status(entry)
+    shown = row(entry, now, roles(registry, snapshot), signature)
     holds = [stage for stage, role in shown.roles if role == "serving"]
     return {
         "model": model,
@@ -153,6 +162,7 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
         "facts": artifact_facts(metadata, now) if metadata is not None else {},
         "canary_of": [(s, serving(registry, snapshot, s)) for s, role in shown.roles if role == "canary"],
         "load_failure": registry.load_failure(version),
+        "signature": signature,
         "canary_value": metadata.get("canary") if metadata is not None else None,
         "etag": metadata_etag(metadata) if metadata is not None else None,
         "events": registry.history(version, limit=TIMELINE_SIZE + 1)[::-1],
