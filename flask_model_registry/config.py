@@ -19,9 +19,9 @@ import os
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import ConfigError, InvalidMetadataError, StageRuleError
+from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
 from .pickle_allow import PickleAllowList
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_RETIRED_STAGES
@@ -31,6 +31,7 @@ from .signing import key_items, load_signing_key, load_trusted_keys
 from .webhooks.message import parse_webhooks
 
 PREFIX = "MODEL_REGISTRY_"
+Checked = TypeVar("Checked")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _SECRET = frozenset({"API_TOKEN", "STORAGE_OPTIONS", "WEBHOOKS"})  # never echoed in an error
@@ -200,6 +201,15 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
+def _checked(value: Checked, check: Callable[[Checked], object], what: str) -> Checked:
+    """``value`` once ``check`` accepts it; else a ``ValueError``: it must be ``what``, and why not."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} ({exc})") from None
+    return value
+
+
 def _trusted_keys(value: Any) -> list[str]:
     """Trusted public keys: PEM file paths, PEM texts and folders of ``*.pub`` files, as a list or
     one comma-separated string; each one read now, so a bad one fails at ``init_app``."""
@@ -207,22 +217,12 @@ def _trusted_keys(value: Any) -> list[str]:
         value = key_items(os.fspath(value))
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
         raise ValueError("a list of public keys (paths, PEM texts, folders) or a comma-separated string")
-    items = [os.fspath(v) for v in value]
-    try:
-        load_trusted_keys(items)
-    except ValueError as exc:
-        raise ValueError(f"readable elliptic-curve public keys ({exc})") from None
-    return items
+    return _checked([os.fspath(v) for v in value], load_trusted_keys, "readable elliptic-curve public keys")
 
 
 def _signing_key(value: Any) -> str:
     """The path of an elliptic-curve PEM private key, read now so a bad one fails at ``init_app``."""
-    path = _text(value)
-    try:
-        load_signing_key(path)
-    except ValueError as exc:
-        raise ValueError(f"a readable elliptic-curve private key ({exc})") from None
-    return path
+    return _checked(_text(value), load_signing_key, "a readable elliptic-curve private key")
 
 
 def _stage_names(value: Any) -> list[str]:
@@ -237,12 +237,7 @@ def _stage_names(value: Any) -> list[str]:
 
 def _stage_rules(value: Any) -> dict[str, Any]:
     """Stage rules (a mapping or its JSON text), checked as the registry checks them."""
-    rules = json_object(value)
-    try:
-        StageRules(rules)
-    except StageRuleError as exc:
-        raise ValueError(f"stage rules as docs/access.md describes them ({exc})") from None
-    return rules
+    return _checked(json_object(value), StageRules, "stage rules as docs/access.md describes them")
 
 
 def _module_names(value: Any) -> list[str]:
