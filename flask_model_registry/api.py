@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -21,8 +20,9 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter
 
+from .access import caller, check_change, identify, named_tokens, set_caller, tokens_configured
 from .answers import entry_item, version_item
-from .config import NAME_PATTERN, RESERVED_NAMES, api_token
+from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
 from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
@@ -211,22 +211,25 @@ def options_in_json(response: Response) -> Response:
 
 @bp.before_request
 def authorize() -> Response | None:
-    """The token rules; ``OPTIONS`` (a CORS preflight, sent without credentials) is always open:
-    it reveals nothing but ``Allow``."""
+    """The token rules: with tokens configured every request carries a known one (401), whose
+    role each write then checks (403); without, reads are open and writes refused. ``OPTIONS`` (a
+    CORS preflight, sent without credentials) is always open: it reveals nothing but ``Allow``."""
     if request.method == "OPTIONS":
         return None
-    token = api_token(current_app.config)
-    if token:
+    if tokens_configured(current_app.config):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        expected = token.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        token = identify(given.strip()) if scheme.lower() == "bearer" and given.strip() else None
+        if token is None:
             return error_response(
                 401,
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="models"'},
             )
+        set_caller(token)
     elif request.method not in _READ_METHODS:
-        return error_response(403, "writes are disabled: set MODEL_REGISTRY_API_TOKEN to enable them")
+        return error_response(
+            403, "writes are disabled: set MODEL_REGISTRY_TOKENS or MODEL_REGISTRY_API_TOKEN to enable them"
+        )
     return None
 
 
@@ -364,13 +367,14 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
-    def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(version_item(version, current))[1]) is None
-
     conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
-    metadata = registry.update_metadata(
-        version, changes, actor=_actor(), expected=precondition if conditional else None
-    )
+
+    def allowed(current: dict[str, Any]) -> bool:
+        """The caller's role allows this change (else 403), and its preconditions hold."""
+        check_change(version, current, changes)
+        return not conditional or _failed_precondition(_render(version_item(version, current))[1]) is None
+
+    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=allowed)
     return _respond(_render(version_item(version, metadata)))
 
 
@@ -417,7 +421,11 @@ def _openapi(script_root: str, prefix: str) -> tuple[bytes, str]:
 
 
 def _actor() -> str:
-    """Who made a change through the API: the actor header when sent, and the client address."""
+    """Who made a change through the API: the token's name with named tokens configured, else the
+    actor header when sent, and the client address."""
+    token = caller()
+    if token is not None and named_tokens(current_app.config):
+        return token.name
     client = f"api:{request.remote_addr or 'unknown'}"
     claimed = request.headers.get(_ACTOR_HEADER, "")
     if claimed and len(claimed) <= 128 and claimed.isprintable():

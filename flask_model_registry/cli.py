@@ -23,6 +23,7 @@ from .context import get_registries
 from .errors import InvalidMetadataError, RegistryError
 from .metadata import check_stage
 from .rollout import canary_label, promote
+from .token_cli import token_cli
 from .webhooks.cli import webhooks_cli
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -228,3 +229,4 @@ def verify_command(as_json: bool) -> None:
 # Subcommands kept in modules of their own (each gets --model from the group).
 models_cli.add_command(audit_command)
 models_cli.add_command(webhooks_cli)
+models_cli.add_command(token_cli)  # tokens are app-wide: a group without a callback takes no --model

@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from flask import Flask
 
+from .access import tokens
 from .api import register_api
 from .cli import models_cli
 from .config import CONFIG_DEFAULTS, load_config, registry_arguments
@@ -41,6 +42,7 @@ class FlaskModelRegistry:
             )
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
+        tokens(config)  # named tokens beside MODEL_REGISTRY_API_TOKEN: a clash is a ConfigError now
         registry = ModelRegistry(
             config["MODEL_REGISTRY_ROOT"],
             storage_options=config["MODEL_REGISTRY_STORAGE_OPTIONS"],

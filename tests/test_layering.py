@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flask_model_registry"
 #: The layers, lowest first; a module may import its own layer and those below. Names are relative
 #: to the package ("" is the package's ``__init__``); ``*`` matches within a subpackage.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("the format (errors, version names, metadata rules)", ["errors", "versioning", "metadata"]),
+    ("the format (errors, version names, metadata rules)", ["errors", "versioning", "metadata", "tokens"]),
     ("storage (where bytes live)", ["storage", "storage.*"]),
     (
         "the registry (what a version is, discovery, caching, publishing)",
@@ -41,10 +41,21 @@ LAYERS: list[tuple[str, list[str]]] = [
             "webhooks.ops",
         ],
     ),
-    ("Flask glue (typed config, the app's registries)", ["config", "context"]),
+    ("Flask glue (typed config, the app's registries)", ["config", "context", "access"]),
     (
         "adapters (HTTP API, CLI, console, monitoring)",
-        ["api", "monitoring", "metrics", "cli", "cli_group", "audit_cli", "webhooks.cli", "ui", "ui.*"],
+        [
+            "api",
+            "monitoring",
+            "metrics",
+            "cli",
+            "cli_group",
+            "audit_cli",
+            "token_cli",
+            "webhooks.cli",
+            "ui",
+            "ui.*",
+        ],
     ),
     ("the extension, which mounts the adapters on an app", ["extension"]),
     ("the package's public face", [""]),

@@ -13,13 +13,14 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError
+from ..access import check_change
+from ..errors import AccessDeniedError, InvalidMetadataError, PreconditionFailedError, RegistryError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..rollout import Promotion, promote
 from ..trail import CANARY, Rollback, rollback_plan
 from ..versioning import check_version
-from .auth import check_csrf, leave_notice, visitor
+from .auth import Mode, check_csrf, leave_notice, visitor
 from .blueprint import error_page, page, registry_of, route
 from .present import metadata_etag
 from .views import version_context
@@ -32,8 +33,8 @@ class StaleFormError(RegistryError):
 
 
 def _refused() -> tuple[str, int] | None:
-    if not visitor().can_write:
-        return error_page(403, "Read-only", "Changes from the console need the API token: sign in first.")
+    if visitor().mode is not Mode.SIGNED_IN:
+        return error_page(403, "Read-only", "Changes from the console need a token: sign in first.")
     return check_csrf()
 
 
@@ -45,12 +46,14 @@ def _write(
     actor: str,
     promoting: bool = False,
 ) -> Promotion | None:
-    """Apply ``changes`` if the version's metadata still has the fingerprint ``expected``: checked
-    inside the registry's compare-and-swap, against the very metadata the change replaces. A
+    """Apply ``changes`` if the visitor's role allows them and the version's metadata still has the
+    fingerprint ``expected``: both checked inside the registry's compare-and-swap, against the very
+    metadata the change replaces (a refusal is :class:`AccessDeniedError`, nothing written). A
     promotion goes through :func:`~flask_model_registry.rollout.promote`, as ``flask models
     promote`` does: it ends a canary in the same change, and returns what it did."""
 
     def unchanged(current: dict[str, Any]) -> bool:
+        check_change(version, current, changes)  # a promotion's canary removal needs the same role
         return hmac.compare_digest(metadata_etag(current), expected)
 
     try:
@@ -122,7 +125,7 @@ def change(model: str | None, version: str, op: str) -> Any:
         changes, done = _changes(op, registry.get_metadata(version), registry.allowed_stages)
         expected, actor = request.form.get("etag", ""), visitor().actor or ""
         outcome = _write(registry, version, expected, changes, actor, promoting=op == "promote")
-    except (InvalidMetadataError, StaleFormError) as exc:
+    except (InvalidMetadataError, StaleFormError, AccessDeniedError) as exc:
         context = version_context(model, version)
         context["error"] = str(exc)
         return page("version.html", exc.http_status, **context)
@@ -159,6 +162,9 @@ def rollback(model: str | None) -> Any:
         )
         return page("rollback.html", 409, **context)
     actor = visitor().actor or ""
+    moves = {plan.target: stage, **plan.demote}
+    for version, to in moves.items():  # every move allowed before the first is made
+        check_change(version, registry.get_metadata(version), {"stage": to})
     _write(registry, plan.target, etags[plan.target], {"stage": stage}, actor)
     for version, back_to in plan.demote.items():
         _write(registry, version, etags[version], {"stage": back_to}, actor)
