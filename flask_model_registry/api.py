@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, RequestRedirect
 
 from .access import caller, check_change, identify, named_tokens, set_caller, tokens_configured
 from .answers import entry_item, version_item
@@ -172,8 +172,12 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def http_error_response(exc: HTTPException) -> Response:
-    """A Werkzeug HTTP error (404, 405 …) as the JSON error answer, its headers (``Allow``) kept."""
+    """A Werkzeug HTTP error (404, 405 …) as the JSON error answer, its headers (``Allow``) kept; a
+    routing redirect (``//health`` → ``/health``) keeps its ``Location``, which Werkzeug sets only in
+    its own answer."""
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    if isinstance(exc, RequestRedirect):
+        headers["Location"] = exc.new_url
     return error_response(exc.code or 500, exc.description or exc.name, headers)
 
 

@@ -87,6 +87,24 @@ def _count(value: Any) -> int:
     raise ValueError("a whole number, 0 or more")
 
 
+#: The console session's lifetime bounds, in seconds: a minute (a shorter one expires while the
+#: sign-in form is filled in) to 366 days (a cookie's expiry date must stay a date browsers and
+#: Python's datetime can write).
+SESSION_LIFETIME_RANGE = (60, 366 * 24 * 3600)
+
+
+def _lifetime(value: Any) -> int:
+    """Whole seconds within :data:`SESSION_LIFETIME_RANGE`."""
+    low, high = SESSION_LIFETIME_RANGE
+    try:
+        seconds = _count(value)
+    except ValueError:
+        seconds = -1
+    if not low <= seconds <= high:
+        raise ValueError(f"a whole number of seconds from {low} (a minute) to {high} (366 days)")
+    return seconds
+
+
 def _weight(value: Any) -> float:
     """A share of traffic: a number in (0, 1] (``0.05``, or ``"0.05"`` from the environment)."""
     try:
@@ -200,18 +218,36 @@ NAME_PATTERN = r"[a-z][a-z0-9_-]{0,63}"
 RESERVED_NAMES = frozenset({"latest", "openapi.json", "ui", "health", "metrics"})
 _NAME = re.compile(NAME_PATTERN)
 
-#: Each setting a named model's dict may hold: the ``ModelRegistry`` argument it sets, the app-wide
-#: key it defaults to (None: its own only; options for one store mean nothing to another), and its
-#: parser. A new ``ModelRegistry`` argument a named model may set is one more row.
-MODEL_SETTINGS: dict[str, tuple[str, str | None, Callable[[Any], Any]]] = {
-    "root": ("root", None, _text),
-    "storage_options": ("storage_options", None, _optional(json_object)),
-    "refresh_interval": ("refresh_interval", "REFRESH_INTERVAL", _optional(_number)),
-    "full_refresh": ("full_refresh", "FULL_REFRESH", _optional(_number)),
-    "stages": ("allowed_stages", "STAGES", _optional(_stage_names)),
-    "model_cache_size": ("model_cache_size", "MODEL_CACHE_SIZE", _count),
-    "watch": ("watch", "WATCH", _bool),
-    "canary_weight": ("canary_weight", "CANARY_WEIGHT", _weight),
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``ModelRegistry`` argument the config sets, for the app's default registry and for
+    named models alike."""
+
+    #: The ``ModelRegistry`` keyword argument it sets.
+    argument: str
+    #: The app-wide key (without the prefix) that sets it for the app's default registry.
+    key: str
+    #: Whether a named model without a value of its own takes the app-wide one (False for the root
+    #: and the storage options: options for one store mean nothing to another).
+    inherited: bool
+    #: How a named model's own value is parsed.
+    parse: Callable[[Any], Any]
+
+
+#: The one table of what builds a ``ModelRegistry`` from config: each setting a named model's dict
+#: may hold, keyed by its name there. The app's default registry is built from the same rows (every
+#: argument from its app-wide key), so a new ``ModelRegistry`` argument is one more row and reaches
+#: both; ``tests/test_config.py`` checks every keyword argument of ``ModelRegistry`` has a row.
+MODEL_SETTINGS: dict[str, Setting] = {
+    "root": Setting("root", "ROOT", False, _text),
+    "storage_options": Setting("storage_options", "STORAGE_OPTIONS", False, _optional(json_object)),
+    "refresh_interval": Setting("refresh_interval", "REFRESH_INTERVAL", True, _optional(_number)),
+    "full_refresh": Setting("full_refresh", "FULL_REFRESH", True, _optional(_number)),
+    "stages": Setting("allowed_stages", "STAGES", True, _optional(_stage_names)),
+    "model_cache_size": Setting("model_cache_size", "MODEL_CACHE_SIZE", True, _count),
+    "watch": Setting("watch", "WATCH", True, _bool),
+    "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
 }
 
 
@@ -241,7 +277,7 @@ def _model(name: str, spec: Any) -> dict[str, Any]:
     settings = {}
     for key, value in spec.items():
         try:
-            settings[key] = MODEL_SETTINGS[key][2](value)
+            settings[key] = MODEL_SETTINGS[key].parse(value)
         except ValueError as exc:
             shown = "the value" if key == "storage_options" else repr(value)[:80]
             raise ConfigError(MODELS_KEY, f"{where}[{key!r}]: {shown} must be {exc}") from None
@@ -263,15 +299,21 @@ def parse_models(value: Any) -> dict[str, dict[str, Any]]:
     return {check_model_name(name): _model(name, spec) for name, spec in value.items()}
 
 
-def registry_arguments(config: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``ModelRegistry`` arguments of a named model: its own settings, the rest from the
-    app-wide keys of the (loaded) ``config``."""
+def registry_arguments(
+    config: Mapping[str, Any], settings: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``ModelRegistry`` arguments from the (loaded) ``config``: of the app's default registry
+    when ``settings`` is None (every argument from its app-wide key), else of a named model (its own
+    settings, the inherited rest from the app-wide keys)."""
     arguments = {}
-    for key, (argument, app_wide, _) in MODEL_SETTINGS.items():
-        if key in settings:
-            arguments[argument] = settings[key]
-        elif app_wide is not None and config.get(PREFIX + app_wide) is not None:
-            arguments[argument] = config[PREFIX + app_wide]
+    for name, setting in MODEL_SETTINGS.items():
+        app_wide = config.get(PREFIX + setting.key)
+        if settings is None:
+            arguments[setting.argument] = app_wide
+        elif name in settings:
+            arguments[setting.argument] = settings[name]
+        elif setting.inherited and app_wide is not None:
+            arguments[setting.argument] = app_wide
     return arguments
 
 
@@ -293,14 +335,14 @@ KEYS: dict[str, Key] = {
     "STORAGE_OPTIONS": Key(None, _optional(json_object)),
     "REFRESH_INTERVAL": Key(None, _optional(_number)),
     "FULL_REFRESH": Key(None, _optional(_number)),
-    "STAGES": Key(None, _optional(_names)),
+    "STAGES": Key(None, _optional(_stage_names)),
     "MODEL_CACHE_SIZE": Key(DEFAULT_MODEL_CACHE_SIZE, _count),
     "WATCH": Key(True, _bool),
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
     "UI_ENABLED": Key(True, _bool),
-    "UI_SESSION_LIFETIME": Key(8 * 3600, _count),
+    "UI_SESSION_LIFETIME": Key(8 * 3600, _lifetime),
     "WEBHOOKS": Key([], parse_webhooks),
     "WEBHOOK_RETRY_BASE": Key(10.0, _positive),
     "WEBHOOK_RETRY_HOURS": Key(24.0, _hours),

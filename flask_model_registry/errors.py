@@ -88,6 +88,17 @@ class StorageUnavailableError(RegistryError, OSError):
         self.location = location
 
 
+class RootMissingError(StorageUnavailableError):
+    """The registry root is not there: a local folder or a bucket that does not exist (a typo in the
+    root must not look like an empty registry)."""
+
+    def __init__(self, message: str, *, location: str | None = None, kind: str = "folder") -> None:
+        super().__init__(message, location=location)
+        #: What is missing, ``"folder"`` or ``"bucket"``: what an answer that may not name the root
+        #: (``/health`` without the token) can still say.
+        self.kind = kind
+
+
 class UnknownModelError(RegistryError, KeyError):
     """No named model of that name in ``MODEL_REGISTRY_MODELS``."""
 

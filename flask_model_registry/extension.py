@@ -43,15 +43,7 @@ class FlaskModelRegistry:
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
         tokens(config)  # named tokens beside MODEL_REGISTRY_API_TOKEN: a clash is a ConfigError now
-        registry = ModelRegistry(
-            config["MODEL_REGISTRY_ROOT"],
-            storage_options=config["MODEL_REGISTRY_STORAGE_OPTIONS"],
-            refresh_interval=config["MODEL_REGISTRY_REFRESH_INTERVAL"],
-            allowed_stages=config["MODEL_REGISTRY_STAGES"],
-            model_cache_size=config["MODEL_REGISTRY_MODEL_CACHE_SIZE"],
-            watch=config["MODEL_REGISTRY_WATCH"],
-            canary_weight=config["MODEL_REGISTRY_CANARY_WEIGHT"],
-        )
+        registry = ModelRegistry(**registry_arguments(config))  # the same table as named models
         named = MappingProxyType(
             {
                 name: ModelRegistry(**registry_arguments(config, settings))

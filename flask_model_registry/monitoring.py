@@ -2,7 +2,9 @@
 
 - ``GET <prefix>/health``: ``200 {"status": "ok"}`` when the storage of every registry of the app
   answered at its last refresh (a refresh is made first if one is due), else ``503`` with the JSON
-  error. It never loads a model, never needs the token and names no version, path or bucket.
+  error (a root that does not exist says so, as the API does). It never loads a model, never needs
+  the token and names no version, path or bucket; it names a failing named model only with the
+  token (or when none is set), as every other endpoint does.
 - ``GET <prefix>/metrics``: the Prometheus text format (see :mod:`.metrics`); with
   ``MODEL_REGISTRY_API_TOKEN`` set it needs the token, as every read does. Without the ``metrics``
   extra it answers ``501`` naming the extra.
@@ -17,6 +19,7 @@ from flask import Blueprint, Flask, Response, current_app
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 from .api import authorize, error_response, http_error_response, options_in_json, unexpected_error
+from .errors import RootMissingError
 from .registry import ModelRegistry
 
 bp = Blueprint("model_registry_monitoring", __name__)
@@ -62,17 +65,30 @@ def _never_cached(response: Response) -> Response:
 
 @bp.get("/health")
 def health() -> Response:
-    """200 when every registry's storage answered at its last refresh; 503 otherwise."""
+    """200 when every registry's storage answered at its last refresh; 503 otherwise, saying why in
+    words that name no root, and naming the model only to a caller the API would show it to."""
     for model, registry in _registries(current_app):
-        try:
-            registry.snapshot()
-            failed = registry.last_refresh_error is not None
-        except Exception:
-            failed = True
-        if failed:
-            which = f"model {model!r}: " if model else ""
-            return error_response(503, f"{which}the registry's storage did not answer at the last refresh")
+        failure = _failure(registry)
+        if failure is not None:
+            if model:  # a name is shown as the API shows it: with the token, or when none is set
+                failure = (f"model {model!r}: " if authorize() is None else "a named model: ") + failure
+            return error_response(503, failure)
     return current_app.response_class(b'{"status":"ok"}', mimetype="application/json")
+
+
+def _failure(registry: ModelRegistry) -> str | None:
+    """Why ``registry`` is not healthy, or None: a root that is not there says so (as the API
+    does), any other failure that the storage did not answer."""
+    try:
+        registry.snapshot()
+        error = registry.last_refresh_error
+    except Exception as exc:
+        error = exc
+    if error is None:
+        return None
+    if isinstance(error, RootMissingError):
+        return f"the registry root {error.kind} does not exist (check the configured root)"
+    return "the registry's storage did not answer at the last refresh"
 
 
 @bp.get("/metrics")

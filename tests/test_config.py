@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import cloudpickle
 import pytest
 from flask import Flask
 
-from flask_model_registry import ConfigError, FlaskModelRegistry, ModelRegistry
-from flask_model_registry.config import KEYS, PREFIX
+from flask_model_registry import ConfigError, FlaskModelRegistry, ModelRegistry, extension
+from flask_model_registry.config import KEYS, MODEL_SETTINGS, PREFIX
+from flask_model_registry.webhooks import cli as webhooks_cli
 
 models = FlaskModelRegistry()
 
@@ -99,6 +109,18 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
         ("MODEL_REGISTRY_STAGES", '["prod", 5]', "list of names"),
         ("FLASK_MODEL_REGISTRY_API_TOKEN", "12345", "string"),
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
+        ("MODEL_REGISTRY_TOKENS", '{"ana": {"sha256": "abc", "role": "reader"}}', "64 hex digits"),
+        (
+            "FLASK_MODEL_REGISTRY_TOKENS",
+            json.dumps({"ana": {"sha256": "0" * 64, "role": "root"}}),
+            "one of reader",
+        ),
+        ("FLASK_MODEL_REGISTRY_STAGES", "prod,Not A Stage!", "stage names"),
+        ("MODEL_REGISTRY_STAGES", '["prod", "x/y"]', "stage names"),
+        ("MODEL_REGISTRY_UI_SESSION_LIFETIME", "0", "60 .a minute. to 31622400"),
+        ("FLASK_MODEL_REGISTRY_UI_SESSION_LIFETIME", "999999999999", "to 31622400 .366 days"),
+        ("MODEL_REGISTRY_UI_SESSION_LIFETIME", "59", "whole number of seconds from 60"),
+        ("MODEL_REGISTRY_UI_SESSION_LIFETIME", "1.5", "whole number of seconds"),
     ],
 )
 def test_an_invalid_value_is_a_clear_error_at_init_app(monkeypatch, variable, value, expected):
@@ -121,6 +143,16 @@ def test_values_set_in_code_are_parsed_too():
     with pytest.raises(ConfigError, match="MODEL_REGISTRY_WATCH"):
         create_app(MODEL_REGISTRY_WATCH="sometimes")
     assert create_app(MODEL_REGISTRY_REQUIRE_IF_MATCH="yes").config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] is True
+
+
+@pytest.mark.parametrize("stages", [["prod", "Not A Stage!"], ["prod", ""], "prod,a/b"])
+def test_an_invalid_app_wide_stage_name_is_a_config_error_naming_the_key(stages):
+    """As for a named model's ``stages``: a ``ConfigError`` naming the key, not an
+    ``InvalidMetadataError`` from inside the registry."""
+    with pytest.raises(ConfigError, match="stage names") as caught:
+        create_app(MODEL_REGISTRY_STAGES=stages)
+    assert caught.value.key == "MODEL_REGISTRY_STAGES"
+    assert str(caught.value).startswith("MODEL_REGISTRY_STAGES: ")
 
 
 #: Each way a token reaches the app factory: app config set in code, ``from_prefixed_env()``, or
@@ -209,3 +241,198 @@ def test_a_non_ascii_token_set_after_init_app_fails_closed():
     for headers in ({}, {"Authorization": "Bearer sécret".encode().decode("latin-1")}):
         answer = client.get("/models", headers=headers)
         assert answer.status_code == 500 and "sécret" not in answer.get_data(as_text=True)
+
+
+# every key, through Flask ------------------------------------------------------------------------
+
+#: A webhook secret of the form the config asks for.
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A value of one key, as an environment variable holds it ("{tmp}": the test's folder), and
+    what the app must then do; ``extra`` is more app config the check needs."""
+
+    text: str
+    check: Callable[[Flask, Path, dict[str, Any]], None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _argument(expected: Any) -> Callable[[Flask, Path, dict[str, Any]], None]:
+    """The check of a key that sets a ``ModelRegistry`` argument: the app's registry got it."""
+
+    def check(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+        del app
+        name = next(n for n, row in MODEL_SETTINGS.items() if PREFIX + row.key == built["key"])
+        value = expected(tmp) if callable(expected) else expected
+        assert built["arguments"][MODEL_SETTINGS[name].argument] == value
+
+    return check
+
+
+def _answers(path: str, status: int, **headers: str) -> Callable[[Flask, Path, dict[str, Any]], None]:
+    def check(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+        assert app.test_client().get(path, headers=headers).status_code == status
+
+    return check
+
+
+def _webhook_setting(name: str, value: float) -> Callable[[Flask, Path, dict[str, Any]], None]:
+    def check(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+        with app.app_context():
+            assert getattr(webhooks_cli.settings(), name) == value
+
+    return check
+
+
+def _prefix_moved(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    client = app.test_client()
+    assert client.get("/registry/latest").status_code == 200
+    assert client.get("/models/latest").status_code == 404
+
+
+def _token_guards(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    client = app.test_client()
+    assert client.get("/models").status_code == 401
+    assert client.get("/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+#: A named token's secret and the config entry of its sha256.
+NAMED_SECRET = "ana-s3cret"
+NAMED_TOKENS = json.dumps(
+    {"ana": {"sha256": hashlib.sha256(NAMED_SECRET.encode()).hexdigest(), "role": "promoter"}}
+)
+
+
+def _named_token_guards(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    client = app.test_client()
+    assert client.get("/models").status_code == 401
+    headers = {"Authorization": f"Bearer {NAMED_SECRET}"}
+    assert client.patch("/models/1.0.0", json={"stage": "staging"}, headers=headers).status_code == 200
+    assert app.registry.history("1.0.0")[-1]["actor"] == "ana"
+
+
+def _if_match_required(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    headers = {"Authorization": "Bearer t"}
+    answer = app.test_client().patch("/models/1.0.0", json={"stage": "staging"}, headers=headers)
+    assert answer.status_code == 428
+
+
+def _named_model(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    assert list(app.registries) == ["fraud"]
+    assert Path(app.registries["fraud"].root) == tmp / "fraud"
+
+
+def _cookie_lifetime(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    answer = app.test_client().get("/models/ui/sign-in")
+    assert answer.status_code == 200
+    assert "Max-Age=3600" in answer.headers["Set-Cookie"]
+
+
+def _webhooks(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    with app.app_context():
+        assert [(hook.url, hook.events) for hook in webhooks_cli.configured()] == [
+            ("http://127.0.0.1:9/hook", ("publish",))
+        ]
+
+
+#: One case per key; ``test_every_key_reaches_the_app`` walks ``KEYS``, so a new key without a
+#: case here fails.
+CASES: dict[str, Case] = {
+    "ROOT": Case("{tmp}/other", _argument(lambda tmp: str(tmp / "other"))),
+    "URL_PREFIX": Case("/registry", _prefix_moved),
+    "API_ENABLED": Case("false", _answers("/models/latest", 404)),
+    "API_TOKEN": Case("s3cret", _token_guards),
+    "TOKENS": Case(NAMED_TOKENS, _named_token_guards),
+    "STORAGE_OPTIONS": Case('{"anon": true}', _argument({"anon": True})),
+    "REFRESH_INTERVAL": Case("2.5", _argument(2.5)),
+    "FULL_REFRESH": Case("2", _argument(2.0)),
+    "STAGES": Case("staging,prod", _argument(["staging", "prod"])),
+    "MODEL_CACHE_SIZE": Case("7", _argument(7)),
+    "WATCH": Case("false", _argument(False)),
+    "CANARY_WEIGHT": Case("0.3", _argument(0.3)),
+    "REQUIRE_IF_MATCH": Case("true", _if_match_required, {PREFIX + "API_TOKEN": "t"}),
+    "MODELS": Case('{"fraud": "{tmp}/fraud"}', _named_model),
+    "UI_ENABLED": Case("false", _answers("/models/ui/", 404)),
+    "UI_SESSION_LIFETIME": Case("3600", _cookie_lifetime, {PREFIX + "API_TOKEN": "t", "SECRET_KEY": "k"}),
+    "WEBHOOKS": Case(
+        f'[{{"url": "http://127.0.0.1:9/hook", "secret": "{SECRET}", "events": ["publish"]}}]', _webhooks
+    ),
+    "WEBHOOK_RETRY_BASE": Case("3", _webhook_setting("retry_base", 3.0)),
+    "WEBHOOK_RETRY_HOURS": Case("0.5", _webhook_setting("retry_hours", 0.5)),
+    "WEBHOOK_TIMEOUT": Case("4", _webhook_setting("timeout", 4.0)),
+    "WEBHOOK_POLL_INTERVAL": Case("0.25", _webhook_setting("poll_interval", 0.25)),
+}
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The arguments ``init_app`` builds the app's default registry with (the first registry built)."""
+    seen: dict[str, Any] = {}
+
+    class Recording(ModelRegistry):
+        def __init__(self, root: Any = None, **kwargs: Any) -> None:
+            seen.setdefault("arguments", {"root": root, **kwargs})
+            super().__init__(root, **kwargs)
+
+    monkeypatch.setattr(extension, "ModelRegistry", Recording)
+    return seen
+
+
+@pytest.mark.parametrize("source", ["app.config", "FLASK_", ""])
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_every_key_reaches_the_app(monkeypatch, tmp_path, built, name, source):
+    """Each ``MODEL_REGISTRY_*`` key, from app.config, ``from_prefixed_env()`` or the registry's own
+    environment variable, does what it says (a key without a case in ``CASES`` fails)."""
+    assert name in CASES, f"{PREFIX}{name} has no case in CASES: say what the app does with it"
+    case, key = CASES[name], PREFIX + name
+    text = case.text.replace("{tmp}", str(tmp_path))
+    monkeypatch.delenv("FLASK_" + key, raising=False)
+    config = dict(case.extra)
+    if source == "app.config":
+        config[key] = text
+    else:
+        monkeypatch.setenv(source + key, text)
+    app = create_app(**config)
+    assert app.config[key] != KEYS[name].default, "the case must set a value other than the default"
+    built["key"] = key
+    case.check(app, tmp_path, built)
+
+
+def test_the_default_registry_and_named_models_share_one_settings_table():
+    """Every keyword argument of ``ModelRegistry`` (but an already open storage) is a row of
+    ``MODEL_SETTINGS``, whose app-wide key is a config key: no setting can reach one and not the other."""
+    parameters = inspect.signature(ModelRegistry.__init__).parameters
+    arguments = {name for name in parameters if name not in ("self", "storage")}
+    assert {row.argument for row in MODEL_SETTINGS.values()} == arguments
+    assert {row.key for row in MODEL_SETTINGS.values()} <= set(KEYS)
+
+
+def test_full_refresh_reaches_the_default_registry_and_named_models(model_roots):
+    app = create_app(
+        MODEL_REGISTRY_ROOT="memory://config-full-refresh",
+        MODEL_REGISTRY_FULL_REFRESH="2",
+        MODEL_REGISTRY_MODELS={"fraud": {"root": "memory://config-fraud"}},
+    )
+    assert app.registry.storage.discovery.full_refresh == 2.0
+    assert app.registries["fraud"].storage.discovery.full_refresh == 2.0
+
+
+def test_full_refresh_through_flask_finds_a_copy_made_by_hand(monkeypatch, s3_server):
+    """A version copied by hand into the bucket is served within about ``FULL_REFRESH`` seconds,
+    far below the 60 s default full listing (the deadline is generous for a loaded machine)."""
+    root = s3_server.url(f"full-refresh-{uuid.uuid4().hex}")
+    ModelRegistry(root, storage_options=s3_server.storage_options).save_model("1.0.0", "model")
+    monkeypatch.setenv("MODEL_REGISTRY_FULL_REFRESH", "1")
+    app = create_app(MODEL_REGISTRY_ROOT=root, MODEL_REGISTRY_STORAGE_OPTIONS=s3_server.storage_options)
+    client = app.test_client()
+    assert client.get("/models/latest").get_json()["version"] == "1.0.0"
+    fs = s3_server.filesystem()
+    path = fs._strip_protocol(root)
+    fs.pipe_file(f"{path}/versions/1.1.0/model.pkl", cloudpickle.dumps("by hand"))
+    fs.pipe_file(f"{path}/versions/1.1.0/metadata.json", b'{"owner": "a person"}')
+    deadline = time.monotonic() + 1 + 25
+    while client.get("/models/latest").get_json()["version"] != "1.1.0":
+        assert time.monotonic() < deadline, "a copy made by hand is not found by the full listing"
+        time.sleep(0.1)

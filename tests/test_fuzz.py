@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_model_registry import InvalidVersionError, ModelRegistry, RegistryError
+from flask_model_registry.config import RESERVED_NAMES
 from flask_model_registry.versioning import MAX_VERSION_LENGTH
 
 fuzz = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -121,8 +122,19 @@ def assert_json_answer(response, json_error, root: Path) -> None:
         json_error(response)
 
 
+def names_no_api_word(segment: bytes) -> bool:
+    """Whether ``segment``, as the server decodes it (``%2F`` is a slash, bytes are UTF-8), holds
+    none of the API's own words as a path part: ``/models/metrics`` answers Prometheus text,
+    ``/models/ui`` the console, ``/models/%2Fhealth`` the health check; none of them is a version."""
+    return RESERVED_NAMES.isdisjoint(segment.decode("utf-8", "replace").split("/"))
+
+
 @fuzz
-@given(segment=st.binary() | version_strings.map(lambda text: text.encode("utf-8", "surrogatepass")))
+@given(
+    segment=(st.binary() | version_strings.map(lambda text: text.encode("utf-8", "surrogatepass"))).filter(
+        names_no_api_word
+    )
+)
 def test_any_version_in_the_url_gets_a_json_answer(client, published, json_error, registry_root, segment):
     quoted = quote(segment, safe="")
     for url in (f"/models/{quoted}", f"/models/{quoted}/history"):

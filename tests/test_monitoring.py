@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +127,50 @@ def test_health_fails_on_a_root_that_does_not_exist(tmp_path: Path, json_error: 
     FlaskModelRegistry(app)
     error = json_error(app.test_client().get("/models/health"))
     assert error["code"] == 503 and str(tmp_path) not in error["message"]
+    assert error["message"].startswith("the registry root folder does not exist"), "as the API says it"
+
+
+def test_health_on_a_bucket_that_does_not_exist_says_so(s3_server: servers.Store, json_error: Callable):
+    app = Flask("service")
+    app.config["MODEL_REGISTRY_ROOT"] = f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/models"
+    app.config["MODEL_REGISTRY_STORAGE_OPTIONS"] = s3_server.storage_options
+    FlaskModelRegistry(app)
+    error = json_error(app.test_client().get("/models/health"))
+    assert error["code"] == 503
+    assert error["message"].startswith("the registry root bucket does not exist")
+    assert "no-such-bucket" not in error["message"]
+
+
+def test_health_names_a_failing_named_model_only_with_the_token(
+    registry: ModelRegistry, tmp_path: Path, json_error: Callable
+):
+    registry.save_model("1.0.0", "model")
+    app = Flask("service")
+    app.config.update(
+        MODEL_REGISTRY_ROOT=registry.root,
+        MODEL_REGISTRY_MODELS={"fraud": str(tmp_path / "unmounted")},
+        MODEL_REGISTRY_API_TOKEN="s3cret",
+    )
+    FlaskModelRegistry(app)
+    client = app.test_client()
+    anonymous = json_error(client.get("/models/health"))
+    assert anonymous["code"] == 503 and "fraud" not in anonymous["message"]
+    assert (
+        anonymous["message"]
+        == "a named model: the registry root folder does not exist (check the configured root)"
+    )
+    assert client.get("/models/fraud/latest").status_code == 401, "the API hides it too"
+    signed = json_error(client.get("/models/health", headers={"Authorization": "Bearer s3cret"}))
+    assert signed["message"].startswith("model 'fraud': the registry root folder does not exist")
+
+
+@pytest.mark.parametrize("word", ["health", "metrics"])
+def test_a_doubled_slash_redirects_with_a_location(client: Any, word: str):
+    """Werkzeug merges slashes with a 308; its JSON form must keep the ``Location`` to follow."""
+    answer = client.get(f"/models//{word}")
+    assert answer.status_code == 308 and answer.mimetype == "application/json"
+    assert answer.headers["Location"].endswith(f"/models/{word}")
+    assert client.get(answer.headers["Location"]).status_code in (200, 401)
 
 
 def test_health_and_metrics_are_not_there_when_the_api_is_off(registry_root: Path):

@@ -21,7 +21,13 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
-from ..errors import ConflictError, StorageUnavailableError, VersionAliasError, VersionExistsError
+from ..errors import (
+    ConflictError,
+    RootMissingError,
+    StorageUnavailableError,
+    VersionAliasError,
+    VersionExistsError,
+)
 from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
@@ -244,7 +250,7 @@ class LocalStorage(Storage):
             versions_fd = self._open_versions()
         except (FileNotFoundError, NotADirectoryError):
             if not os.path.isdir(self.root):  # a typo in the root must not look like "no versions"
-                raise StorageUnavailableError(
+                raise RootMissingError(
                     "the registry root folder does not exist (check MODEL_REGISTRY_ROOT)",
                     location=self.root,
                 ) from None

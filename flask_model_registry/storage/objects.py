@@ -27,7 +27,7 @@ from typing import Any
 import fsspec
 from fsspec.asyn import sync
 
-from ..errors import StorageUnavailableError
+from ..errors import RootMissingError
 from ..metadata import MAX_METADATA_READ_BYTES
 from .base import Stamp
 
@@ -213,7 +213,7 @@ class S3Objects(AsyncObjects):
             try:
                 page = self.fs.call_s3("list_objects_v2", **request)
             except FileNotFoundError:
-                raise StorageUnavailableError(f"bucket {bucket!r} does not exist") from None
+                raise RootMissingError(f"bucket {bucket!r} does not exist", kind="bucket") from None
             found = [item["Key"] for item in page.get("Contents", [])]
             found += [item["Prefix"].rstrip("/") for item in page.get("CommonPrefixes", [])]
             names += sorted(k[len(prefix) :] for k in found)

@@ -46,6 +46,7 @@ import fsspec
 
 from ..errors import (
     ConflictError,
+    RootMissingError,
     StorageBackendMissingError,
     StorageUnavailableError,
     VersionExistsError,
@@ -244,7 +245,9 @@ class FsspecStorage(Storage):
         except FileNotFoundError:
             if isinstance(self._objects, AsyncObjects):
                 bucket = self.fs.split_path(path)[0]
-                raise StorageUnavailableError(f"{self._label}: bucket {bucket!r} does not exist") from None
+                raise RootMissingError(
+                    f"{self._label}: bucket {bucket!r} does not exist", kind="bucket"
+                ) from None
             return {}
         except Exception as exc:  # each backend has its own (botocore, azure-core, aiohttp …)
             raise StorageUnavailableError(
