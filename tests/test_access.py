@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import chromium, live_server, tab
 from flask import Flask
 from flask.testing import FlaskClient
+from playwright.sync_api import expect
 
 from flask_model_registry import ConfigError, FlaskModelRegistry, ModelRegistry
 from flask_model_registry.config import KEYS, PREFIX
@@ -403,6 +405,32 @@ def test_a_changed_token_signs_its_console_session_out(app: Flask, client: Flask
     assert client.get(f"{UI}/").status_code == 200
     app.config["MODEL_REGISTRY_TOKENS"] = tokens_config({**PEOPLE, "release": ("new", "promoter", None)})
     assert client.get(f"{UI}/").status_code == 303
+
+
+def test_in_chromium_a_promoter_promotes_and_a_reader_sees_no_promote_form(
+    app: Flask, registry: ModelRegistry
+) -> None:
+    """The console in a real browser: sign in with the token alone (no name field), the promoter's
+    promotion recorded under the token's name; the reader's version page has no forms."""
+    with chromium() as browser, live_server(app) as base:
+        for name in ("release", "dashboard"):
+            with tab(browser, base) as t:
+                t.goto("/models/ui/v/1.1.0")
+                expect(t.page.get_by_label("Your name")).to_have_count(0)
+                t.page.get_by_label("Token").fill(PEOPLE[name][0])
+                t.page.get_by_role("button", name="Sign in").click()
+                expect(t.page.locator("h1")).to_contain_text("Version 1.1.0")
+                expect(t.page.locator(".who")).to_contain_text(f"Signed in as {name} ({PEOPLE[name][1]})")
+                if name == "dashboard":
+                    expect(t.page.get_by_role("button", name="Promote")).to_have_count(0)
+                    expect(t.page.locator("section.actions form")).to_have_count(0)
+                else:
+                    t.page.get_by_label("Stage", exact=True).fill("prod")
+                    t.page.get_by_role("button", name="Promote").click()
+                    expect(t.page.locator(".notice")).to_contain_text("1.1.0: now in stage prod")
+                assert t.errors == [] and t.outside() == []
+    assert registry.get_latest_version("prod") == "1.1.0"
+    assert registry.history("1.1.0")[-1]["actor"] == "release"
 
 
 # flask models token new -----------------------------------------------------------------------
