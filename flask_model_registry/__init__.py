@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .context import get_registry
 from .errors import (
+    AccessDeniedError,
     ConfigError,
     CorruptStateError,
     CorruptVersionError,
@@ -34,6 +35,7 @@ ModelRegistry.router_class = Router  # route() is built above the registry (see 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "ConfigError",
     "CorruptStateError",
     "CorruptVersionError",

@@ -64,10 +64,12 @@ def require_role(role: str, what: str, stage: str | None = None) -> NamedToken:
     ``"approving 1.2.0 for prod"``."""
     token = caller()
     if token is None:
-        raise AccessDeniedError(
-            f"{what} needs a token with role {role}: set MODEL_REGISTRY_TOKENS or MODEL_REGISTRY_API_TOKEN",
-            role=role,
+        how = (
+            "send one (Authorization: Bearer) or sign in"
+            if tokens_configured(current_app.config)
+            else "writes are disabled until MODEL_REGISTRY_TOKENS or MODEL_REGISTRY_API_TOKEN is set"
         )
+        raise AccessDeniedError(f"{what} needs a token with role {role}: {how}", role=role)
     if not token.has(role):
         raise AccessDeniedError(
             f"{what} needs role {role} (or above); token {token.name!r} has role {token.role}", role=role

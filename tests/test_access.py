@@ -19,7 +19,9 @@ from flask.testing import FlaskClient
 from playwright.sync_api import expect
 
 from flask_model_registry import ConfigError, FlaskModelRegistry, ModelRegistry
+from flask_model_registry.access import identify, require_role, set_caller
 from flask_model_registry.config import KEYS, PREFIX
+from flask_model_registry.errors import AccessDeniedError
 from flask_model_registry.ui.present import metadata_etag
 
 UI = "/models/ui"
@@ -168,6 +170,34 @@ def test_a_promoter_limited_to_stages(
         assert state(registry) == before
 
 
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("release", None),
+        ("ops", None),
+        ("ana", None),
+        ("train-job", "needs role promoter (or above); token 'train-job' has role editor"),
+        (None, "needs a token with role promoter: send one"),
+    ],
+)
+def test_require_role_for_other_endpoints(app: Flask, name: str | None, refused: str | None) -> None:
+    """The check approvals and DELETE use: the role, and a limited promoter's stage."""
+    with app.test_request_context("/models/1.0.0/approvals", method="POST"):
+        set_caller(identify(PEOPLE[name][0]) if name else None)
+        if refused is None:
+            assert require_role("promoter", "approving 1.0.0 for prod", "prod").name == name
+        else:
+            with pytest.raises(AccessDeniedError, match=re.escape(refused)) as caught:
+                require_role("promoter", "approving 1.0.0 for prod", "prod")
+            assert caught.value.role == "promoter" and caught.value.http_status == 403
+        if name == "ana":
+            with pytest.raises(AccessDeniedError, match="for stage 'archived'; token 'ana' is limited"):
+                require_role("promoter", "approving 1.0.0 for archived", "archived")
+        if name != "ops":
+            with pytest.raises(AccessDeniedError, match=r"deleting 1\.0\.0 needs (a token with )?role admin"):
+                require_role("admin", "deleting 1.0.0")
+
+
 # who the request is ---------------------------------------------------------------------------
 
 
@@ -233,6 +263,15 @@ def test_tokens_set_after_init_app_apply_at_once(app: Flask, client: FlaskClient
     app.config["MODEL_REGISTRY_TOKENS"] = tokens_config(people)
     assert client.get("/models", headers=bearer("ana")).status_code == 401
     assert client.get("/models", headers={"Authorization": "Bearer rotated-secret"}).status_code == 200
+
+
+def test_malformed_tokens_set_after_init_app_fail_closed(app: Flask, client: FlaskClient, registry) -> None:
+    app.config["MODEL_REGISTRY_TOKENS"] = {"ana": {"sha256": "not-a-hash", "role": "admin"}}
+    assert client.patch("/models/1.0.0", json={"notes": "x"}).status_code == 401
+    for headers in (bearer("ops"), {"Authorization": "Bearer not-a-hash"}):
+        answer = client.patch("/models/1.0.0", json={"notes": "x"}, headers=headers)
+        assert answer.status_code == 500 and "MODEL_REGISTRY_TOKENS" in answer.get_json()["error"]["message"]
+    assert "notes" not in registry.get_metadata("1.0.0")
 
 
 def test_named_models_obey_the_same_roles(
