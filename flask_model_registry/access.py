@@ -8,6 +8,7 @@ which raises :class:`AccessDeniedError` (403, naming the role needed) before any
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from .tokens import TOKENS_KEY, NamedToken, match, token_table
 from .trail import CANARY
 
 _CALLER = "model_registry_caller"
+#: ``app.extensions`` key of the app's token table, with the config it was built from.
+_TABLE = "model_registry_tokens"
 
 
 def named_tokens(config: Mapping[str, Any]) -> bool:
@@ -33,19 +36,27 @@ def tokens_configured(config: Mapping[str, Any]) -> bool:
     return named_tokens(config) or api_token(config) is not None
 
 
-def tokens(config: Mapping[str, Any]) -> list[NamedToken]:
-    """Every token of ``config`` as it is now (also one set after ``init_app``)."""
-    return token_table(config.get(TOKENS_KEY) or {}, api_token(config))
+def tokens() -> list[NamedToken]:
+    """Every token of the current app as its config says now (also one set after ``init_app``):
+    parsed once, and again only when the config's tokens are no longer equal to what was parsed."""
+    config = current_app.config
+    entries, api = config.get(TOKENS_KEY) or {}, api_token(config)
+    cached = current_app.extensions.get(_TABLE)
+    if cached is not None and cached[0] == entries and cached[1] == api:
+        return cached[2]
+    table = token_table(entries, api)
+    current_app.extensions[_TABLE] = (copy.deepcopy(entries), api, table)
+    return table
 
 
 def identify(given: str) -> NamedToken | None:
     """The current app's token that ``given`` is, or None (an unknown token, or a configured sha256)."""
-    return match(tokens(current_app.config), given)
+    return match(tokens(), given)
 
 
 def token_named(name: str) -> NamedToken | None:
     """The current app's token of that name, or None (it was removed from the config)."""
-    return next((token for token in tokens(current_app.config) if token.name == name), None)
+    return next((token for token in tokens() if token.name == name), None)
 
 
 def set_caller(token: NamedToken | None) -> None:
