@@ -106,18 +106,18 @@ def _load() -> Visitor:
     actor = data.get("actor")
     notice = data.get("notice") if isinstance(data.get("notice"), str) else None
     token = token_named(data["token"]) if isinstance(data.get("token"), str) else None
-    signed_in = (
-        token is not None
-        and isinstance(actor, str)
-        and hmac.compare_digest(str(data.get("key", "")), _fingerprint(token))
-    )
-    if signed_in and named_tokens(current_app.config):
-        actor = token.name  # type: ignore[union-attr]
-    set_caller(token if signed_in else None)
+    if token is None or not isinstance(actor, str):
+        token = None
+    elif not hmac.compare_digest(str(data.get("key", "")), _fingerprint(token)):
+        token = None  # the token was changed since: sign in again
+    elif named_tokens(current_app.config):
+        actor = token.name
+    signed_in = token is not None
+    set_caller(token)
     return Visitor(
         Mode.SIGNED_IN if signed_in else Mode.SIGNED_OUT,
         actor=actor if signed_in else None,
-        token=token if signed_in else None,
+        token=token,
         csrf=csrf,
         notice=notice,
         changed=notice is not None,  # shown once: written back without it
