@@ -216,7 +216,8 @@ def test_require_role_for_other_endpoints(app: Flask, name: str | None, refused:
 def test_every_endpoint_needs_a_known_token(
     client: FlaskClient, registry: ModelRegistry, json_error: Callable, headers
 ) -> None:
-    for method, path in [("get", "/models"), ("get", "/models/1.0.0/history"), ("patch", "/models/1.0.0")]:
+    requests = [("get", "/models"), ("get", "/models/1.0.0/history"), ("get", "/models/metrics")]
+    for method, path in [*requests, ("patch", "/models/1.0.0")]:
         answer = getattr(client, method)(
             path, headers=headers, json={"notes": "x"} if method == "patch" else None
         )
@@ -233,6 +234,7 @@ def test_reads_need_only_a_reader_and_health_and_options_no_token(client: FlaskC
         "/models/1.0.0",
         "/models/1.0.0/history",
         "/models/openapi.json",
+        "/models/metrics",
     ):
         assert client.get(path, headers=bearer("dashboard")).status_code == 200, path
     assert client.get("/models/health").status_code == 200
