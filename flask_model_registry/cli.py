@@ -229,4 +229,4 @@ def verify_command(as_json: bool) -> None:
 # Subcommands kept in modules of their own (each gets --model from the group).
 models_cli.add_command(audit_command)
 models_cli.add_command(webhooks_cli)
-models_cli.add_command(token_cli)  # tokens are app-wide: a group without a callback takes no --model
+models_cli.add_command(token_cli)

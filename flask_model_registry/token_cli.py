@@ -13,7 +13,14 @@ from flask.cli import AppGroup
 from .errors import ConfigError
 from .tokens import ROLES, TOKENS_KEY, check_token_name, new_token, parse_tokens
 
-token_cli = AppGroup("token", help="Named tokens for the HTTP API and the console (MODEL_REGISTRY_TOKENS).")
+
+@click.group("token", cls=AppGroup, invoke_without_command=True)
+@click.pass_context
+def token_cli(ctx: click.Context) -> None:
+    """Named tokens for the HTTP API and the console (MODEL_REGISTRY_TOKENS). Tokens are app-wide:
+    one token reaches the default registry and every named model, so --model changes nothing here."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @token_cli.command("new", short_help="A fresh token, shown once, and the config line holding its hash.")
