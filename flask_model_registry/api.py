@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
 from werkzeug.routing import BaseConverter, RequestRedirect
 
-from .access import caller, check_change, identify, named_tokens, set_caller, tokens_configured
+from .access import caller, check_change, identify, named_tokens, require_role, set_caller, tokens_configured
 from .answers import entry_item, version_item
 from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
@@ -35,6 +35,10 @@ bp = Blueprint("model_registry", __name__)
 View = TypeVar("View", bound=Callable[..., Response])
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The least role a write of each method needs whatever its view checks after (a ``PATCH`` needs
+#: what its keys need, :func:`~.access.check_change`): deleting is an admin's, a ``POST`` (an
+#: approval) a promoter's; a view of either that forgot its own check still refuses the rest.
+_WRITE_FLOORS = {"DELETE": "admin", "POST": "promoter"}
 _JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -230,6 +234,8 @@ def authorize() -> Response | None:
                 {"WWW-Authenticate": 'Bearer realm="models"'},
             )
         set_caller(token)
+        if request.method in _WRITE_FLOORS:
+            require_role(_WRITE_FLOORS[request.method], f"{request.method} {request.path}")
     elif request.method not in _READ_METHODS:
         return error_response(
             403, "writes are disabled: set MODEL_REGISTRY_TOKENS or MODEL_REGISTRY_API_TOKEN to enable them"
