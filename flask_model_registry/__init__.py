@@ -22,6 +22,7 @@ from .errors import (
     StorageBackendMissingError,
     StorageUnavailableError,
     UnknownModelError,
+    UntrustedArtefactError,
     VersionAliasError,
     VersionExistsError,
     VersionNotFoundError,
@@ -30,8 +31,10 @@ from .events import RegistryObserver
 from .extension import FlaskModelRegistry
 from .registry import LoadedModel, ModelRegistry
 from .routing import Router
+from .timeline import Timelines
 
 ModelRegistry.router_class = Router  # route() is built above the registry (see routing.py)
+ModelRegistry.timelines_class = Timelines  # as_of, timeline() and rollback(): see timeline.py
 __version__ = "0.1.0"
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "StorageBackendMissingError",
     "StorageUnavailableError",
     "UnknownModelError",
+    "UntrustedArtefactError",
     "VersionAliasError",
     "VersionExistsError",
     "VersionNotFoundError",

@@ -27,6 +27,7 @@ from .context import get_registries, get_registry
 from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
 from .metadata import MAX_METADATA_BYTES, check_stage
 from .registry import Entry, ModelRegistry, Snapshot
+from .timeline import known_metadata, parse_as_of
 from .versioning import check_version
 
 log = logging.getLogger(__name__)
@@ -323,9 +324,19 @@ def list_models(registry: ModelRegistry) -> Response:
 
 @_route("/latest", "GET")
 def latest_model(registry: ModelRegistry) -> Response:
-    """``GET /models/latest``: the highest version; ``?stage=``, ``?prerelease=true``."""
+    """``GET /models/latest``: the highest version; ``?stage=``, ``?prerelease=true``; ``?as_of=``
+    (RFC 3339 with an offset): the one it was then, from the audit trail."""
     stage = _stage_arg()
     prerelease = _bool_arg("prerelease")
+    as_of = _arg("as_of")
+    if as_of is not None:
+        when = parse_as_of(as_of)
+        version = registry.get_latest_version(stage, prerelease, as_of=when)
+        if version is None:
+            where = f" in stage {stage!r}" if stage is not None else ""
+            raise VersionNotFoundError(f"no version{where} at {when.isoformat()}")
+        answer = {**version_item(version, known_metadata(registry, version)), "as_of": when.isoformat()}
+        return _respond(_render(answer))
     snap = registry.snapshot()
     entry = snap.latest(stage, prerelease)
     if entry is None:

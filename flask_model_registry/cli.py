@@ -10,35 +10,23 @@ subcommand reaches the registry it is about through :func:`.cli_group.selected_r
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from .answers import entry_item, version_item
 from .audit_cli import audit_command
 from .cli_group import ModelsGroup, describe_error, selected_model, selected_registry
+from .cli_group import clean_errors as _clean_errors
 from .context import get_registries
 from .errors import InvalidMetadataError, RegistryError
 from .metadata import check_stage
 from .rollout import canary_label, promote
+from .timeline_cli import rollback_command, timeline_command
 from .token_cli import token_cli
 from .webhooks.cli import webhooks_cli
 
-F = TypeVar("F", bound=Callable[..., Any])
 models_cli = ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
-
-
-def _clean_errors(command: F) -> F:
-    @wraps(command)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (RegistryError, OSError) as exc:
-            raise click.ClickException(describe_error(exc)) from None
-
-    return run  # type: ignore[return-value]
 
 
 def _echo_json(value: Any) -> None:
@@ -229,4 +217,6 @@ def verify_command(as_json: bool) -> None:
 # Subcommands kept in modules of their own (each gets --model from the group).
 models_cli.add_command(audit_command)
 models_cli.add_command(webhooks_cli)
+models_cli.add_command(timeline_command)
+models_cli.add_command(rollback_command)
 models_cli.add_command(token_cli)

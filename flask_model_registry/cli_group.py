@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from flask.cli import AppGroup, with_appcontext
@@ -16,6 +16,7 @@ from .context import get_registry
 from .errors import RegistryError, StorageUnavailableError, UnknownModelError
 from .registry import ModelRegistry
 
+F = TypeVar("F", bound=Callable[..., Any])
 _MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
 
 
@@ -72,3 +73,16 @@ def describe_error(exc: BaseException) -> str:
         what = exc.strerror or str(exc) or type(exc).__name__
         return f"{what}: {exc.filename}" if exc.filename else what
     return f"{type(exc).__name__}: {exc}"
+
+
+def clean_errors(command: F) -> F:
+    """``command`` with every registry or OS error turned into one ``Error:`` line, exit status 1."""
+
+    @wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (RegistryError, OSError) as exc:
+            raise click.ClickException(describe_error(exc)) from None
+
+    return run  # type: ignore[return-value]

@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
+from .pickle_allow import PickleAllowList
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
 from .routing import check_weight
 from .tokens import parse_tokens
@@ -208,6 +209,15 @@ def _stage_names(value: Any) -> list[str]:
     return names
 
 
+def _module_names(value: Any) -> list[str]:
+    """The pickle allow-list: module names, as a list or a comma-separated string."""
+    names = _names(value)
+    try:
+        return list(PickleAllowList(names).names)
+    except ValueError as exc:
+        raise ValueError(f"a list of dotted module names ({exc})") from None
+
+
 # named models -------------------------------------------------------------------------------------
 
 MODELS_KEY = PREFIX + "MODELS"
@@ -248,6 +258,7 @@ MODEL_SETTINGS: dict[str, Setting] = {
     "model_cache_size": Setting("model_cache_size", "MODEL_CACHE_SIZE", True, _count),
     "watch": Setting("watch", "WATCH", True, _bool),
     "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
+    "pickle_allow": Setting("pickle_allow", "PICKLE_ALLOW", True, _optional(_module_names)),
 }
 
 
@@ -341,6 +352,7 @@ KEYS: dict[str, Key] = {
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+    "PICKLE_ALLOW": Key(None, _optional(_module_names)),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _lifetime),
     "WEBHOOKS": Key([], parse_webhooks),

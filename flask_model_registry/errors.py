@@ -63,6 +63,18 @@ class CorruptVersionError(RegistryError):
     http_status = 500
 
 
+class UntrustedArtefactError(CorruptVersionError):
+    """An artefact the registry refuses to unpickle: not signed by a trusted key, or a pickle that
+    would import outside the allow-list. Nothing was unpickled; the message names the reason."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"version {version}: untrusted artefact, not loaded: {reason}")
+        #: The version refused.
+        self.version = version
+        #: Why, such as ``global os.system is not in the pickle allow-list``.
+        self.reason = reason
+
+
 class ConflictError(RegistryError):
     """A conditional write lost a race: the object changed since it was read (retried internally)."""
 

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 import cloudpickle
 
 from .errors import CorruptVersionError, StorageUnavailableError
+from .pickle_allow import PickleAllowList
 from .storage import Storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
 
@@ -77,21 +78,28 @@ def check_sha256(version: str, actual: str, recorded: str) -> None:
 
 
 def load_artifact(
-    storage: Storage, version: str, file: str, sha: str | None, artifact: Mapping[str, Any]
+    storage: Storage,
+    version: str,
+    file: str,
+    sha: str | None,
+    artifact: Mapping[str, Any],
+    allow: PickleAllowList | None = None,
 ) -> Any:
     """Unpickle a version's artefact, after checking its sha256 (when recorded) on the bytes that
-    are unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning)."""
+    are unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning).
+    With an ``allow`` list the bytes are read once, hashed, scanned and unpickled from memory."""
     with _reading(version, file):
         with storage.open_artifact(version, file) as f:
-            if sha is None:  # nothing to check (hand-made): straight from the file
+            if allow is None and sha is None:  # nothing to check (hand-made): straight from the file
                 return _unpickle(version, artifact, f)
-            if storage.private_artifacts:
+            if allow is None and storage.private_artifacts:
                 check_sha256(version, hash_file(f), sha)
                 f.seek(0)
                 return _unpickle(version, artifact, f)
             data, actual = read_hashed(f)
-        check_sha256(version, actual, sha)
-        return _unpickle(version, artifact, data)
+        if sha is not None:
+            check_sha256(version, actual, sha)
+        return _unpickle(version, artifact, data, allow)
 
 
 def verify_artifact(storage: Storage, version: str, file: str, sha: str | None) -> None:
@@ -119,9 +127,13 @@ def _reading(version: str, file: str) -> Iterator[None]:
         ) from exc
 
 
-def _unpickle(version: str, artifact: Mapping[str, Any], source: Any) -> Any:
-    """Unpickle ``source``, a binary file or bytes-like memory."""
+def _unpickle(
+    version: str, artifact: Mapping[str, Any], source: Any, allow: PickleAllowList | None = None
+) -> Any:
+    """Unpickle ``source``, a binary file or bytes (which ``allow``, if any, scans first)."""
     _warn_if_made_elsewhere(version, artifact)
+    if allow is not None:
+        return allow.loads(version, source)
     if isinstance(source, bytes):
         return cloudpickle.loads(source)
     return cloudpickle.load(source)

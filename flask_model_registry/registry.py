@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
@@ -35,6 +35,7 @@ from .errors import (
 )
 from .events import Observers, RegistryObserver
 from .loading import artifact_of, load_artifact, verify_artifact
+from .pickle_allow import PickleAllowList
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
 from .versioning import check_version
@@ -99,13 +100,17 @@ class ModelRegistry:
     elsewhere may stay unseen (local disk: 0, always fresh). ``full_refresh`` (object storage): the
     most seconds between full listings, which find copies made by hand (default 60; between them a
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
-    error. ``watch`` enables change notification on local disk.
+    error. ``watch`` enables change notification on local disk. ``pickle_allow`` lists the modules
+    an artefact's pickle may import from (see :mod:`.pickle_allow`); None loads any pickle.
     """
 
     #: Builds each registry's router from the registry, its observers and its default canary weight
     #: (as Flask's ``response_class``). The package sets it to :class:`.routing.Router`: routing sits
     #: above the registry, so this module never imports it.
     router_class: ClassVar[Callable[[ModelRegistry, Observers, float], Routing]]
+    #: Builds each registry's reader of its past (what was live when, rollbacks) the same way:
+    #: :class:`.timeline.Timelines`.
+    timelines_class: ClassVar[Callable[[ModelRegistry], Any]]
 
     def __init__(
         self,
@@ -119,6 +124,7 @@ class ModelRegistry:
         watch: bool = True,
         storage: Storage | None = None,
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
+        pickle_allow: Iterable[str] | None = None,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -135,6 +141,8 @@ class ModelRegistry:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
         self.audit = audit.AuditTrail(self.storage)
+        #: What an artefact's pickle may import; None: anything (no scan).
+        self.pickle_allow = PickleAllowList(pickle_allow) if pickle_allow is not None else None
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
@@ -154,6 +162,7 @@ class ModelRegistry:
         #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
         self.last_refresh_error: Exception | None = None
         self._router = self.router_class(self, self._observers, canary_weight)
+        self._past = self.timelines_class(self)
 
     def __repr__(self) -> str:
         return f"<ModelRegistry {self.storage.describe()}>"
@@ -216,8 +225,13 @@ class ModelRegistry:
         snap = self.snapshot()
         return list(snap.memo("versions", lambda: tuple(e.version for e in snap.entries)))
 
-    def get_latest_version(self, stage: str | None = None, include_prerelease: bool = False) -> str | None:
-        """The highest version (in ``stage`` if given); prereleases only when asked; else None."""
+    def get_latest_version(
+        self, stage: str | None = None, include_prerelease: bool = False, as_of: datetime | None = None
+    ) -> str | None:
+        """The highest version (in ``stage`` if given); prereleases only when asked; else None.
+        ``as_of`` (an aware datetime): the one it was then, from the audit trail (:mod:`.timeline`)."""
+        if as_of is not None:
+            return self._past.latest_as_of(stage, include_prerelease, as_of)
         entry = self.snapshot().latest(stage, include_prerelease)
         return entry.version if entry is not None else None
 
@@ -331,7 +345,7 @@ class ModelRegistry:
                     raise failure
                 started = time.perf_counter()
                 try:
-                    model = load_artifact(self.storage, entry.version, file, sha, artifact)
+                    model = load_artifact(self.storage, entry.version, file, sha, artifact, self.pickle_allow)
                 except (CorruptVersionError, StorageUnavailableError) as exc:
                     self._observers.each(
                         "model_load_failed", self, entry.version, time.perf_counter() - started, exc
@@ -518,6 +532,14 @@ class ModelRegistry:
         if version is not None and not events and version not in self.snapshot().by_version:
             raise VersionNotFoundError(f"version {version} not found")
         return events
+
+    def timeline(self, stage: str, include_prerelease: bool = False) -> list[dict[str, Any]]:
+        """The versions that served ``stage``, oldest first: ``{"version", "from", "until", "actor"}``."""
+        return self._past.timeline(stage, include_prerelease)
+
+    def rollback(self, stage: str, *, actor: str | None = None) -> dict[str, Any]:
+        """Give ``stage`` back to the version it served before its current holder (the console's plan)."""
+        return self._past.rollback(stage, actor)
 
     # resources ------------------------------------------------------------------------------------
 

@@ -9,14 +9,15 @@ a plain JSON merge patch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import PreconditionFailedError
-from .registry import ModelRegistry
+from .registry import Expected, ModelRegistry
 from .routing import plan, weight_of
 from .snapshot import Entry, Snapshot
+from .trail import Rollback
 
 CANARY = "canary"
 #: How often :func:`promote` re-reads a version whose canary value changed while it decided.
@@ -85,6 +86,17 @@ def promote(
             continue  # the canary value changed since it was read: decide again
         return Promotion(written, seen.get(CANARY) if ends else None)
     raise PreconditionFailedError(f"version {version}'s canary value kept changing; nothing changed")
+
+
+def apply_rollback(
+    registry: ModelRegistry, rollback: Rollback, actor: str | None, expected: Mapping[str, Expected]
+) -> None:
+    """Carry out a rollback plan: the target back into the stage, then each newer holder back to
+    the stage it came from; one audited change per version, each only if the version is still as
+    ``expected[version]`` says (else :class:`PreconditionFailedError`, nothing more changed)."""
+    registry.set_stage(rollback.target, rollback.stage, actor=actor, expected=expected[rollback.target])
+    for version, back_to in rollback.demote.items():
+        registry.set_stage(version, back_to, actor=actor, expected=expected[version])
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ def test_numbers_lists_and_json(monkeypatch):
     monkeypatch.setenv("MODEL_REGISTRY_MODEL_CACHE_SIZE", "7")
     monkeypatch.setenv("FLASK_MODEL_REGISTRY_STAGES", "staging, prod")
     monkeypatch.setenv("MODEL_REGISTRY_STORAGE_OPTIONS", '{"anon": true}')
+    monkeypatch.setenv("MODEL_REGISTRY_PICKLE_ALLOW", "example_app.model, sklearn")
     config = create_app().config
+    assert config["MODEL_REGISTRY_PICKLE_ALLOW"] == ["example_app.model", "sklearn"]
     assert config["MODEL_REGISTRY_REFRESH_INTERVAL"] == 2.5
     assert config["MODEL_REGISTRY_MODEL_CACHE_SIZE"] == 7
     assert config["MODEL_REGISTRY_STAGES"] == ["staging", "prod"]
@@ -109,6 +111,7 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
         ("MODEL_REGISTRY_STAGES", '["prod", 5]', "list of names"),
         ("FLASK_MODEL_REGISTRY_API_TOKEN", "12345", "string"),
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
+        ("MODEL_REGISTRY_PICKLE_ALLOW", "numpy, os system", "dotted module names"),
         ("MODEL_REGISTRY_TOKENS", '{"ana": {"sha256": "abc", "role": "reader"}}', "64 hex digits"),
         (
             "FLASK_MODEL_REGISTRY_TOKENS",
@@ -352,6 +355,7 @@ CASES: dict[str, Case] = {
     "MODEL_CACHE_SIZE": Case("7", _argument(7)),
     "WATCH": Case("false", _argument(False)),
     "CANARY_WEIGHT": Case("0.3", _argument(0.3)),
+    "PICKLE_ALLOW": Case("example_app.model, numpy", _argument(["example_app.model", "numpy"])),
     "REQUIRE_IF_MATCH": Case("true", _if_match_required, {PREFIX + "API_TOKEN": "t"}),
     "MODELS": Case('{"fraud": "{tmp}/fraud"}', _named_model),
     "UI_ENABLED": Case("false", _answers("/models/ui/", 404)),

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("storage (where bytes live)", ["storage", "storage.*"]),
     (
         "the registry (what a version is, discovery, caching, publishing)",
-        ["snapshot", "loading", "audit", "events", "registry"],
+        ["snapshot", "pickle_scan", "pickle_allow", "loading", "audit", "events", "registry"],
     ),
     (
         "above the registry (capabilities built on it)",
@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "trail",
             "answers",
             "rollout",
+            "timeline",
             "webhooks",
             "webhooks.message",
             "webhooks.send",
@@ -51,6 +52,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "cli",
             "cli_group",
             "audit_cli",
+            "timeline_cli",
             "token_cli",
             "webhooks.cli",
             "ui",

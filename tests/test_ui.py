@@ -442,7 +442,7 @@ def test_a_canary_and_a_version_that_fails_to_load_are_shown_as_route_serves_the
     assert {served.route(f"user-{n}", stage="prod").version for n in range(200)} == {"1.0.0", "1.3.0"}
 
     html = app.test_client().get(f"{UI}/").data.decode()
-    prod = re.search(r'<div class="stage-serving"><dt><span class="[^"]*stage-prod">.*?</div>', html, re.S)
+    prod = re.search(r'<div class="stage-serving"><dt><a class="[^"]*stage-prod"[^>]*>.*?</div>', html, re.S)
     assert prod, html
     text = " ".join(html_text.unescape(re.sub(r"<[^>]+>", "", prod.group(0))).split())
     assert "1.2.0 stable" in text  # what the registry says serves prod …

@@ -150,6 +150,11 @@ class Storage(abc.ABC):
         where the storage has one (a local folder's times); None: none, the caller polls."""
         return None
 
+    def metadata_mtime(self, version: str) -> float | None:
+        """When ``version``'s ``metadata.json`` was last written (seconds since the epoch), where
+        the storage can tell cheaply; None where it cannot or the file is gone."""
+        return None
+
     def read_state(self, name: str) -> tuple[bytes, Stamp]:
         """The document ``state/<name>`` and its stamp; FileNotFoundError when there is none."""
         raise NotImplementedError(f"{type(self).__name__} keeps no state documents")

@@ -328,6 +328,12 @@ class LocalStorage(Storage):
             raise FileNotFoundError(errno.ENOENT, "version folder lies outside the registry root")
         return os.path.join(directory, METADATA_FILE)
 
+    def metadata_mtime(self, version: str) -> float | None:
+        try:
+            return os.stat(self._metadata_path(version)).st_mtime
+        except OSError:
+            return None
+
     def read_metadata(self, version: str, versions_fd: int | None = None) -> tuple[bytes, Stamp]:
         """Every metadata read goes through here. Relative to ``versions_fd`` (an open ``versions/``)
         the path lookup is shorter, and a folder the last scan saw as a plain directory (not a link)

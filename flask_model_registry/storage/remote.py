@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, cast
 
 import fsspec
@@ -297,6 +298,27 @@ class FsspecStorage(Storage):
 
     def read_metadata(self, version: str) -> tuple[bytes, Stamp]:
         return self.fetch(self._path(version, METADATA_FILE))
+
+    def metadata_mtime(self, version: str) -> float | None:
+        """The time the store states for the object (S3 ``LastModified``, Azure ``last_modified``,
+        GCS ``updated``, ``memory://`` ``created``): one ``HEAD``."""
+        try:
+            with self._store_errors("a metadata time"):
+                info = self.fs.info(self._path(version, METADATA_FILE))
+        except OSError:
+            return None
+        for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
+            value = info.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                except ValueError:
+                    continue
+            if isinstance(value, datetime):
+                return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        return None
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         """Only what changed since the last scan is asked for; fetched a few at a time."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import redirect, request, url_for
@@ -17,7 +17,7 @@ from ..access import check_change
 from ..errors import AccessDeniedError, InvalidMetadataError, PreconditionFailedError, RegistryError
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
-from ..rollout import Promotion, promote
+from ..rollout import Promotion, apply_rollback, promote
 from ..trail import CANARY, Rollback, rollback_plan
 from ..versioning import check_version
 from .auth import Mode, check_csrf, leave_notice, visitor
@@ -52,10 +52,7 @@ def _write(
     promotion goes through :func:`~flask_model_registry.rollout.promote`, as ``flask models
     promote`` does: it ends a canary in the same change, and returns what it did."""
 
-    def unchanged(current: dict[str, Any]) -> bool:
-        check_change(version, current, changes)  # a promotion's canary removal needs the same role
-        return hmac.compare_digest(metadata_etag(current), expected)
-
+    unchanged = _unchanged(expected, version, changes)  # a promotion's canary removal needs the same role
     try:
         if promoting:
             return promote(registry, version, changes["stage"], actor=actor, expected=unchanged)
@@ -65,10 +62,25 @@ def _write(
             registry.update_metadata(version, changes, actor=actor, expected=unchanged)
         return None
     except PreconditionFailedError:
-        raise StaleFormError(
-            f"version {version} changed since this page was shown; nothing was changed."
-            " Look at its current state below and try again."
-        ) from None
+        raise _stale(version) from None
+
+
+def _unchanged(expected: str, version: str, changes: Mapping[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """A test of a version's current metadata: the visitor's role allows ``changes`` to it (else
+    :class:`AccessDeniedError`), and it still has the fingerprint the form showed."""
+
+    def unchanged(current: dict[str, Any]) -> bool:
+        check_change(version, current, changes)
+        return hmac.compare_digest(metadata_etag(current), expected)
+
+    return unchanged
+
+
+def _stale(version: str) -> StaleFormError:
+    return StaleFormError(
+        f"version {version} changed since this page was shown; nothing was changed."
+        " Look at its current state below and try again."
+    )
 
 
 def _flag_name(text: str) -> str:
@@ -161,12 +173,13 @@ def rollback(model: str | None) -> Any:
             " Look at the rollback it allows now and try again."
         )
         return page("rollback.html", 409, **context)
-    actor = visitor().actor or ""
     moves = {plan.target: stage, **plan.demote}
     for version, to in moves.items():  # every move allowed before the first is made
         check_change(version, registry.get_metadata(version), {"stage": to})
-    _write(registry, plan.target, etags[plan.target], {"stage": stage}, actor)
-    for version, back_to in plan.demote.items():
-        _write(registry, version, etags[version], {"stage": back_to}, actor)
+    checks = {v: _unchanged(e, v, {"stage": moves[v]}) for v, e in etags.items()}
+    try:
+        apply_rollback(registry, plan, visitor().actor or "", checks)
+    except PreconditionFailedError:
+        raise _stale(plan.target) from None
     leave_notice(f"Stage {stage} rolled back from {plan.current} to {plan.target}.")
     return redirect(url_for(".registry_page", model=model), 303)

@@ -19,6 +19,8 @@ from ..versioning import check_version
 from .auth import visitor
 from .blueprint import bp, page, registry_of, route
 from .cells import human_time, json_text
+from .charts import span
+from .pictures import registry_charts
 from .present import (
     artifact_facts,
     boolean_keys,
@@ -43,6 +45,7 @@ class _Formats:
     """Formatting helpers the templates call as ``fmt.*``."""
 
     human_time = staticmethod(human_time)
+    span = staticmethod(span)
     boolean_keys = staticmethod(boolean_keys)
     json = staticmethod(json_text)
 
@@ -110,19 +113,22 @@ def registry_page(model: str | None) -> Any:
     }
     now = datetime.now(timezone.utc)
     played = roles(registry, snapshot)
+    columns = metric_columns(snapshot)
     return page(
         "registry.html",
         model=model,
         rows=[row(e, now, played) for e in shown],
         total=len(entries),
         all_count=len(snapshot.entries),
-        columns=metric_columns(snapshot),
+        columns=columns,
+        charts=registry_charts(registry, model, shown, columns),
         stages=stages,
         stage=stage,
         latest=latest,
         paging=paging,
         now=now,
         version_base=url_for(".version_page", model=model, version="0.0.0").removesuffix("0.0.0"),
+        stage_base=url_for(".stage_page", model=model, stage="x").removesuffix("x"),
     )
 
 
