@@ -31,6 +31,7 @@ PEOPLE: dict[str, tuple[str, str, list[str] | None]] = {
     "train-job": ("editor-secret", "editor", None),
     "ana": ("promoter-secret", "promoter", ["staging", "prod"]),
     "release": ("release-secret", "promoter", None),
+    "prod-gate": ("prod-gate-secret", "promoter", ["prod"]),
     "ops": ("admin-secret", "admin", None),
 }
 ROLE_OF = {"reader": "dashboard", "editor": "train-job", "promoter": "release", "admin": "ops"}
@@ -417,6 +418,34 @@ def test_every_role_against_a_console_promotion(
         assert registry.history("1.1.0")[-1]["actor"] == name
     else:
         assert b"/v/1.1.0/promote" not in page and b"Set flag" not in page  # no forms it may not use
+        assert answer.status_code == 403 and b"needs role promoter" in answer.data
+        assert state(registry) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"), [("train-job", False), ("prod-gate", False), ("ana", True), ("ops", True)]
+)
+def test_a_console_rollback_needs_a_promoter_of_every_stage_it_moves(
+    app: Flask, registry: ModelRegistry, name: str, allowed: bool
+) -> None:
+    """Rolling prod back gives it to 1.0.0 and sends 1.1.0 back to staging: both moves are checked
+    before the first is made, so a refused rollback changes nothing."""
+    registry.set_stage("1.1.0", "prod", actor="trainer")
+    planner = app.test_client()
+    console_sign_in(planner, "release")
+    page = planner.get(f"{UI}/rollback?stage=prod").data
+    client = app.test_client()
+    shown = console_sign_in(client, name)
+    assert (b"Roll back" in shown) is (name != "train-job")  # offered on the stages it may change
+    data = {"csrf_token": hidden(client.get(f"{UI}/").data, "csrf_token"), "stage": "prod"}
+    before = state(registry)
+    answer = client.post(f"{UI}/rollback", data={**data, "plan": hidden(page, "plan")})
+    if allowed:
+        assert answer.status_code == 303, answer.data
+        assert registry.get_latest_version("prod") == "1.0.0"
+        assert registry.get_metadata("1.1.0")["stage"] == "staging"
+        assert {e["actor"] for e in registry.history()[before[1] :]} == {name}
+    else:
         assert answer.status_code == 403 and b"needs role promoter" in answer.data
         assert state(registry) == before
 
