@@ -15,6 +15,7 @@ listing cold starts). moto runs in a process of its own.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import statistics
@@ -22,7 +23,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
@@ -100,12 +101,21 @@ def dollars_per_day(counts: Counter[str]) -> float:
     return per_refresh * 86_400 / REFRESH_INTERVAL
 
 
-def run(n: int) -> None:
+@contextlib.contextmanager
+def populated_bucket(n: int, name: str) -> Iterator[tuple[Store, Store, StoreProxy, str]]:
+    """moto in a process of its own, the counting proxy in front of it, and ``n`` versions written
+    under a fresh prefix named after ``name``: the store, the store through the proxy, the proxy and
+    the registry's URL."""
     with moto_s3(own_process=True) as direct, proxied(direct) as (store, proxy):
-        url = direct.url(f"bench-{uuid.uuid4().hex}")
+        url = direct.url(f"{name}-{uuid.uuid4().hex}")
         started = time.perf_counter()
         populate(direct, url, n)
         print(f"\n{n:,} versions ({2 * n:,} objects written in {time.perf_counter() - started:.1f} s)")
+        yield direct, store, proxy, url
+
+
+def run(n: int) -> None:
+    with populated_bucket(n, "bench") as (direct, store, proxy, url):
         options = store.storage_options
 
         def manifest(**kwargs: Any) -> ModelRegistry:
@@ -153,6 +163,7 @@ def run(n: int) -> None:
         f" manifest ${dollars_per_day(results['manifest idle'][1]):.3f} + ${full:.3f} for the full"
         f" listings every 60 s ({pages} pages each)"
     )
+
 
 def main() -> None:
     sizes = [int(arg) for arg in sys.argv[1:]] or [1_000, 10_000]

@@ -25,15 +25,18 @@ from .errors import (
     UntrustedArtefactError,
     VersionAliasError,
     VersionExistsError,
+    VersionInUseError,
     VersionNotFoundError,
 )
 from .events import RegistryObserver
 from .extension import FlaskModelRegistry
+from .lifecycle import Lifecycle
 from .registry import LoadedModel, ModelRegistry
 from .routing import Router
 from .timeline import Timelines
 
 ModelRegistry.router_class = Router  # route() is built above the registry (see routing.py)
+ModelRegistry.lifecycle_class = Lifecycle  # delete_version() and gc() too (see lifecycle.py)
 ModelRegistry.timelines_class = Timelines  # as_of, timeline() and rollback(): see timeline.py
 __version__ = "0.1.0"
 
@@ -58,6 +61,7 @@ __all__ = [
     "UntrustedArtefactError",
     "VersionAliasError",
     "VersionExistsError",
+    "VersionInUseError",
     "VersionNotFoundError",
     "__version__",
     "get_registry",

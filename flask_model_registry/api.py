@@ -81,12 +81,12 @@ def register_api(app: Flask, prefix: str) -> None:
             segment = path[len(prefix) + 1 :]
             if (
                 exc.code == 405
-                and request.method == "PATCH"
+                and request.method in ("PATCH", "DELETE")
                 and re.fullmatch(NAME_PATTERN, segment)
                 and segment not in RESERVED_NAMES
                 and segment not in get_registries()
             ):
-                # "PATCH /models/v1": a segment shaped like a model name is only a model's list
+                # "PATCH /models/v1" (or DELETE): a segment shaped like a model name is only a model's list
                 # route; not being one, it is a bad version (400) or, with named models, an
                 # unknown one (404 naming it), never a method error.
                 try:
@@ -376,8 +376,9 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     next ``GET`` of the version answers with.
     """
     check_version(version)
-    if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
-        return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
+    required = _require_if_match()
+    if required is not None:
+        return required
     if request.mimetype not in _JSON_TYPES:
         return error_response(415, "send the patch as application/json or application/merge-patch+json")
     data = request.stream.read(MAX_METADATA_BYTES + 1)
@@ -388,15 +389,46 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
-    conditional = "If-Match" in request.headers or "If-None-Match" in request.headers
+    preconditions = _preconditions(version)
 
     def allowed(current: dict[str, Any]) -> bool:
         """The caller's role allows this change (else 403), and its preconditions hold."""
         check_change(version, current, changes)
-        return not conditional or _failed_precondition(_render(version_item(version, current))[1]) is None
+        return preconditions is None or preconditions(current)
 
     metadata = registry.update_metadata(version, changes, actor=_actor(), expected=allowed)
     return _respond(_render(version_item(version, metadata)))
+
+
+@_route("/<version>", "DELETE")
+def delete_model(registry: ModelRegistry, version: str) -> Response:
+    """``DELETE /models/<version>``: delete the version (204, empty body); 409 while it serves, is
+    a canary or is a stage's rollback target. ``If-Match`` is checked as for ``PATCH``."""
+    check_version(version)
+    required = _require_if_match()
+    if required is not None:
+        return required
+    registry.delete_version(version, actor=_actor(), expected=_preconditions(version))
+    return current_app.response_class(status=204)
+
+
+def _require_if_match() -> Response | None:
+    """The 428 answer of a write without ``If-Match`` when ``MODEL_REGISTRY_REQUIRE_IF_MATCH`` is on."""
+    if current_app.config["MODEL_REGISTRY_REQUIRE_IF_MATCH"] and "If-Match" not in request.headers:
+        return error_response(428, "this server requires If-Match: send the ETag of the version's last GET")
+    return None
+
+
+def _preconditions(version: str) -> Callable[[dict[str, Any]], bool] | None:
+    """The request's ``If-Match`` / ``If-None-Match`` as a test of the version's current metadata
+    (checked by the registry against the very metadata it changes); None when it sends neither."""
+    if "If-Match" not in request.headers and "If-None-Match" not in request.headers:
+        return None
+
+    def precondition(current: dict[str, Any]) -> bool:
+        return _failed_precondition(_render(version_item(version, current))[1]) is None
+
+    return precondition
 
 
 @bp.get("/openapi.json")

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import metadata as md
-from .errors import InvalidArgumentError, InvalidMetadataError
+from .errors import InvalidArgumentError, InvalidMetadataError, VersionExistsError
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class AuditTrail:
         after: dict[str, Any],
         actor: str,
         old: bytes | None,
-        new: bytes,
+        new: bytes | None,
     ) -> Pending:
         """Check the event, settle what dead writers of ``version`` left, and write the event as
         pending, with an id above every event it sees (:meth:`_newest_seen`): call it after reading
@@ -269,6 +269,22 @@ class AuditTrail:
             if isinstance(other, dict) and other.get(_CHAIN) == chain and other.get("id") != pending.id:
                 return True
         return False
+
+    def refuse_deleted(self, version: str) -> None:
+        """:class:`VersionExistsError` if ``version`` was deleted: its name is never used again."""
+        last = self.last_event(version)
+        if last is not None and last.get("action") == "delete":
+            raise VersionExistsError(
+                f"version {version} was deleted (at {last.get('time')}); the name of a deleted"
+                " version is never reused: publish a new version"
+            )
+
+    def last_event(self, version: str) -> dict[str, Any] | None:
+        """The newest final event of ``version`` (after settling its pending ones), or None: one
+        listing of the pending events and one of the version's own, and a read of that event."""
+        self.settle([version])
+        names = self.storage.audit_list(version, start_after="r", limit=1)
+        return self._read(f"{version}/{names[0]}") if names else None
 
     # settling what dead writers left ----------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,13 +14,11 @@ from typing import Any
 import click
 
 from .audit import event_time
-from .cli_group import selected_registry
+from .cli_group import parse_age, selected_registry
 from .errors import InvalidVersionError, RegistryError, VersionNotFoundError
 from .registry import ModelRegistry
 from .trail import copies_differ, unexplained
 
-_DURATION = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 CSV_FIELDS = ("id", "time", "action", "version", "actor", "before", "after")
 #: What a spreadsheet takes for the start of a formula (OWASP, "CSV injection"): a CSV cell that
 #: starts with one of them is written with a single quote in front.
@@ -32,13 +29,13 @@ def parse_since(text: str) -> datetime:
     """An ISO 8601 time or date (UTC unless it says otherwise), or an age such as ``30m``, ``12h``,
     ``7d``: the time in UTC, or :class:`click.BadParameter` (also for a time outside the calendar)."""
     text = text.strip()
-    age = _DURATION.fullmatch(text)
     try:
-        if age:
-            digits, unit = age.groups()
-            if len(digits) > 12:  # more days than the calendar has: not even worth an int
-                raise OverflowError
-            return datetime.now(timezone.utc) - timedelta(**{_UNITS[unit]: int(digits)})
+        age = parse_age(text)
+    except OverflowError:
+        age = timedelta.max  # more days than the calendar has
+    try:
+        if age is not None:
+            return datetime.now(timezone.utc) - age
         when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
     except ValueError:

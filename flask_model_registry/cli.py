@@ -16,10 +16,10 @@ import click
 
 from .answers import entry_item, version_item
 from .audit_cli import audit_command
-from .cli_group import ModelsGroup, describe_error, selected_model, selected_registry
-from .cli_group import clean_errors as _clean_errors
+from .cli_group import ModelsGroup, clean_errors, describe_error, selected_model, selected_registry
 from .context import get_registries
 from .errors import InvalidMetadataError, RegistryError
+from .lifecycle_cli import delete_command, gc_command
 from .metadata import check_stage
 from .rollout import canary_label, promote
 from .timeline_cli import rollback_command, timeline_command
@@ -61,7 +61,7 @@ def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tu
 @models_cli.command("list")
 @STAGE_OPTION
 @JSON_OPTION
-@_clean_errors
+@clean_errors
 def list_command(stage: str | None, as_json: bool) -> None:
     """List every version in ascending order, with its stage and flags (and, for the default
     registry, which named models there are)."""
@@ -86,7 +86,7 @@ def list_command(stage: str | None, as_json: bool) -> None:
 @click.option("--stage", callback=_valid_stage, help="The highest version in this stage.")
 @click.option("--prerelease", is_flag=True, help="Consider prereleases too.")
 @JSON_OPTION
-@_clean_errors
+@clean_errors
 def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
     """Print the latest version; exit status 1 when there is none, or when its metadata is broken
     (a deploy script must not pick a broken version)."""
@@ -103,7 +103,7 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @models_cli.command("show")
 @click.argument("version")
 @JSON_OPTION
-@_clean_errors
+@clean_errors
 def show_command(version: str, as_json: bool) -> None:
     """Print a version's metadata as JSON (with --json: {"version", "metadata"}, as the API answers)."""
     metadata = selected_registry().get_metadata(version)
@@ -114,7 +114,7 @@ def show_command(version: str, as_json: bool) -> None:
 @click.argument("version")
 @click.argument("stage")
 @ACTOR_OPTION
-@_clean_errors
+@clean_errors
 def promote_command(version: str, stage: str, actor: str | None) -> None:
     """Move VERSION to STAGE (recorded in the audit trail); a canary's weight is removed in the
     same change: promoting ends the split."""
@@ -129,7 +129,7 @@ def promote_command(version: str, stage: str, actor: str | None) -> None:
 @models_cli.command("demote")
 @click.argument("version")
 @ACTOR_OPTION
-@_clean_errors
+@clean_errors
 def demote_command(version: str, actor: str | None) -> None:
     """Take VERSION out of its stage (recorded in the audit trail)."""
     selected_registry().set_stage(version, None, actor=actor)
@@ -154,7 +154,7 @@ def _assignment(text: str) -> tuple[str, Any]:
 @click.argument("version")
 @click.argument("assignments", nargs=-1, required=True)
 @ACTOR_OPTION
-@_clean_errors
+@clean_errors
 def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -> None:
     """Set metadata keys of VERSION: key=value (a JSON value, else a string); key= removes the key."""
     changes: dict[str, Any] = {}
@@ -170,7 +170,7 @@ def set_command(version: str, assignments: tuple[str, ...], actor: str | None) -
 @models_cli.command("history")
 @click.argument("version", required=False)
 @JSON_OPTION
-@_clean_errors
+@clean_errors
 def history_command(version: str | None, as_json: bool) -> None:
     """Print the audit trail (of one version, or all), oldest first."""
     events = selected_registry().history(version)
@@ -187,7 +187,7 @@ def history_command(version: str | None, as_json: bool) -> None:
 
 @models_cli.command("verify")
 @JSON_OPTION
-@_clean_errors
+@clean_errors
 def verify_command(as_json: bool) -> None:
     """Re-hash every artefact against its recorded sha256, reporting each version; exit status 1
     if any fails (missing, unreadable, not a file, mismatch, broken metadata)."""
@@ -216,6 +216,8 @@ def verify_command(as_json: bool) -> None:
 
 # Subcommands kept in modules of their own (each gets --model from the group).
 models_cli.add_command(audit_command)
+models_cli.add_command(delete_command)
+models_cli.add_command(gc_command)
 models_cli.add_command(webhooks_cli)
 models_cli.add_command(timeline_command)
 models_cli.add_command(rollback_command)

@@ -5,7 +5,9 @@ one line every failure prints."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -18,6 +20,8 @@ from .registry import ModelRegistry
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MODEL = "model_registry.model"  # where the chosen --model is kept in the click context
+_AGE = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def _selecting_model(callback: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,6 +55,17 @@ class ModelsGroup(AppGroup):
             )
             cmd.callback = with_appcontext(_selecting_model(cmd.callback))  # the check needs the app
         super().add_command(cmd, name)
+
+
+def parse_age(text: str) -> timedelta | None:
+    """An age such as ``90m``, ``12h``, ``30d`` (also ``s`` and ``w``); None if ``text`` is none."""
+    age = _AGE.fullmatch(text.strip())
+    if age is None:
+        return None
+    digits, unit = age.groups()
+    if len(digits) > 12:  # more days than the calendar has: not even worth an int
+        raise OverflowError(text)
+    return timedelta(**{_UNITS[unit]: int(digits)})
 
 
 def selected_model() -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
 from .pickle_allow import PickleAllowList
-from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE
+from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_RETIRED_STAGES
 from .routing import check_weight
 from .tokens import parse_tokens
 from .webhooks.message import parse_webhooks
@@ -258,6 +258,7 @@ MODEL_SETTINGS: dict[str, Setting] = {
     "model_cache_size": Setting("model_cache_size", "MODEL_CACHE_SIZE", True, _count),
     "watch": Setting("watch", "WATCH", True, _bool),
     "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
+    "retired_stages": Setting("retired_stages", "RETIRED_STAGES", True, _stage_names),
     "pickle_allow": Setting("pickle_allow", "PICKLE_ALLOW", True, _optional(_module_names)),
 }
 
@@ -352,6 +353,7 @@ KEYS: dict[str, Key] = {
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+    "RETIRED_STAGES": Key(list(DEFAULT_RETIRED_STAGES), _stage_names),
     "PICKLE_ALLOW": Key(None, _optional(_module_names)),
     "UI_ENABLED": Key(True, _bool),
     "UI_SESSION_LIFETIME": Key(8 * 3600, _lifetime),

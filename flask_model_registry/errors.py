@@ -57,6 +57,18 @@ class VersionExistsError(RegistryError):
     http_status = 409
 
 
+class VersionInUseError(RegistryError):
+    """A delete refused because the version serves, is a canary or is a stage's rollback target;
+    the message (and ``.reasons``) says which. Demote it first."""
+
+    http_status = 409
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        #: Why the version is protected, one line each.
+        self.reasons = list(reasons or [])
+
+
 class CorruptVersionError(RegistryError):
     """``metadata.json`` is not a JSON object, or the artefact fails its sha256 or to load."""
 

@@ -10,7 +10,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from .errors import InvalidMetadataError
@@ -245,3 +245,11 @@ def copy_json(value: Any) -> Any:
     if type(value) is list:
         return [copy_json(item) for item in value]
     return value
+
+
+def holds(expected: Mapping[str, Any] | Callable[[dict[str, Any]], bool], current: dict[str, Any]) -> bool:
+    """Whether ``current`` is what a conditional change expects: the metadata it was decided on,
+    or a test of the current one (given a copy, so it cannot change what is written)."""
+    if callable(expected):
+        return bool(expected(copy_json(current)))
+    return same_json(dict(expected), current)

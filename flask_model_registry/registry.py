@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_CACHE_SIZE = 4
 #: The share of traffic a version flagged ``"canary": true`` takes in :meth:`ModelRegistry.route`.
 DEFAULT_CANARY_WEIGHT = 0.1
+#: Stages whose versions nothing serves: never protected from a delete (:mod:`.lifecycle`).
+DEFAULT_RETIRED_STAGES = ("archived",)
 _CAS_ATTEMPTS = 50
 #: What a conditional change expects: the metadata it was decided on, or a test of the current one.
 Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
@@ -92,6 +94,13 @@ class Routing(Protocol):
     def last_served(self, stage: str | None, include_prerelease: bool) -> str | None: ...
 
 
+class Lifecycle(Protocol):
+    """What ``delete_version`` and ``gc`` delegate to; :mod:`.lifecycle`, above, builds it."""
+
+    def delete_version(self, version: str, actor: str | None, expected: Expected | None) -> None: ...
+    def gc(self, keep: int | None, age: timedelta | None, dry: bool, actor: str | None) -> dict[str, Any]: ...
+
+
 class ModelRegistry:
     """Versioned models under ``<root>/versions/<semver>/``, on local disk or object storage.
 
@@ -102,6 +111,7 @@ class ModelRegistry:
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
     error. ``watch`` enables change notification on local disk. ``pickle_allow`` lists the modules
     an artefact's pickle may import from (see :mod:`.pickle_allow`); None loads any pickle.
+    ``retired_stages``: stages whose versions are never protected from a delete (``["archived"]``).
     """
 
     #: Builds each registry's router from the registry, its observers and its default canary weight
@@ -111,6 +121,8 @@ class ModelRegistry:
     #: Builds each registry's reader of its past (what was live when, rollbacks) the same way:
     #: :class:`.timeline.Timelines`.
     timelines_class: ClassVar[Callable[[ModelRegistry], Any]]
+    #: Builds the delete and retention of a registry (:class:`.lifecycle.Lifecycle`), likewise.
+    lifecycle_class: ClassVar[Callable[[ModelRegistry], Lifecycle]]
 
     def __init__(
         self,
@@ -125,6 +137,7 @@ class ModelRegistry:
         storage: Storage | None = None,
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
         pickle_allow: Iterable[str] | None = None,
+        retired_stages: Collection[str] = DEFAULT_RETIRED_STAGES,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -140,6 +153,9 @@ class ModelRegistry:
         if self.allowed_stages is not None:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
+        if isinstance(retired_stages, str):
+            raise TypeError("retired_stages must be a collection of stage names, not a string")
+        self.retired_stages = frozenset(md.check_stage(stage, None) for stage in retired_stages)
         self.audit = audit.AuditTrail(self.storage)
         #: What an artefact's pickle may import; None: anything (no scan).
         self.pickle_allow = PickleAllowList(pickle_allow) if pickle_allow is not None else None
@@ -203,6 +219,11 @@ class ModelRegistry:
             finally:
                 self._rescanning = False
             return self._snapshot
+
+    def mark_changed(self) -> None:
+        """Note a write made through the storage by a capability above the registry (a delete):
+        the next read rescans first, so a process always reads what it wrote."""
+        self._stale = True
 
     def _rescan(self, old: Snapshot) -> Snapshot:
         changes = self.storage.refresh(old.stamps)
@@ -391,6 +412,7 @@ class ModelRegistry:
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
         actor = audit.check_actor(actor or default_actor())
+        self.audit.refuse_deleted(version)
         publication = self.storage.begin_publication(version)
         pending = None
         try:
@@ -486,7 +508,7 @@ class ModelRegistry:
             current, error = md.parse_metadata(data)
             if current is None:
                 raise CorruptVersionError(f"version {version} is corrupt: {error}")
-            if expected is not None and not _holds(expected, current):
+            if expected is not None and not md.holds(expected, current):
                 raise PreconditionFailedError(
                     f"version {version} has changed since it was read; nothing changed"
                 )
@@ -514,6 +536,26 @@ class ModelRegistry:
                 pending.finalise()
             return md.copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    # lifecycle ------------------------------------------------------------------------------------
+
+    def delete_version(
+        self, version: str, *, actor: str | None = None, expected: Expected | None = None
+    ) -> None:
+        """Delete a version, refused (:class:`VersionInUseError`) while it serves, is a canary or is
+        a stage's rollback target; ``expected``: as for :meth:`update_metadata`. See :mod:`.lifecycle`."""
+        self.lifecycle_class(self).delete_version(version, actor, expected)
+
+    def gc(
+        self,
+        keep_last: int | None = None,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """Delete the unprotected versions beyond a retention rule, and what crashed writers left;
+        ``{"deleted", "leftovers", "bytes_freed", "dry_run"}``. See :mod:`.lifecycle`."""
+        return self.lifecycle_class(self).gc(keep_last, older_than, dry_run, actor)
 
     # audit ----------------------------------------------------------------------------------------
 
@@ -553,12 +595,6 @@ class ModelRegistry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _holds(expected: Expected, current: dict[str, Any]) -> bool:
-    if callable(expected):
-        return bool(expected(md.copy_json(current)))
-    return md.same_json(dict(expected), current)
 
 
 def _now() -> str:

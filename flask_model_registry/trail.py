@@ -106,19 +106,26 @@ def _shown(state: Mapping[str, Any], key: str) -> str:
     return repr(state[key]) if key in state else "unset"
 
 
-def _holder(stages: Mapping[str, object], stage: str) -> str | None:
-    """The version that serves ``stage`` (the highest release in it), as ``get_latest_version``."""
-    best = None
-    for version, current in stages.items():
+class _Holder:
+    """The version that serves one stage (its highest release, as ``get_latest_version``) while
+    events move versions in and out: updated per event, rescanning the stage's releases only when
+    the holder itself leaves (so a long trail costs its length, not its length times the versions)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.releases: dict[str, Any] = {}  # version -> sort key, of the releases in the stage now
+        self.version: str | None = None
+
+    def moved(self, version: str, stage: object) -> str | None:
+        """``version`` is now in ``stage``: the holder after that."""
         key = sort_key(version)
-        if (
-            current == stage
-            and key is not None
-            and not is_prerelease(key)
-            and (best is None or key > best[0])
-        ):
-            best = (key, version)
-    return best[1] if best else None
+        if stage == self.stage and key is not None and not is_prerelease(key):
+            self.releases[version] = key
+            if self.version is None or key > self.releases[self.version]:
+                self.version = version
+        elif self.releases.pop(version, None) is not None and version == self.version:
+            self.version = max(self.releases, key=self.releases.__getitem__, default=None)
+        return self.version
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,7 @@ def rollback_plan(snapshot: Snapshot, events: Iterable[Mapping[str, Any]], stage
     stages: dict[str, object] = {}
     came_from: dict[str, object] = {}  # the stage each version had before it last entered `stage`
     holders: list[str] = []
+    serving = _Holder(stage)
     for event in events:
         version = event.get("version")
         if not isinstance(version, str):
@@ -150,7 +158,7 @@ def rollback_plan(snapshot: Snapshot, events: Iterable[Mapping[str, Any]], stage
         if new == stage and old != stage:
             came_from[version] = old
         stages[version] = new
-        holder = _holder(stages, stage)
+        holder = serving.moved(version, new)
         if holder is not None and (not holders or holders[-1] != holder):
             holders.append(holder)
     if current.version not in holders:

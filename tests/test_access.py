@@ -61,8 +61,10 @@ def app_config() -> dict[str, Any]:
 @pytest.fixture
 def registry(app: Flask, published: ModelRegistry) -> ModelRegistry:
     """The app's registry with ``published``'s versions: 1.0.0 prod, 1.1.0 staging + canary,
-    2.0.0-rc.1 in no stage; plus 0.9.0 archived with a boolean flag."""
+    2.0.0-rc.1 in no stage; plus 0.9.0 archived with a boolean flag and 0.8.0, in no stage and in
+    nobody's way (the one a delete may take)."""
     published.save_model("0.9.0", {"w": 0}, {"stage": "archived", "reviewed": True}, actor="trainer")
+    published.save_model("0.8.0", {"w": 0}, {"notes": "superseded"}, actor="trainer")  # deletable
     return app.registry
 
 
@@ -71,12 +73,13 @@ def state(registry: ModelRegistry) -> tuple[list[dict[str, Any]], int]:
     return [registry.get_metadata(v) for v in registry.list_versions()], len(registry.history())
 
 
-#: Each write path of the HTTP API: (name, version, PATCH body, role needed).
+#: Each write path of the HTTP API: (name, version, PATCH body or None for DELETE, role needed).
 HTTP_WRITES = [
     ("stage", "2.0.0-rc.1", {"stage": "staging"}, "promoter"),
     ("flag", "1.0.0", {"reviewed": True}, "promoter"),
     ("canary", "1.1.0", {"canary": 0.25}, "promoter"),
     ("metadata", "1.0.0", {"notes": "retrained on November data"}, "editor"),
+    ("delete", "0.8.0", None, "admin"),
 ]
 ROLES = ["reader", "editor", "promoter", "admin"]
 
@@ -89,12 +92,15 @@ def test_every_role_against_every_http_write(
     name = ROLE_OF[role]
     before = state(registry)
     headers = {**bearer(name), "X-Model-Registry-Actor": "mallory"}
-    answer = client.patch(f"/models/{version}", json=body, headers=headers)
+    if body is None:
+        answer = client.delete(f"/models/{version}", headers=headers)
+    else:
+        answer = client.patch(f"/models/{version}", json=body, headers=headers)
     if ROLES.index(role) >= ROLES.index(needed):
-        assert answer.status_code == 200, answer.data
+        assert answer.status_code == (200 if body is not None else 204), answer.data
         event = registry.history(version)[-1]
         assert event["actor"] == name  # the token's name; the actor header is ignored
-        assert event["action"] == "update_metadata"
+        assert event["action"] == ("update_metadata" if body is not None else "delete")
     else:
         error = json_error(answer)
         assert answer.status_code == 403
@@ -447,6 +453,28 @@ def test_a_console_rollback_needs_a_promoter_of_every_stage_it_moves(
         assert {e["actor"] for e in registry.history()[before[1] :]} == {name}
     else:
         assert answer.status_code == 403 and b"needs role promoter" in answer.data
+        assert state(registry) == before
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_against_a_console_delete(client: FlaskClient, registry: ModelRegistry, role: str) -> None:
+    name = ROLE_OF[role]
+    console_sign_in(client, name)
+    shown = client.get(f"{UI}/v/0.8.0").data + client.get(f"{UI}/v/0.8.0/delete").data
+    data = {
+        "csrf_token": hidden(shown, "csrf_token"),
+        "etag": metadata_etag(registry.get_metadata("0.8.0")),
+    }
+    before = state(registry)
+    answer = client.post(f"{UI}/v/0.8.0/delete", data=data)
+    if role == "admin":
+        assert b"Delete this version" in shown and b"/v/0.8.0/delete" in shown
+        assert answer.status_code == 303, answer.data
+        assert "0.8.0" not in registry.list_versions()
+        assert registry.history("0.8.0")[-1]["actor"] == name
+    else:
+        assert b"Delete this version" not in shown and b'class="danger"' not in shown
+        assert answer.status_code == 403 and b"deleting 0.8.0 needs role admin" in answer.data
         assert state(registry) == before
 
 

@@ -95,7 +95,7 @@ def test_corrupt_version_keeps_listing_alive(client, published, registry_root: P
 
 def test_unknown_paths_and_methods_under_prefix_answer_json(client, published):
     assert error_of(client.get("/models/1.0.0/nothing/here"))["code"] == 404
-    response = client.delete("/models/1.0.0")
+    response = client.put("/models/1.0.0")
     assert error_of(response)["code"] == 405
     assert "PATCH" in response.headers["Allow"]
 
@@ -104,7 +104,7 @@ def test_options_answers_in_json_with_the_allowed_methods(client, published):
     for path, allowed in [
         ("/models", ["GET", "HEAD", "OPTIONS"]),
         ("/models/latest", ["GET", "HEAD", "OPTIONS"]),
-        ("/models/1.0.0", ["GET", "HEAD", "OPTIONS", "PATCH"]),
+        ("/models/1.0.0", ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH"]),
     ]:
         response = client.options(path)
         assert response.status_code == 200 and response.mimetype == "application/json"

@@ -214,12 +214,17 @@ def test_audit_csv_escapes_formulas_in_every_column(
     published.set_stage("1.1.0", "prod", actor='=HYPERLINK("http://evil.example","x")')
     old_id = "01700000000000000000-000000000000"
     hand_made = {
-        "time": "-2+3", "action": "@SUM(1)", "version": "+1", "actor": "\tx", "before": -1, "after": "\r=1"
+        "time": "-2+3",
+        "action": "@SUM(1)",
+        "version": "+1",
+        "actor": "\tx",
+        "before": -1,
+        "after": "\r=1",
     }
     (registry_root / "audit" / "1.0.0" / f"{old_id}.json").write_text(json.dumps(hand_made))
     rows = list(csv.DictReader(io.StringIO(cli("--format", "csv").output)))
     assert rows[0] == {"id": old_id, **{k: "'" + str(v) for k, v in hand_made.items()}}
-    assert rows[-1]["actor"] == "'=HYPERLINK(\"http://evil.example\",\"x\")"
+    assert rows[-1]["actor"] == '\'=HYPERLINK("http://evil.example","x")'
     cells = [cell for row in rows for cell in row.values()]
     assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
     assert json.loads(cli().output.splitlines()[0])["actor"] == "\tx"  # JSON lines: as it is

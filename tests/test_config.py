@@ -90,6 +90,21 @@ def test_numbers_lists_and_json(monkeypatch):
     assert app.registry.allowed_stages == {"staging", "prod", "archived"}
 
 
+@pytest.mark.parametrize("prefix", ["FLASK_", ""])
+def test_retired_stages_from_the_environment_and_per_model(monkeypatch, prefix, tmp_path: Path):
+    assert create_app().registry.retired_stages == {"archived"}, "the default"
+    monkeypatch.setenv(f"{prefix}MODEL_REGISTRY_RETIRED_STAGES", "archived, attic")
+    (tmp_path / "fraud").mkdir()
+    models = {"fraud": str(tmp_path / "fraud"), "churn": {"root": str(tmp_path), "retired_stages": []}}
+    app = create_app(MODEL_REGISTRY_MODELS=models)
+    assert app.config["MODEL_REGISTRY_RETIRED_STAGES"] == ["archived", "attic"]
+    assert app.registry.retired_stages == {"archived", "attic"}
+    assert app.registries["fraud"].retired_stages == {"archived", "attic"}, "the app-wide value"
+    assert app.registries["churn"].retired_stages == frozenset(), "its own"
+    app = create_app(MODEL_REGISTRY_RETIRED_STAGES=["old"])
+    assert app.registry.retired_stages == {"old"}, "app.config wins"
+
+
 def test_a_token_from_the_environment_guards_the_api(monkeypatch):
     monkeypatch.setenv("FLASK_MODEL_REGISTRY_API_TOKEN", "s3cret-from-env")
     client = create_app().test_client()
@@ -109,6 +124,7 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
         ("MODEL_REGISTRY_STORAGE_OPTIONS", "{not json", "JSON"),
         ("FLASK_MODEL_REGISTRY_STORAGE_OPTIONS", "[1, 2]", "JSON object"),
         ("MODEL_REGISTRY_STAGES", '["prod", 5]', "list of names"),
+        ("FLASK_MODEL_REGISTRY_RETIRED_STAGES", "archived,no way", "stage names"),
         ("FLASK_MODEL_REGISTRY_API_TOKEN", "12345", "string"),
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
         ("MODEL_REGISTRY_PICKLE_ALLOW", "numpy, os system", "dotted module names"),
@@ -355,6 +371,7 @@ CASES: dict[str, Case] = {
     "MODEL_CACHE_SIZE": Case("7", _argument(7)),
     "WATCH": Case("false", _argument(False)),
     "CANARY_WEIGHT": Case("0.3", _argument(0.3)),
+    "RETIRED_STAGES": Case("archived,attic", _argument(["archived", "attic"])),
     "PICKLE_ALLOW": Case("example_app.model, numpy", _argument(["example_app.model", "numpy"])),
     "REQUIRE_IF_MATCH": Case("true", _if_match_required, {PREFIX + "API_TOKEN": "t"}),
     "MODELS": Case('{"fraud": "{tmp}/fraud"}', _named_model),

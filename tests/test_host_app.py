@@ -44,7 +44,7 @@ API_REQUESTS = [
     ("GET", "/models/", 404),
     ("GET", "/models/1.0.0/nope", 404),
     ("GET", "/models//1.0.0", 404),
-    ("DELETE", "/models/1.0.0", 405),
+    ("PUT", "/models/1.0.0", 405),
     ("POST", "/models", 405),
     ("GET", "/models/9.9.9", 404),
     ("GET", "/models/not-a-version", 400),
@@ -161,7 +161,10 @@ def test_cors_preflight_needs_no_token_and_reveals_only_allow(cors_app: Flask):
         "Access-Control-Request-Headers": "Authorization, Content-Type",
     }
     client = cors_app.test_client()
-    for path, allowed in [("/models", "GET, HEAD, OPTIONS"), ("/models/1.0.0", "GET, HEAD, OPTIONS, PATCH")]:
+    for path, allowed in [
+        ("/models", "GET, HEAD, OPTIONS"),
+        ("/models/1.0.0", "DELETE, GET, HEAD, OPTIONS, PATCH"),
+    ]:
         response = client.options(path, headers=preflight)
         assert response.status_code == 200, response.data
         assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://dashboard.example")
@@ -184,7 +187,7 @@ def test_error_and_success_bodies_share_one_compact_rendering(app: Flask, client
     for response in (
         client.get("/models/1.0.0"),
         client.get("/models/9.9.9"),
-        client.delete("/models/1.0.0"),
+        client.put("/models/1.0.0"),
     ):
         body = response.get_json()
         assert response.data == json.dumps(body, separators=(",", ":")).encode()
@@ -199,7 +202,7 @@ app.config["MODEL_REGISTRY_ROOT"] = sys.argv[1]
 FlaskModelRegistry(app)
 client = app.test_client()
 print(json.dumps([client.options("/models/1.0.0").headers["Allow"],
-                  client.delete("/models/1.0.0").headers["Allow"]]))
+                  client.put("/models/1.0.0").headers["Allow"]]))
 """
 
 
@@ -217,4 +220,4 @@ def test_allow_has_one_order_in_every_process(root: Path):
         )
         assert run.returncode == 0, run.stderr
         seen.update(json.loads(run.stdout))
-    assert seen == {"GET, HEAD, OPTIONS, PATCH"}
+    assert seen == {"DELETE, GET, HEAD, OPTIONS, PATCH"}

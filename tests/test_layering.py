@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "above the registry (capabilities built on it)",
         [
             "routing",
+            "lifecycle",
             "trail",
             "answers",
             "rollout",
@@ -52,6 +53,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "cli",
             "cli_group",
             "audit_cli",
+            "lifecycle_cli",
             "timeline_cli",
             "token_cli",
             "webhooks.cli",

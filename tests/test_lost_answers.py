@@ -107,3 +107,17 @@ def test_a_publish_that_loses_the_race_still_loses_and_removes_only_its_own_arte
     files = {path.rsplit("/", 1)[-1] for path in listed}
     assert files == {"metadata.json", winner}
     assert direct.get_model("1.0.0") == {"weights": [1.0]}
+
+
+def test_a_delete_whose_answer_is_lost_is_done_once(
+    registry: ModelRegistry, direct: ModelRegistry, proxy: servers.StoreProxy
+):
+    registry.save_model("1.0.0", {"weights": [1.0]})
+    registry.save_model("2.0.0", {"weights": [2.0]}, {"stage": "prod"})
+    proxy.lose_next_answer("DELETE", "/versions/1.0.0/metadata.json")
+
+    registry.delete_version("1.0.0")  # the retry finds it gone: its own delete, not another's
+
+    assert [(method, status) for method, _, status in proxy.lost] == [("DELETE", 204)]
+    assert direct.list_versions() == ["2.0.0"]
+    assert actions(direct, "1.0.0") == ["publish", "delete"]

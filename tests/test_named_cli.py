@@ -115,6 +115,7 @@ def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]
             "demote": ["1.0.0"],
             "set": ["1.0.0", "note=1"],
             "history": ["1.0.0"],
+            "delete": ["1.0.0"],
             "timeline": ["prod"],
             "rollback": ["prod"],
         }.get(name, [])

@@ -40,21 +40,6 @@ def holders(registry: ModelRegistry, stage: str) -> list[tuple[str, str | None]]
     return [(p["version"], p["actor"]) for p in registry.timeline(stage)]
 
 
-def delete_as_lifecycle_does(
-    registry: ModelRegistry, version: str, actor: str = "ops", remove: Callable[[], None] | None = None
-) -> None:
-    """Delete ``version`` the way ``delete_version`` records it: a ``delete`` event whose ``before``
-    is the last metadata and whose ``after`` is ``{}``, written pending before the version goes
-    (``remove``: how it goes; by default its folder on local disk)."""
-    data, _ = registry.storage.read_metadata(version)
-    pending = registry.audit.prepare("delete", version, json.loads(data), {}, actor, data, None)  # type: ignore[arg-type]
-    if remove is None:
-        shutil.rmtree(Path(registry.root, "versions", version))
-    else:
-        remove()
-    pending.finalise()
-
-
 @pytest.fixture
 def moments(registry: ModelRegistry) -> dict[str, datetime]:
     """A registry with a real history, and a moment between each two of its events:
@@ -166,20 +151,26 @@ def test_a_clock_skewed_hosts_change_counts_in_the_trails_order(
 
 
 def test_a_deleted_version_leaves_every_stage_when_it_goes(registry: ModelRegistry) -> None:
+    """Its delete event (before: the last metadata, after: {}) ends its period in the stage it
+    was in (a retired one, once prod has a newer holder: nothing protects it), and what held a
+    stage then still answers."""
     registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
     registry.save_model("1.1.0", "b", {"stage": "prod", "auc": 0.9}, actor="ci")
     while_held = now()
-    delete_as_lifecycle_does(registry, "1.1.0")
+    registry.set_stage("1.1.0", "archived", actor="ops")
+    registry.save_model("1.2.0", "c", {"stage": "prod"}, actor="ci")
+    archived = now()
+    registry.delete_version("1.1.0", actor="ops")
     gone = now()
-    assert registry.list_versions() == ["1.0.0"]
+    assert registry.list_versions() == ["1.0.0", "1.2.0"]
+    assert registry.history("1.1.0")[-1]["action"] == "delete"
     assert registry.get_latest_version("prod", as_of=while_held) == "1.1.0"
-    assert registry.get_latest_version("prod", as_of=gone) == "1.0.0"
-    assert holders(registry, "prod") == [("1.0.0", "ci"), ("1.1.0", "ci"), ("1.0.0", "ops")]
-    registry.save_model("1.2.0", "c", {"stage": "archived"}, actor="ci")
-    delete_as_lifecycle_does(registry, "1.2.0")
-    archived = registry.timeline("archived")
-    assert [(p["version"], p["until"] is not None) for p in archived] == [("1.2.0", True)]
-    assert registry.get_latest_version("archived", as_of=now()) is None
+    assert registry.get_latest_version("prod", as_of=gone) == "1.2.0"
+    assert holders(registry, "prod") == [("1.0.0", "ci"), ("1.1.0", "ci"), ("1.0.0", "ops"), ("1.2.0", "ci")]
+    assert registry.get_latest_version("archived", as_of=archived) == "1.1.0"
+    assert registry.get_latest_version("archived", as_of=gone) is None
+    [period] = registry.timeline("archived")
+    assert period["version"] == "1.1.0" and archived < period["until"] < gone
 
 
 def test_hand_made_versions_count_from_created_at_or_their_file_time(
@@ -215,16 +206,25 @@ def test_object_storage_follows(registry_target: RegistryTarget) -> None:
     registry = registry_target.open(refresh_interval=0)
     registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
     while_1 = now()
-    path = registry_target.path("versions", "1.0.0")
-    delete_as_lifecycle_does(registry, "1.0.0", remove=lambda: fs.rm(path, recursive=True))
+    registry.set_stage("1.0.0", "archived", actor="ops")
+    for version in ("1.1.0", "1.2.0"):  # prod's rollback target is no longer 1.0.0
+        registry.save_model(version, "b", {"stage": "prod"}, actor="ci")
+    registry.delete_version("1.0.0", actor="ops")
     reader = registry_target.open()
-    assert reader.list_versions() == ["0.9.0"]
+    assert reader.list_versions() == ["0.9.0", "1.1.0", "1.2.0"]
     assert reader.get_latest_version("prod", as_of=while_1) == "1.0.0"
-    assert reader.get_latest_version("prod", as_of=now()) == "0.9.0"
+    assert reader.get_latest_version("prod", as_of=now()) == "1.2.0"
     with pytest.raises(VersionNotFoundError):
         reader.get_latest_version("prod", as_of=made - timedelta(minutes=5))
-    assert holders(reader, "prod") == [("0.9.0", None), ("1.0.0", "ci"), ("0.9.0", "ops")]
+    assert holders(reader, "prod") == [
+        ("0.9.0", None),
+        ("1.0.0", "ci"),
+        ("0.9.0", "ops"),
+        ("1.1.0", "ci"),
+        ("1.2.0", "ci"),
+    ]
     assert abs(reader.timeline("prod")[0]["from"] - made) < timedelta(seconds=5)
+    assert [p["until"] is not None for p in reader.timeline("archived")] == [True]  # the delete ended it
 
 
 # rollback -----------------------------------------------------------------------------------------
@@ -303,8 +303,10 @@ def test_http_as_of_answers_a_deleted_version_with_its_last_metadata(
     registry.save_model("1.0.0", "a", {"stage": "prod", "auc": 0.8}, actor="ci")
     registry.save_model("1.1.0", "b", {"stage": "prod", "auc": 0.9}, actor="ci")
     when = now()
+    registry.set_stage("1.1.0", "archived", actor="ops")
+    registry.save_model("1.2.0", "c", {"stage": "prod"}, actor="ci")
     metadata = registry.get_metadata("1.1.0")
-    delete_as_lifecycle_does(registry, "1.1.0")
+    registry.delete_version("1.1.0", actor="ops")
     assert client.get("/models/1.1.0").status_code == 404
     body = client.get("/models/latest", query_string={"stage": "prod", "as_of": when.isoformat()}).get_json()
     assert body == {"version": "1.1.0", "metadata": metadata, "as_of": when.isoformat()}

@@ -13,7 +13,6 @@ import pytest
 from browser import chromium, live_server, tab
 from flask import Flask
 from playwright.sync_api import Browser, expect
-from test_timeline import delete_as_lifecycle_does
 
 from flask_model_registry import ModelRegistry
 
@@ -23,12 +22,14 @@ HOSTILE_ACTOR = 'alice "><script>alert(2)</script>'
 
 @pytest.fixture
 def history(registry: ModelRegistry) -> ModelRegistry:
-    """prod: 1.0.0, then 1.1.0, then 1.2.0 (deleted since), then 1.1.0 again; metrics on each."""
+    """prod: 1.0.0, then 1.1.0, then 1.2.0 (archived, then deleted), 1.1.0 again, then 1.3.0;
+    metrics on the first three."""
     registry.save_model("1.0.0", "a", {"stage": "prod", "metrics": {"auc": 0.81, "f1": 0.7}}, actor="ci")
     registry.save_model("1.1.0", "b", {"stage": "prod", "metrics": {"auc": 0.86}}, actor=HOSTILE_ACTOR)
     registry.save_model("1.2.0", "c", {"stage": "prod", "metrics": {"auc": 0.9}}, actor="bob")
     registry.set_stage("1.2.0", "archived", actor="bob")
-    delete_as_lifecycle_does(registry, "1.2.0")
+    registry.save_model("1.3.0", "d", {"stage": "prod"}, actor="ci")  # 1.2.0 is no rollback target now
+    registry.delete_version("1.2.0", actor="ops")
     return registry
 
 
@@ -38,7 +39,7 @@ def test_the_stage_page_draws_each_period(client: Any, history: ModelRegistry) -
     html = response.get_data(as_text=True)
     svg = html[html.index("<svg") : html.index("</svg>")]
     titles = re.findall(r'<rect class="period[^"]*"[^>]*><title>([^<]*)</title>', svg)
-    assert [t.split(":")[0] for t in titles] == ["1.0.0", "1.1.0", "1.2.0", "1.1.0"]
+    assert [t.split(":")[0] for t in titles] == ["1.0.0", "1.1.0", "1.2.0", "1.1.0", "1.3.0"]
     assert "by alice &#34;&gt;&lt;script&gt;" in titles[1] and titles[-1].split(" → ")[1].startswith("now")
     assert svg.count('class="period current"') == 1
     assert 'href="/models/ui/audit?version=1.2.0"' in svg  # deleted: its events, not a missing page
@@ -97,13 +98,13 @@ def test_the_pictures_in_chromium(
         t.page.locator("table.versions a.badge.stage-prod").first.click()
         expect(t.page.locator("h1")).to_contain_text("Stage prod")
         bars = t.page.locator("svg.chart.timeline rect.period")
-        expect(bars).to_have_count(4)
-        widths = [bars.nth(i).bounding_box()["width"] for i in range(4)]  # type: ignore[index]
+        expect(bars).to_have_count(5)
+        widths = [bars.nth(i).bounding_box()["width"] for i in range(5)]  # type: ignore[index]
         assert all(width >= 2 for width in widths)
         expect(t.page.locator("svg.chart.timeline rect.current")).to_have_count(1)
-        expect(t.page.locator("table.periods tbody tr")).to_have_count(4)
+        expect(t.page.locator("table.periods tbody tr")).to_have_count(5)
         t.page.locator("svg.chart.timeline a", has=t.page.locator("rect.current")).click()
-        expect(t.page.locator("h1")).to_contain_text("Version 1.1.0")
+        expect(t.page.locator("h1")).to_contain_text("Version 1.3.0")
         assert t.errors == [] and t.outside() == []
 
 

@@ -215,6 +215,23 @@ def test_a_promotion_and_a_rollback_through_the_forms(
     expect(rows.first).to_contain_text('"prod" → "staging"')
 
 
+def test_a_delete_through_its_confirmation_page(
+    serve: Callable[..., str], open_tab: Callable[..., Tab], console_registry: ModelRegistry
+) -> None:
+    t = open_tab(serve(**SIGNED))
+    sign_in(t, "alice")
+    t.goto("/models/ui/v/1.0.0/delete")  # prod's version: in use, no button
+    expect(t.page.locator("main")).to_contain_text("is in use and cannot be deleted")
+    expect(t.page.locator("main").get_by_role("button")).to_have_count(0)
+    t.goto("/models/ui/v/0.9.0")  # archived: serves nothing
+    t.page.get_by_role("link", name="Delete this version…").click()
+    expect(t.page.locator("main")).to_contain_text("its name can never be published again")
+    t.page.get_by_role("button", name="Delete version 0.9.0").click()
+    expect(t.page.locator(".notice")).to_contain_text("Version 0.9.0 deleted")
+    assert "0.9.0" not in console_registry.list_versions()
+    assert console_registry.history("0.9.0")[-1]["actor"] == "alice"
+
+
 def test_a_form_without_its_csrf_token_is_refused(
     serve: Callable[..., str], open_tab: Callable[..., Tab], console_registry: ModelRegistry
 ) -> None:

@@ -9,9 +9,11 @@ changes; the registry above sees only this interface.
 from __future__ import annotations
 
 import abc
+import contextlib
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 #: Token that changes whenever an object changes (inode and times on disk, ETag on object stores).
@@ -26,8 +28,31 @@ AUDIT_DIR = "audit"
 #: Small mutable documents of the registry's own helpers (webhook cursors), each replaced only by
 #: compare-and-swap: ``<root>/state/<name>``.
 STATE_DIR = "state"
+#: Where a local registry moves a deleted version's folder, in one rename out of ``versions/``,
+#: before removing its files: ``<root>/.deleted/<version>@<hex>/`` (what a killed delete leaves).
+DELETED_DIR = ".deleted"
 _MISSING = object()
 _STATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something under ``versions/`` that is no committed version, as :meth:`Storage.leftovers`
+    reports it. ``kind``: ``partial`` (a SemVer name without ``metadata.json``), ``staging`` (a
+    publish's hidden folder) or ``deleted`` (a local delete's folder, moved out of ``versions/``)."""
+
+    name: str  # the version name, or the hidden folder's name
+    kind: str
+    modified: float  # the newest modification time in it (seconds since the epoch)
+    size: int  # bytes
+    locked: bool = False  # a staging folder whose writer is alive
+
+    @property
+    def version(self) -> str:
+        """The version it belongs to (``""`` for a staging folder, which names none)."""
+        if self.kind == "deleted":
+            return self.name.rpartition("@")[0]
+        return self.name if self.kind == "partial" else ""
 
 
 class Publication(abc.ABC):
@@ -149,6 +174,37 @@ class Storage(abc.ABC):
         """A cheap token that changes when a name is added to or removed from ``audit/<folder>``,
         where the storage has one (a local folder's times); None: none, the caller polls."""
         return None
+
+    @abc.abstractmethod
+    def remove_version(self, version: str, expected: Stamp) -> None:
+        """Take ``version`` out of every listing in one step, if its metadata's stamp is still
+        ``expected`` (else :class:`ConflictError`; FileNotFoundError when it is gone already). Its
+        other files stay until :meth:`purge_version`."""
+
+    @abc.abstractmethod
+    def purge_version(self, version: str) -> int:
+        """Remove what a delete of ``version`` left after :meth:`remove_version` (its artefact, its
+        folder); the bytes freed (0: nothing was left). A version listed again is left alone."""
+
+    @abc.abstractmethod
+    def leftovers(self) -> list[Leftover]:
+        """Everything under ``versions/`` (and what deletes left) that is no committed version:
+        SemVer-named folders or prefixes without ``metadata.json``, staging folders, half-done
+        deletes; with their age and size. Other names are not reported (never touched)."""
+
+    @abc.abstractmethod
+    def remove_leftover(self, leftover: Leftover) -> int:
+        """Remove one leftover (unless it became a committed version meanwhile); the bytes freed."""
+
+    @abc.abstractmethod
+    def footprint(self, versions: Iterable[str]) -> dict[str, tuple[int, float]]:
+        """For each of ``versions``: the bytes its folder holds and when its ``metadata.json`` was
+        last written (seconds since the epoch); a version gone meanwhile is left out."""
+
+    def reusing_listing(self) -> AbstractContextManager[None]:
+        """Within this, one listing answers for all (object storage: a refresh's listing serves
+        :meth:`leftovers` too); elsewhere nothing changes."""
+        return contextlib.nullcontext()
 
     def metadata_mtime(self, version: str) -> float | None:
         """When ``version``'s ``metadata.json`` was last written (seconds since the epoch), where

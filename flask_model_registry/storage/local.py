@@ -53,9 +53,9 @@ from .files import (
     swap_file,
     write_durably,
 )
+from .local_delete import STAGING_PREFIX, LocalDeletes
 from .watch import DirectoryWatcher
 
-STAGING_PREFIX = ".staging-"
 #: Without change notification, one stat pass over the versions answers the calls that arrive within
 #: this many times its own duration (and the refresh interval): polling costs at most ~1/11 of the
 #: time, whatever the number of versions, and a change is seen within that bound.
@@ -113,7 +113,7 @@ class LocalPublication(Publication):
             self._held = -1
 
 
-class LocalStorage(Storage):
+class LocalStorage(LocalDeletes, Storage):
     """Versions as folders under ``<root>/versions``; never reads or writes outside ``root``."""
 
     is_local = True

@@ -112,6 +112,7 @@ class Entry:
     stamp: Stamp
     seq: int
     metadata: bytes | None  # None: too large, or not UTF-8; readers fetch the object itself
+    deleted: bool = False  # a tombstone: the version was deleted (readers drop it)
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,21 @@ class Manifest:
     entries: Mapping[str, Entry]
     history: tuple[tuple[Stamp, int], ...] = ()
 
-    def with_changes(self, changes: Mapping[str, tuple[bytes, Stamp]], replacing: Stamp | None) -> Manifest:
+    def with_changes(
+        self,
+        changes: Mapping[str, tuple[bytes, Stamp]],
+        replacing: Stamp | None,
+        removed: Iterable[str] = (),
+    ) -> Manifest:
         """The manifest that replaces this one (whose object's stamp is ``replacing``; None: there
-        is none, or it was unusable): each changed version's entry new, with the next ``seq``."""
+        is none, or it was unusable): each changed version's entry new, and a tombstone for each
+        ``removed`` one, with the next ``seq``."""
         seq = self.seq + 1
         entries = dict(self.entries)
         for version, (data, stamp) in changes.items():
             entries[version] = Entry(stamp, seq, data if len(data) <= MAX_ENTRY and _is_text(data) else None)
+        for version in removed:
+            entries[version] = Entry("", seq, None, deleted=True)
         history = ((replacing, self.seq), *self.history)[:HISTORY] if replacing is not None else ()
         return Manifest(seq, entries, history)
 
@@ -161,6 +170,7 @@ class Manifest:
                         "stamp": _jsonable(e.stamp),
                         "seq": e.seq,
                         "metadata": e.metadata.decode() if e.metadata is not None else None,
+                        **({"deleted": True} if e.deleted else {}),
                     }
                     for v, e in self.entries.items()
                 },
@@ -183,7 +193,12 @@ class Manifest:
                 raise ValueError("checksum mismatch (edited by hand, or damaged)")
             value = json.loads(body)
             entries = {
-                version: Entry(_stamp(item["stamp"]), _int(item["seq"]), _metadata(item["metadata"]))
+                version: Entry(
+                    _stamp(item["stamp"]),
+                    _int(item["seq"]),
+                    _metadata(item["metadata"]),
+                    item.get("deleted") is True,
+                )
                 for version, item in value["versions"].items()
                 if sort_key(version) is not None
             }
@@ -314,6 +329,8 @@ class ManifestDiscovery:
         own: list[str] = []
         for version, entry in changed.items():
             self._unconfirmed.pop(version, None)
+            if entry.deleted:
+                continue  # deleted: neither kept nor fetched
             if entry.metadata is None or version in self._ahead:
                 own.append(version)
                 continue
@@ -415,44 +432,70 @@ class ManifestDiscovery:
             got = self._read(None)
         return got  # type: ignore[return-value]
 
+    def record_removal(self, version: str) -> None:
+        """Put a tombstone for ``version`` in the manifest after its ``metadata.json`` was removed,
+        so other registries drop it at their next refresh (see :meth:`_update`)."""
+
+        def change(got: Got) -> Manifest | None:
+            entry = got.manifest.entries.get(version) if got.manifest is not None else None
+            if entry is not None and entry.deleted:
+                return None
+            base, replacing = _successor_of(got)
+            return base.with_changes({}, replacing, removed=[version])
+
+        self._update(change, f"deleting {version}")
+
     def record(self, version: str, metadata_path: str) -> None:
-        """Bring ``version``'s entry up to date after a write to its metadata (at ``metadata_path``):
-        compare-and-swap, retried. The metadata object is read after the manifest, so an entry is
-        never replaced by an older state of that object when writers race. A failure is logged, never
-        raised (the write itself happened): this registry then lists in full at its next refresh,
-        and others find the change at their next full listing."""
+        """Bring ``version``'s entry up to date after a write to its metadata (at ``metadata_path``).
+        The metadata object is read after the manifest, so an entry is never replaced by an older
+        state of that object when writers race (see :meth:`_update`)."""
+
+        def change(got: Got) -> Manifest | None:
+            try:
+                data, stamp = self._objects.read(metadata_path)
+            except FileNotFoundError:
+                return None
+            entry = got.manifest.entries.get(version) if got.manifest is not None else None
+            if entry is not None and entry.stamp == stamp:
+                return None  # a racing writer recorded this state (or a newer one is on its way)
+            base, replacing = _successor_of(got)
+            return base.with_changes({version: (data, stamp)}, replacing)
+
+        self._update(change, f"writing {version}")
+
+    def _update(self, change: Callable[[Got], Manifest | None], doing: str) -> None:
+        """Replace the manifest with ``change`` of it (None: nothing to write) by compare-and-swap,
+        retried. A failure is logged, never raised (the write itself happened): this registry then
+        lists in full at its next refresh, and others find the change at their next full listing."""
         try:
             for attempt in range(_CAS_ATTEMPTS):
                 got = self._read_whole()
-                current, current_stamp = got.manifest, got.stamp
-                try:
-                    data, stamp = self._objects.read(metadata_path)
-                except FileNotFoundError:
+                updated = change(got)
+                if updated is None:
                     return
-                entry = current.entries.get(version) if current is not None else None
-                if entry is not None and entry.stamp == stamp:
-                    return  # a racing writer recorded this state (or a newer one is on its way)
-                base = current if current is not None else Manifest(0, {})
-                replacing = current_stamp if current is not None else None
-                updated = base.with_changes({version: (data, stamp)}, replacing).encode()
-                if current_stamp is None:
+                if got.stamp is None:
                     try:
-                        self._objects.create(self.path, updated)
+                        self._objects.create(self.path, updated.encode())
                         return
                     except FileExistsError:
                         pass
-                elif self._objects.replace(self.path, updated, current_stamp) is not None:
+                elif self._objects.replace(self.path, updated.encode(), got.stamp) is not None:
                     return
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
             raise TimeoutError(f"the manifest kept changing ({_CAS_ATTEMPTS} attempts)")
         except Exception as exc:
             log.warning(
-                "registry manifest not updated after writing %s (%s); others see it at their next"
-                " full listing",
-                version,
+                "registry manifest not updated after %s (%s); others see it at their next full listing",
+                doing,
                 exc,
             )
             self.force_full()
+
+
+def _successor_of(got: Got) -> tuple[Manifest, Stamp | None]:
+    """What a write builds on: the manifest read and its object's stamp, or an empty one (and no
+    predecessor) when there was none or it was unusable."""
+    return (got.manifest, got.stamp) if got.manifest is not None else (Manifest(0, {}), None)
 
 
 def _confirmed(data: bytes, stated: bytes | None) -> bool:

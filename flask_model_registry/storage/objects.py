@@ -116,6 +116,15 @@ class Objects:
             self.fs.pipe_file(path, data)
             return self.stamp(self.fs.info(path))
 
+    def delete(self, path: str, expected: Stamp) -> bool:
+        """Remove the object only if its stamp is still ``expected``: True when removed, False when
+        its stamp was another; FileNotFoundError when it is gone."""
+        with self._lock:
+            if self.stamp(self.fs.info(path)) != expected:
+                return False
+            self.fs.rm_file(path)
+            return True
+
 
 class AsyncObjects(Objects):
     """A store whose own conditional requests do the work; reads run on fsspec's event loop."""
@@ -247,6 +256,19 @@ class S3Objects(AsyncObjects):
     def replace(self, path: str, data: bytes, expected: Stamp) -> Stamp | None:
         return self._put(path, data, IfMatch=str(expected))[1]
 
+    def delete(self, path: str, expected: Stamp) -> bool:
+        """DeleteObject with ``If-Match: <ETag>`` (S3's conditional delete)."""
+        bucket, key, _ = self.fs.split_path(path)
+        try:
+            self.fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=str(expected))
+        except OSError as exc:
+            if s3_error_code(exc) == "PreconditionFailed":
+                return False
+            if isinstance(exc, FileNotFoundError) or s3_error_code(exc) == "NoSuchKey":
+                raise FileNotFoundError(path) from None
+            raise
+        return True
+
 
 class AzureObjects(AsyncObjects):
     """Azure Blob through adlfs's client: Put Blob with ``If-None-Match: *`` or ``If-Match: <ETag>``."""
@@ -311,6 +333,26 @@ class AzureObjects(AsyncObjects):
             return sync(self.fs.loop, self._upload, path, data, overwrite=True, **condition)
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
+
+    async def _delete(self, path: str, **conditions: Any) -> None:
+        async with self._client(path) as client:
+            await client.delete_blob(**conditions)
+
+    def delete(self, path: str, expected: Stamp) -> bool:
+        """Delete Blob with ``If-Match: <ETag>``."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        condition = {"etag": expected, "match_condition": MatchConditions.IfNotModified}
+        try:
+            sync(self.fs.loop, self._delete, path, **condition)
+        except ResourceModifiedError:  # 412; Azurite answers it for a missing blob too
+            self.fs.invalidate_cache(path)
+            self.fs.info(path)  # FileNotFoundError if it is gone
+            return False
+        except ResourceNotFoundError:
+            raise FileNotFoundError(path) from None
+        return True
 
 
 class GCSObjects(AsyncObjects):
@@ -388,6 +430,19 @@ class GCSObjects(AsyncObjects):
             return self._upload(path, data, str(expected))
         except (FileExistsError, FileNotFoundError):
             return None
+
+    def delete(self, path: str, expected: Stamp) -> bool:
+        """Delete the object with ``ifGenerationMatch=<generation>`` (checked first as well: some
+        emulators ignore that precondition on a delete)."""
+        bucket, key, _ = self.fs.split_path(path)
+        self.fs.invalidate_cache(path)
+        if self.stamp(self.fs.info(path)) != expected:
+            return False
+        try:
+            self.fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=str(expected))
+        except FileExistsError:  # 412: another generation
+            return False
+        return True
 
 
 OBJECTS: dict[str, type[Objects]] = {

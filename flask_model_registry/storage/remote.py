@@ -58,6 +58,7 @@ from .base import (
     METADATA_FILE,
     STATE_DIR,
     VERSIONS_DIR,
+    Leftover,
     Publication,
     Read,
     Stamp,
@@ -178,6 +179,9 @@ class FsspecStorage(Storage):
             refresh_interval = 0.0 if scheme == "memory" else DEFAULT_REFRESH_INTERVAL
         self._refresh_interval = refresh_interval
         self._next_scan = 0.0
+        # Inside reusing_listing(): the one listing of versions/ made there (None: none yet).
+        self._reused: dict[str, Mapping[str, Any]] | None = None
+        self._reusing = False
         self.discovery = ManifestDiscovery(
             self._objects,
             f"{self.root}/{MANIFEST_FILE}",
@@ -281,10 +285,29 @@ class FsspecStorage(Storage):
         """One paged listing gives every version and its metadata's stamp; nothing is fetched."""
         return {version: item.stamp for version, item in self.list_metadata().items()}
 
+    @contextlib.contextmanager
+    def reusing_listing(self) -> Iterator[None]:
+        """Within this, the first listing of ``versions/`` answers every later one (a refresh's and
+        :meth:`leftovers`'): ``gc --dry-run`` costs one listing and the manifest."""
+        self._reusing, self._reused = True, None
+        try:
+            yield
+        finally:
+            self._reusing, self._reused = False, None
+
+    def _list_versions(self) -> dict[str, Mapping[str, Any]]:
+        """Every object below ``versions/`` with its details (see :meth:`reusing_listing`)."""
+        if self._reused is not None:
+            return self._reused
+        listing = self._list(self._versions)
+        if self._reusing:
+            self._reused = listing
+        return listing
+
     def list_metadata(self) -> dict[str, Listed]:
         """Every version's ``metadata.json`` as one paged listing shows it: stamp, size, and MD5
         where the store states it."""
-        listing = self._list(self._versions)
+        listing = self._list_versions()
         prefix = self._versions + "/"
         found: dict[str, Listed] = {}
         for path, info in listing.items():
@@ -307,18 +330,7 @@ class FsspecStorage(Storage):
                 info = self.fs.info(self._path(version, METADATA_FILE))
         except OSError:
             return None
-        for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
-            value = info.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                except ValueError:
-                    continue
-            if isinstance(value, datetime):
-                return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-        return None
+        return modified_time(info)
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         """Only what changed since the last scan is asked for; fetched a few at a time."""
@@ -353,6 +365,68 @@ class FsspecStorage(Storage):
             raise ConflictError(f"version {version} changed while being updated")
         self.discovery.record(version, path)  # also when already ours: its update may not have landed
         return wrote
+
+    def remove_version(self, version: str, expected: Stamp) -> None:
+        with self._store_errors("a delete"):
+            removed = self._objects.delete(self._path(version, METADATA_FILE), expected)
+        if not removed:
+            raise ConflictError(f"version {version} changed while being deleted")
+        self.discovery.record_removal(version)
+
+    def purge_version(self, version: str) -> int:
+        self.discovery.record_removal(version)  # again: a killed delete may not have recorded it
+        return self._remove_prefix(version, self._list(f"{self._versions}/{version}"))
+
+    def _remove_prefix(self, version: str, objects: Mapping[str, Mapping[str, Any]]) -> int:
+        """Remove the objects of ``version``'s prefix (``objects``: a listing of it), unless one is
+        its ``metadata.json`` (then it is a version: left alone); the bytes freed."""
+        if self._path(version, METADATA_FILE) in objects:
+            return 0
+        freed = 0
+        with self._store_errors("removing a deleted version's objects"):
+            for path, info in objects.items():
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
+                    freed += int(info.get("size") or 0)
+        return freed
+
+    def _by_version(self) -> dict[str, dict[str, Mapping[str, Any]]]:
+        """The listing of ``versions/``, grouped by SemVer-named prefix (other names left out)."""
+        prefix = self._versions + "/"
+        groups: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for path, info in self._list_versions().items():
+            name = path.removeprefix(prefix).partition("/")[0]
+            if path.startswith(prefix) and sort_key(name) is not None:
+                groups.setdefault(name, {})[path] = info
+        return groups
+
+    def footprint(self, versions: Iterable[str]) -> dict[str, tuple[int, float]]:
+        wanted = list(versions)
+        if not wanted:
+            return {}
+        groups = self._by_version()
+        found = {}
+        for version in wanted:
+            objects = groups.get(version, {})
+            metadata = objects.get(self._path(version, METADATA_FILE))
+            if metadata is not None:
+                size = sum(int(info.get("size") or 0) for info in objects.values())
+                found[version] = (size, modified_time(metadata) or 0.0)
+        return found
+
+    def leftovers(self) -> list[Leftover]:
+        found = []
+        for name, objects in self._by_version().items():
+            if self._path(name, METADATA_FILE) not in objects:
+                modified = max((modified_time(info) or 0.0 for info in objects.values()), default=0.0)
+                size = sum(int(info.get("size") or 0) for info in objects.values())
+                found.append(Leftover(name, "partial", modified, size))
+        return found
+
+    def remove_leftover(self, leftover: Leftover) -> int:
+        if leftover.kind != "partial":
+            return 0
+        return self.purge_version(leftover.name)
 
     def begin_publication(self, version: str) -> Publication:
         if self.fs.exists(self._path(version, METADATA_FILE)):
@@ -419,3 +493,21 @@ class FsspecStorage(Storage):
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
             names = [n for n in names if start_after is None or n > start_after][:limit]
         return [name for name in names if not name.startswith(".")]
+
+
+def modified_time(info: Mapping[str, Any]) -> float | None:
+    """When an object (a listing or ``info`` entry) was last written, as the store states it (S3
+    ``LastModified``, Azure ``last_modified``, GCS ``updated``, ``memory://`` ``created``), in
+    seconds since the epoch; None where it states none."""
+    for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return None

@@ -6,7 +6,7 @@ it with :func:`register_ui` unless ``MODEL_REGISTRY_UI_ENABLED`` is false.
 
 from __future__ import annotations
 
-from . import actions, auth, pictures, views
+from . import actions, auth, deleting, pictures, views
 from .blueprint import bp, register_ui
 
-__all__ = ["actions", "auth", "bp", "pictures", "register_ui", "views"]
+__all__ = ["actions", "auth", "bp", "deleting", "pictures", "register_ui", "views"]

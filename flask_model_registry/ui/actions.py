@@ -32,7 +32,9 @@ class StaleFormError(RegistryError):
     http_status = 409
 
 
-def _refused() -> tuple[str, int] | None:
+def refuse_write() -> tuple[str, int] | None:
+    """The page to answer a write with when this visitor is not signed in or the CSRF token is wrong
+    (what the visitor's role allows is checked with each change)."""
     if visitor().mode is not Mode.SIGNED_IN:
         return error_page(403, "Read-only", "Changes from the console need a token: sign in first.")
     return check_csrf()
@@ -128,7 +130,7 @@ def _changes(op: str, metadata: Mapping[str, Any], allowed: Any) -> tuple[dict[s
 @route("/v/<version>/<any(promote, demote, 'set-flag', 'clear-flag', canary):op>", methods=["POST"])
 def change(model: str | None, version: str, op: str) -> Any:
     """Apply one form of the version page; back to that page with what happened."""
-    refused = _refused()
+    refused = refuse_write()
     if refused is not None:
         return refused
     registry = registry_of(model)
@@ -158,7 +160,7 @@ def _fingerprints(registry: ModelRegistry, plan: Rollback) -> tuple[str, dict[st
 def rollback(model: str | None) -> Any:
     """Give a stage back to the version that held it before its current one (from the audit trail):
     ``GET`` shows what would change, the ``POST`` of that page does it."""
-    if request.method == "POST" and (refused := _refused()) is not None:
+    if request.method == "POST" and (refused := refuse_write()) is not None:
         return refused
     registry = registry_of(model)
     stage = check_stage(request.values.get("stage", "").strip(), None)

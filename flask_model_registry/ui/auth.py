@@ -63,6 +63,11 @@ class Visitor:
         return self.mode is Mode.SIGNED_IN and self.token is not None and self.token.has("promoter")
 
     @property
+    def can_delete(self) -> bool:
+        """Whether the visitor's role allows deleting a version (``admin``)."""
+        return self.mode is Mode.SIGNED_IN and self.token is not None and self.token.has("admin")
+
+    @property
     def asks_name(self) -> bool:
         """Whether sign-in asks a name: only with ``MODEL_REGISTRY_API_TOKEN`` alone (a named token's
         name is its actor)."""

@@ -15,6 +15,7 @@ from ..errors import InvalidMetadataError, VersionNotFoundError
 from ..metadata import check_stage
 from ..registry import ModelRegistry
 from ..rollout import roles, serving
+from ..snapshot import Entry, Snapshot
 from ..versioning import check_version
 from .auth import visitor
 from .blueprint import bp, page, registry_of, route
@@ -132,14 +133,21 @@ def registry_page(model: str | None) -> Any:
     )
 
 
-def version_context(model: str | None, version: str) -> dict[str, Any]:
-    """What the version page shows: metadata, artefact facts, its audit timeline (newest first)."""
+def find_version(model: str | None, version: str) -> tuple[ModelRegistry, Snapshot, Entry]:
+    """The registry a console URL names, its current state and the version's entry in it (a bad
+    version name is a 400, a missing one a 404)."""
     registry = registry_of(model)
     check_version(version)
     snapshot = registry.snapshot()
     entry = snapshot.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
+    return registry, snapshot, entry
+
+
+def version_context(model: str | None, version: str) -> dict[str, Any]:
+    """What the version page shows: metadata, artefact facts, its audit timeline (newest first)."""
+    registry, snapshot, entry = find_version(model, version)
     metadata = entry.metadata
     now = datetime.now(timezone.utc)
     shown = row(entry, now, roles(registry, snapshot))

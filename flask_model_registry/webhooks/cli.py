@@ -31,7 +31,6 @@ def webhooks_cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-
 def settings() -> Settings:
     """The delivery knobs from the app's (parsed) config."""
     config = current_app.config
