@@ -22,9 +22,14 @@ $(BIN)/.installed: setup.cfg pyproject.toml | $(VENV)/bin/python
 	$(BIN)/python -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
 	touch $@
 
-## Serve the example app with gunicorn on 127.0.0.1:8000 over ./registry.
+## Serve the example app with gunicorn on 127.0.0.1:8000 over ./registry, loading only versions
+## signed by a trusted key: by default the DEMO key that signed the sample (never trust it in
+## production). Serving your own registry: set MODEL_REGISTRY_TRUSTED_KEYS (empty: no signatures).
+DEMO_TRUSTED_KEY := example_app/keys/demo-only.pub
 serve: $(BIN)/.installed-serve
-	MODEL_REGISTRY_ROOT=$${MODEL_REGISTRY_ROOT:-registry} $(BIN)/gunicorn -c example_app/gunicorn_conf.py 'example_app:create_app()'
+	MODEL_REGISTRY_ROOT=$${MODEL_REGISTRY_ROOT:-registry} \
+	MODEL_REGISTRY_TRUSTED_KEYS=$${MODEL_REGISTRY_TRUSTED_KEYS-$(DEMO_TRUSTED_KEY)} \
+	$(BIN)/gunicorn -c example_app/gunicorn_conf.py 'example_app:create_app()'
 
 ## Install the missing SYSTEM_TOOLS with apt-get when root on Debian; otherwise say what to install.
 system-tools:

@@ -1,7 +1,9 @@
 """Rebuild the sample registry shipped in ``./registry``: ``python -m example_app.make_registry``.
 
 The models are :class:`example_app.model.LinearModel` instances, saved through the public API, so
-the sample is exactly what a training job would publish.
+the sample is exactly what a training job would publish, signed (``model.sig``) with the DEMO key
+shipped in ``example_app/keys``: a key for demonstration only, whose private half is public. Never
+trust it in production; make your own (see docs/signing.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ from pathlib import Path
 
 from example_app.model import LinearModel
 from flask_model_registry import ModelRegistry
+
+KEYS = Path(__file__).resolve().parent / "keys"
+#: DEMO ONLY: the private key that signs the sample registry. It is public: never trust it in production.
+DEMO_SIGNING_KEY = KEYS / "demo-only.priv"
+#: DEMO ONLY: its public key, which ``make serve`` trusts (``MODEL_REGISTRY_TRUSTED_KEYS``).
+DEMO_PUBLIC_KEY = KEYS / "demo-only.pub"
 
 SAMPLES = [
     (
@@ -45,10 +53,10 @@ def main() -> None:
     parser.add_argument("root", nargs="?", default="registry", help="registry folder (replaced)")
     root = Path(parser.parse_args().root)
     shutil.rmtree(root, ignore_errors=True)
-    registry = ModelRegistry(root)
+    registry = ModelRegistry(root, signing_key=DEMO_SIGNING_KEY)
     for version, model, metadata in SAMPLES:
         registry.save_model(version, model, metadata, actor="make_registry")
-        print(f"saved {version} to {root}")
+        print(f"saved {version} to {root}, signed with the DEMO key (never trust it in production)")
 
 
 if __name__ == "__main__":

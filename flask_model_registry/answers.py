@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .registry import Entry
 
-
-def version_item(version: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """One version: ``{"version", "metadata"}``."""
-    return {"version": version, "metadata": metadata}
+#: A version's signature status, ``{"status", "key"}`` (see :mod:`.signing`).
+Signature = dict[str, Any]
 
 
-def entry_item(entry: Entry) -> dict[str, Any]:
-    """A listed version: ``{"version", "metadata"}``, or ``{"version", "error"}`` when its metadata
-    cannot be read (never both keys, never ``"error": null``)."""
+def version_item(
+    version: str, metadata: dict[str, Any], signature: Signature | None = None
+) -> dict[str, Any]:
+    """One version: ``{"version", "metadata", "signature"}``; without ``signature`` (a version as it
+    was at a past moment, perhaps deleted since), ``{"version", "metadata"}``."""
+    if signature is None:
+        return {"version": version, "metadata": metadata}
+    return {"version": version, "metadata": metadata, "signature": signature}
+
+
+def entry_item(entry: Entry, signature: Callable[[Entry], Signature]) -> dict[str, Any]:
+    """A listed version: ``{"version", "metadata", "signature"}`` (``signature`` gives its status),
+    or ``{"version", "error"}`` when its metadata cannot be read (never both keys, never
+    ``"error": null``; a version that cannot be loaded has no signature status to show)."""
     if entry.metadata is None:
         return {"version": entry.version, "error": entry.error}
-    return version_item(entry.version, entry.metadata)
+    return version_item(entry.version, entry.metadata, signature(entry))

@@ -282,9 +282,10 @@ def _memo(snap: Snapshot, key: tuple[Any, ...], payload: Callable[[], Any]) -> t
     return snap.memo(("api", *key), lambda: _render(payload()))
 
 
-def _entry_answer(snap: Snapshot, entry: Entry) -> Response:
+def _entry_answer(registry: ModelRegistry, snap: Snapshot, entry: Entry) -> Response:
     entry.require_metadata()  # a corrupt version answers 500 with the reason
-    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry)))
+    status = registry.signatures.status
+    return _respond(_memo(snap, ("entry", entry.version), lambda: entry_item(entry, status)))
 
 
 def _route(rule: str, method: str) -> Callable[[View], View]:
@@ -317,7 +318,8 @@ def list_models(registry: ModelRegistry) -> Response:
         return _respond(_render([]))
 
     def items() -> list[dict[str, Any]]:
-        return [entry_item(e) for e in snap.entries if stage is None or e.stage == stage]
+        status = registry.signatures.status
+        return [entry_item(e, status) for e in snap.entries if stage is None or e.stage == stage]
 
     return _respond(_memo(snap, ("list", stage), items))
 
@@ -335,14 +337,19 @@ def latest_model(registry: ModelRegistry) -> Response:
         if version is None:
             where = f" in stage {stage!r}" if stage is not None else ""
             raise VersionNotFoundError(f"no version{where} at {when.isoformat()}")
-        answer = {**version_item(version, known_metadata(registry, version)), "as_of": when.isoformat()}
+        entry = registry.snapshot().by_version.get(version)  # None: deleted since
+        signature = registry.signatures.status(entry) if entry is not None and entry.metadata else None
+        answer = {
+            **version_item(version, known_metadata(registry, version), signature),
+            "as_of": when.isoformat(),
+        }
         return _respond(_render(answer))
     snap = registry.snapshot()
     entry = snap.latest(stage, prerelease)
     if entry is None:
         where = f" in stage {stage!r}" if stage is not None else ""
         raise VersionNotFoundError(f"no version{where} yet")
-    return _entry_answer(snap, entry)
+    return _entry_answer(registry, snap, entry)
 
 
 @_route("/<version>", "GET")
@@ -353,7 +360,7 @@ def show_model(registry: ModelRegistry, version: str) -> Response:
     entry = snap.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
-    return _entry_answer(snap, entry)
+    return _entry_answer(registry, snap, entry)
 
 
 @_route("/<version>/history", "GET")
@@ -389,7 +396,7 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     except (ValueError, RecursionError):
         raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
-    preconditions = _preconditions(version)
+    preconditions = _preconditions(registry, version)
 
     def allowed(current: dict[str, Any]) -> bool:
         """The caller's role allows this change (else 403), and its preconditions hold."""
@@ -397,7 +404,7 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
         return preconditions is None or preconditions(current)
 
     metadata = registry.update_metadata(version, changes, actor=_actor(), expected=allowed)
-    return _respond(_render(version_item(version, metadata)))
+    return _respond(_render(version_item(version, metadata, registry.signature(version))))
 
 
 @_route("/<version>", "DELETE")
@@ -408,7 +415,7 @@ def delete_model(registry: ModelRegistry, version: str) -> Response:
     required = _require_if_match()
     if required is not None:
         return required
-    registry.delete_version(version, actor=_actor(), expected=_preconditions(version))
+    registry.delete_version(version, actor=_actor(), expected=_preconditions(registry, version))
     return current_app.response_class(status=204)
 
 
@@ -419,14 +426,15 @@ def _require_if_match() -> Response | None:
     return None
 
 
-def _preconditions(version: str) -> Callable[[dict[str, Any]], bool] | None:
+def _preconditions(registry: ModelRegistry, version: str) -> Callable[[dict[str, Any]], bool] | None:
     """The request's ``If-Match`` / ``If-None-Match`` as a test of the version's current metadata
     (checked by the registry against the very metadata it changes); None when it sends neither."""
     if "If-Match" not in request.headers and "If-None-Match" not in request.headers:
         return None
+    signature = registry.signature(version)  # of the artefact, which a metadata change never changes
 
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(version_item(version, current))[1]) is None
+        return _failed_precondition(_render(version_item(version, current, signature))[1]) is None
 
     return precondition
 

@@ -21,7 +21,9 @@ from .context import get_registries
 from .errors import InvalidMetadataError, RegistryError
 from .lifecycle_cli import delete_command, gc_command
 from .metadata import check_stage
+from .registry import Entry
 from .rollout import canary_label, promote
+from .signing_cli import sign_command
 from .timeline_cli import rollback_command, timeline_command
 from .token_cli import token_cli
 from .webhooks.cli import webhooks_cli
@@ -48,14 +50,15 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON, 
 ACTOR_OPTION = click.option("--actor", help="Who makes the change, for the audit trail (default: user@host).")
 
 
-def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tuple[str, ...]:
+def _row(entry: Entry, signature: str) -> tuple[str, ...]:
+    metadata = entry.metadata
     if metadata is None:
-        return version, "-", "-", f"ERROR: {error}"
+        return entry.version, "-", "-", signature, f"ERROR: {entry.error}"
     flags = [k for k, v in metadata.items() if v is True and k != "canary"]
     canary = canary_label(metadata)  # "canary 0.3" for a weight, not only for true
     flags = sorted([*flags, canary] if canary else flags)
-    created = metadata.get("created_at")
-    return version, str(metadata.get("stage") or "-"), str(created or "-"), ", ".join(flags)
+    created = str(metadata.get("created_at") or "-")
+    return entry.version, str(metadata.get("stage") or "-"), created, signature, ", ".join(flags)
 
 
 @models_cli.command("list")
@@ -63,21 +66,22 @@ def _row(version: str, metadata: dict[str, Any] | None, error: str | None) -> tu
 @JSON_OPTION
 @clean_errors
 def list_command(stage: str | None, as_json: bool) -> None:
-    """List every version in ascending order, with its stage and flags (and, for the default
-    registry, which named models there are)."""
-    entries = [e for e in selected_registry().snapshot().entries if stage is None or e.stage == stage]
+    """List every version in ascending order, with its stage, signature status and flags (and, for
+    the default registry, which named models there are)."""
+    registry = selected_registry()
+    entries = [e for e in registry.snapshot().entries if stage is None or e.stage == stage]
     if as_json:
-        _echo_json([entry_item(e) for e in entries])
+        _echo_json([entry_item(e, registry.signatures.status) for e in entries])
         return
     if not entries:
         click.echo("no versions" + (f" in stage {stage!r}" if stage else ""))
     else:
-        rows = [("VERSION", "STAGE", "CREATED", "FLAGS")]
-        rows += [_row(e.version, e.metadata, e.error) for e in entries]
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rows = [("VERSION", "STAGE", "CREATED", "SIGNATURE", "FLAGS")]
+        rows += [_row(e, registry.signatures.status(e)["status"]) for e in entries]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
         for row in rows:
-            cells = [row[i].ljust(widths[i]) for i in range(3)]
-            click.echo("  ".join([*cells, row[3]]).rstrip())
+            cells = [row[i].ljust(widths[i]) for i in range(4)]
+            click.echo("  ".join([*cells, row[4]]).rstrip())
     if selected_model() is None and get_registries():
         click.echo(f"named models (list one with --model NAME): {', '.join(sorted(get_registries()))}")
 
@@ -90,12 +94,13 @@ def list_command(stage: str | None, as_json: bool) -> None:
 def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
     """Print the latest version; exit status 1 when there is none, or when its metadata is broken
     (a deploy script must not pick a broken version)."""
-    entry = selected_registry().snapshot().latest(stage, prerelease)
+    registry = selected_registry()
+    entry = registry.snapshot().latest(stage, prerelease)
     if entry is None:
         raise click.ClickException("no version" + (f" in stage {stage!r}" if stage else "") + " yet")
     metadata = entry.require_metadata()
     if as_json:
-        _echo_json(version_item(entry.version, metadata))
+        _echo_json(version_item(entry.version, metadata, registry.signatures.status(entry)))
     else:
         click.echo(entry.version)
 
@@ -105,9 +110,11 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @JSON_OPTION
 @clean_errors
 def show_command(version: str, as_json: bool) -> None:
-    """Print a version's metadata as JSON (with --json: {"version", "metadata"}, as the API answers)."""
-    metadata = selected_registry().get_metadata(version)
-    _echo_json(version_item(version, metadata) if as_json else metadata)
+    """Print a version's metadata as JSON (with --json: {"version", "metadata", "signature"}, as the
+    API answers)."""
+    registry = selected_registry()
+    metadata = registry.get_metadata(version)
+    _echo_json(version_item(version, metadata, registry.signature(version)) if as_json else metadata)
 
 
 @models_cli.command("promote")
@@ -186,20 +193,32 @@ def history_command(version: str | None, as_json: bool) -> None:
 
 
 @models_cli.command("verify")
+@click.argument("version", required=False)
 @JSON_OPTION
 @clean_errors
-def verify_command(as_json: bool) -> None:
-    """Re-hash every artefact against its recorded sha256, reporting each version; exit status 1
-    if any fails (missing, unreadable, not a file, mismatch, broken metadata)."""
+def verify_command(version: str | None, as_json: bool) -> None:
+    """Re-hash every artefact against its recorded sha256 and check its signature (never
+    unpickling), reporting each version (or only VERSION); exit status 1 if any fails (missing,
+    unreadable, not a file, mismatch, broken metadata, an invalid signature, or any but a verified
+    one while signatures are required)."""
     registry = selected_registry()
     results = []
-    for version in registry.list_versions():
+    names = registry.list_versions()
+    if version is not None:
+        if version not in names:
+            registry.get_metadata(version)  # an invalid or unknown version: its own error
+        names = [version]
+    for name in names:
         try:
-            sha = registry.verify(version)
+            sha = registry.verify(name)
+            checked = registry.signatures.check_verified(name, registry.get_metadata(name))
         except (RegistryError, OSError) as exc:
-            results.append({"version": version, "ok": False, "error": describe_error(exc)})
-        else:
-            results.append({"version": version, "ok": True, "sha256": sha})
+            results.append({"version": name, "ok": False, "error": describe_error(exc)})
+            continue
+        result = {"version": name, "ok": True, "sha256": sha, "signature": checked.answer()}
+        if registry.signatures.failed(checked):
+            result.update(ok=False, error=f"signature {checked.status}: {checked.reason}")
+        results.append(result)
     if as_json:
         _echo_json(results)
     else:
@@ -208,7 +227,9 @@ def verify_command(as_json: bool) -> None:
                 click.echo(f"FAIL  {result['version']}: {result['error']}")
             else:
                 note = "" if result["sha256"] else " (no sha256 recorded; not checked)"
-                click.echo(f"ok    {result['version']}{note}")
+                signature = result["signature"]
+                key = f" (key {signature['key'][:16]}…)" if signature["key"] else ""
+                click.echo(f"ok    {result['version']}{note}  signature {signature['status']}{key}")
     failures = sum(not result["ok"] for result in results)
     if failures:
         raise click.ClickException(f"{failures} version(s) failed verification")
@@ -216,6 +237,7 @@ def verify_command(as_json: bool) -> None:
 
 # Subcommands kept in modules of their own (each gets --model from the group).
 models_cli.add_command(audit_command)
+models_cli.add_command(sign_command)
 models_cli.add_command(delete_command)
 models_cli.add_command(gc_command)
 models_cli.add_command(webhooks_cli)

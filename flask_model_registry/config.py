@@ -26,6 +26,7 @@ from .metadata import check_stage
 from .pickle_allow import PickleAllowList
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_RETIRED_STAGES
 from .routing import check_weight
+from .signing import key_items, load_signing_key, load_trusted_keys
 from .tokens import parse_tokens
 from .webhooks.message import parse_webhooks
 
@@ -199,6 +200,31 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
+def _trusted_keys(value: Any) -> list[str]:
+    """Trusted public keys: PEM file paths, PEM texts and folders of ``*.pub`` files, as a list or
+    one comma-separated string; each one read now, so a bad one fails at ``init_app``."""
+    if isinstance(value, (str, os.PathLike)):
+        value = key_items(os.fspath(value))
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
+        raise ValueError("a list of public keys (paths, PEM texts, folders) or a comma-separated string")
+    items = [os.fspath(v) for v in value]
+    try:
+        load_trusted_keys(items)
+    except ValueError as exc:
+        raise ValueError(f"readable elliptic-curve public keys ({exc})") from None
+    return items
+
+
+def _signing_key(value: Any) -> str:
+    """The path of an elliptic-curve PEM private key, read now so a bad one fails at ``init_app``."""
+    path = _text(value)
+    try:
+        load_signing_key(path)
+    except ValueError as exc:
+        raise ValueError(f"a readable elliptic-curve private key ({exc})") from None
+    return path
+
+
 def _stage_names(value: Any) -> list[str]:
     names = _names(value)
     for name in names:
@@ -260,6 +286,9 @@ MODEL_SETTINGS: dict[str, Setting] = {
     "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
     "retired_stages": Setting("retired_stages", "RETIRED_STAGES", True, _stage_names),
     "pickle_allow": Setting("pickle_allow", "PICKLE_ALLOW", True, _optional(_module_names)),
+    "trusted_keys": Setting("trusted_keys", "TRUSTED_KEYS", True, _optional(_trusted_keys)),
+    "require_signature": Setting("require_signature", "REQUIRE_SIGNATURE", True, _optional(_bool)),
+    "signing_key": Setting("signing_key", "SIGNING_KEY", True, _optional(_signing_key)),
 }
 
 
@@ -362,6 +391,10 @@ KEYS: dict[str, Key] = {
     "WEBHOOK_RETRY_HOURS": Key(24.0, _hours),
     "WEBHOOK_TIMEOUT": Key(10.0, _positive),
     "WEBHOOK_POLL_INTERVAL": Key(1.0, _positive),
+    "TRUSTED_KEYS": Key(None, _optional(_trusted_keys)),
+    # None: on when trusted keys are given (a named model's own keys turn it on for that model)
+    "REQUIRE_SIGNATURE": Key(None, _optional(_bool)),
+    "SIGNING_KEY": Key(None, _optional(_signing_key)),
 }
 
 #: ``{"MODEL_REGISTRY_<KEY>": default}`` of every key.
@@ -383,3 +416,6 @@ def load_config(config: MutableMapping[str, Any], environ: Mapping[str, str] | N
         except ValueError as exc:
             shown = "the value" if name in _SECRET else repr(config[full])[:80]
             raise ConfigError(full, f"{full}: {shown} (from {source}) must be {exc}") from None
+    require = PREFIX + "REQUIRE_SIGNATURE"
+    if config[require] and not config[PREFIX + "TRUSTED_KEYS"]:
+        raise ConfigError(require, f"{require} is on, but MODEL_REGISTRY_TRUSTED_KEYS names no key to trust")

@@ -87,8 +87,22 @@ class UntrustedArtefactError(CorruptVersionError):
         self.reason = reason
 
 
+class InvalidKeyError(RegistryError, ValueError):
+    """A signing or trusted key that cannot be used: unreadable, not PEM, not an elliptic-curve key
+    of a supported curve, or a public key where a private one is needed."""
+
+    http_status = 400
+
+
 class ConflictError(RegistryError):
     """A conditional write lost a race: the object changed since it was read (retried internally)."""
+
+    http_status = 409
+
+
+class RollbackIncompleteError(RegistryError):
+    """A rollback failed part way and some of its changes could not be undone; the message names
+    each version left changed and its stage."""
 
     http_status = 409
 

@@ -11,19 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .config import CONFIG_DEFAULTS, api_token, load_config, registry_arguments
+from .config import CONFIG_DEFAULTS, MODELS_KEY, api_token, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
+from .errors import ConfigError
 from .monitoring import init_monitoring
 from .registry import ModelRegistry
 from .tokens import token_table
 from .ui import register_ui
 
 __all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
+
+
+def _named_registry(name: str, arguments: dict[str, Any]) -> ModelRegistry:
+    """A named model's registry; a setting that only fails in combination (``require_signature``
+    without trusted keys) is a :class:`ConfigError` naming the model."""
+    try:
+        return ModelRegistry(**arguments)
+    except ValueError as exc:
+        raise ConfigError(MODELS_KEY, f"{MODELS_KEY}[{name!r}]: {exc}") from None
 
 
 class FlaskModelRegistry:
@@ -47,7 +58,7 @@ class FlaskModelRegistry:
         registry = ModelRegistry(**registry_arguments(config))  # the same table as named models
         named = MappingProxyType(
             {
-                name: ModelRegistry(**registry_arguments(config, settings))
+                name: _named_registry(name, registry_arguments(config, settings))
                 for name, settings in (config["MODEL_REGISTRY_MODELS"] or {}).items()
             }
         )

@@ -16,11 +16,11 @@ import logging
 import platform
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import cloudpickle
 
-from .errors import CorruptVersionError, StorageUnavailableError
+from .errors import CorruptVersionError, StorageUnavailableError, UntrustedArtefactError
 from .pickle_allow import PickleAllowList
 from .storage import Storage
 from .storage.base import DEFAULT_ARTIFACT_FILE
@@ -49,6 +49,20 @@ def artifact_of(version: str, metadata: Mapping[str, Any]) -> tuple[str, str | N
     if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
         raise CorruptVersionError(f"version {version}: recorded sha256 is not 64 hex digits")
     return file, sha, artifact
+
+
+class HashingWriter:
+    """A file wrapper that hashes and counts what is written through it (a save's artefact)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
 
 
 def read_hashed(f: BinaryIO) -> tuple[bytes, str]:
@@ -84,22 +98,34 @@ def load_artifact(
     sha: str | None,
     artifact: Mapping[str, Any],
     allow: PickleAllowList | None = None,
+    signed: str | None = None,
 ) -> Any:
-    """Unpickle a version's artefact, after checking its sha256 (when recorded) on the bytes that
-    are unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning).
+    """Unpickle a version's artefact, after checking its sha256 (when recorded) and the sha256 its
+    trusted signature lists (``signed``, when signatures are required) on the bytes that are
+    unpickled. ``artifact`` is the version's ``artifact`` metadata (for the version warning).
     With an ``allow`` list the bytes are read once, hashed, scanned and unpickled from memory."""
     with _reading(version, file):
         with storage.open_artifact(version, file) as f:
-            if allow is None and sha is None:  # nothing to check (hand-made): straight from the file
+            if allow is None and sha is None and signed is None:  # nothing to check: from the file
                 return _unpickle(version, artifact, f)
             if allow is None and storage.private_artifacts:
-                check_sha256(version, hash_file(f), sha)
+                _check_digests(version, hash_file(f), sha, signed)
                 f.seek(0)
                 return _unpickle(version, artifact, f)
             data, actual = read_hashed(f)
-        if sha is not None:
-            check_sha256(version, actual, sha)
+        _check_digests(version, actual, sha, signed)
         return _unpickle(version, artifact, data, allow)
+
+
+def _check_digests(version: str, actual: str, sha: str | None, signed: str | None) -> None:
+    """The recorded sha256 first, then the signed one: both must be the bytes' own."""
+    if sha is not None:
+        check_sha256(version, actual, sha)
+    if signed is not None and not hmac.compare_digest(actual, signed.lower()):
+        raise UntrustedArtefactError(
+            version,
+            f"its bytes are not the bytes that were signed (signed {signed[:12]}…, found {actual[:12]}…)",
+        )
 
 
 def verify_artifact(storage: Storage, version: str, file: str, sha: str | None) -> None:

@@ -9,7 +9,6 @@ and only metadata whose stamp changed is read again. Artefacts load through :mod
 from __future__ import annotations
 
 import getpass
-import hashlib
 import logging
 import os
 import platform
@@ -20,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
 
@@ -34,8 +33,9 @@ from .errors import (
     VersionNotFoundError,
 )
 from .events import Observers, RegistryObserver
-from .loading import artifact_of, load_artifact, verify_artifact
+from .loading import HashingWriter, artifact_of, load_artifact, verify_artifact
 from .pickle_allow import PickleAllowList
+from .signing import Signatures, sign_files, signature_record
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
 from .versioning import check_version
@@ -69,20 +69,6 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-class _HashingWriter:
-    """A file wrapper that hashes and counts what is written through it."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._f = f
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self._f.write(data)
-
-
 class Routing(Protocol):
     """What :meth:`ModelRegistry.route` delegates to; :mod:`.routing`, above this module, builds it."""
 
@@ -112,6 +98,7 @@ class ModelRegistry:
     error. ``watch`` enables change notification on local disk. ``pickle_allow`` lists the modules
     an artefact's pickle may import from (see :mod:`.pickle_allow`); None loads any pickle.
     ``retired_stages``: stages whose versions are never protected from a delete (``["archived"]``).
+    ``signing_key`` signs every save; ``trusted_keys`` and ``require_signature``: see :mod:`.signing`.
     """
 
     #: Builds each registry's router from the registry, its observers and its default canary weight
@@ -138,6 +125,9 @@ class ModelRegistry:
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
         pickle_allow: Iterable[str] | None = None,
         retired_stages: Collection[str] = DEFAULT_RETIRED_STAGES,
+        signing_key: str | os.PathLike[str] | None = None,
+        trusted_keys: str | Iterable[str | os.PathLike[str]] | None = None,
+        require_signature: bool | None = None,
     ) -> None:
         if root is None:
             root = os.environ.get("MODEL_REGISTRY_ROOT") or "registry"
@@ -159,6 +149,7 @@ class ModelRegistry:
         self.audit = audit.AuditTrail(self.storage)
         #: What an artefact's pickle may import; None: anything (no scan).
         self.pickle_allow = PickleAllowList(pickle_allow) if pickle_allow is not None else None
+        self.signatures = Signatures(self.storage, signing_key, trusted_keys, require_signature)
         self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
@@ -366,7 +357,10 @@ class ModelRegistry:
                     raise failure
                 started = time.perf_counter()
                 try:
-                    model = load_artifact(self.storage, entry.version, file, sha, artifact, self.pickle_allow)
+                    signed = self.signatures.signed_digest(entry.version, file, sha)
+                    model = load_artifact(
+                        self.storage, entry.version, file, sha, artifact, self.pickle_allow, signed
+                    )
                 except (CorruptVersionError, StorageUnavailableError) as exc:
                     self._observers.each(
                         "model_load_failed", self, entry.version, time.perf_counter() - started, exc
@@ -394,6 +388,17 @@ class ModelRegistry:
         verify_artifact(self.storage, version, file, sha)
         return sha
 
+    def signature(self, version: str) -> dict[str, str | None]:
+        """The version's signature ``{"status", "key"}`` (see :mod:`.signing`); never loads it."""
+        return self.signatures.status(self._entry(version))
+
+    def sign(
+        self, version: str, signing_key: str | os.PathLike[str], *, actor: str | None = None
+    ) -> dict[str, Any]:
+        """Sign a committed version (its artefact re-hashed first); recorded in the audit trail."""
+        record = self.signatures.sign_version(version, self._entry(version).require_metadata(), signing_key)
+        return self._patch(version, {"artifact": {"signature": record}}, actor, "sign", owned=True)
+
     # publishing -----------------------------------------------------------------------------------
 
     def save_model(
@@ -403,12 +408,15 @@ class ModelRegistry:
         metadata: Mapping[str, Any] | None = None,
         *,
         actor: str | None = None,
+        signing_key: str | os.PathLike[str] | None = None,
     ) -> dict[str, Any]:
-        """Publish ``model`` as a new version, atomically; returns the metadata written.
+        """Publish ``model`` as a new version, atomically; returns the metadata written. With a
+        signing key (``signing_key``, else the registry's), ``model.sig`` lands in the same step.
 
         Never overwrites: :class:`VersionExistsError` if the version exists or another writer wins.
         """
         check_version(version)
+        key = self.signatures.signer(signing_key)
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
         actor = audit.check_actor(actor or default_actor())
@@ -417,8 +425,11 @@ class ModelRegistry:
         pending = None
         try:
             with publication.open_artifact() as f:
-                writer = _HashingWriter(f)
+                writer = HashingWriter(f)
                 cloudpickle.dump(model, writer)
+            if key is not None:
+                files = {publication.artifact_file: writer.sha256.hexdigest()}
+                publication.add_signature(sign_files(key, version, files))
             written = {
                 "version": version,
                 "created_at": _now(),
@@ -429,6 +440,7 @@ class ModelRegistry:
                     "serializer": "cloudpickle",
                     "cloudpickle_version": cloudpickle.__version__,
                     "python_version": platform.python_version(),
+                    **({"signature": signature_record(key)} if key is not None else {}),
                 },
                 **user,
             }
@@ -490,9 +502,10 @@ class ModelRegistry:
         actor: str | None,
         action: str,
         expected: Expected | None = None,
+        owned: bool = False,
     ) -> dict[str, Any]:
         check_version(version)
-        patch = md.check_user_metadata(changes, self.allowed_stages, patch=True)
+        patch = dict(changes) if owned else md.check_user_metadata(changes, self.allowed_stages, patch=True)
         actor = audit.check_actor(actor or default_actor())
         for attempt in range(_CAS_ATTEMPTS):
             try:

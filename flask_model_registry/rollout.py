@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PreconditionFailedError
+from . import metadata as md
+from .errors import PreconditionFailedError, RegistryError, RollbackIncompleteError
 from .registry import Expected, ModelRegistry
 from .routing import plan, weight_of
 from .snapshot import Entry, Snapshot
@@ -91,12 +92,53 @@ def promote(
 def apply_rollback(
     registry: ModelRegistry, rollback: Rollback, actor: str | None, expected: Mapping[str, Expected]
 ) -> None:
-    """Carry out a rollback plan: the target back into the stage, then each newer holder back to
-    the stage it came from; one audited change per version, each only if the version is still as
-    ``expected[version]`` says (else :class:`PreconditionFailedError`, nothing more changed)."""
-    registry.set_stage(rollback.target, rollback.stage, actor=actor, expected=expected[rollback.target])
-    for version, back_to in rollback.demote.items():
-        registry.set_stage(version, back_to, actor=actor, expected=expected[version])
+    """Carry out a rollback plan, all or nothing: the target back into the stage, then each newer
+    holder back to the stage it came from, one audited change per version.
+
+    Every version is checked first (still as ``expected[version]`` says, else
+    :class:`PreconditionFailedError`; every stage allowed); when a later change fails all the same
+    (a concurrent edit, a stage rule), the ones that landed are undone, audited, before the error is
+    raised, and if an undo fails too, :class:`RollbackIncompleteError` says what stays changed."""
+    steps = [(rollback.target, rollback.stage), *rollback.demote.items()]
+    before: dict[str, str | None] = {}
+    for version, stage in steps:
+        current = registry.get_metadata(version)
+        if not md.holds(expected[version], current):
+            raise PreconditionFailedError(
+                f"version {version} changed since the rollback was planned; nothing was changed"
+            )
+        if stage is not None:
+            md.check_stage(stage, registry.allowed_stages)
+        before[version] = current.get("stage")
+    landed: list[tuple[str, dict[str, Any]]] = []
+    try:
+        for version, stage in steps:
+            landed.append(
+                (version, registry.set_stage(version, stage, actor=actor, expected=expected[version]))
+            )
+    except RegistryError as failure:
+        _undo(registry, landed, before, actor, failure)
+        raise
+
+
+def _undo(
+    registry: ModelRegistry,
+    landed: list[tuple[str, dict[str, Any]]],
+    before: Mapping[str, str | None],
+    actor: str | None,
+    failure: RegistryError,
+) -> None:
+    """Put each version of ``landed`` back in the stage it had (newest change first, audited)."""
+    stuck = []
+    for version, written in reversed(landed):
+        try:
+            registry.set_stage(version, before[version], actor=actor, expected=written)
+        except RegistryError as exc:
+            stuck.append(f"{version} stays in stage {written.get('stage')} ({exc})")
+    if stuck:
+        raise RollbackIncompleteError(
+            f"rollback stopped ({failure}) and could not be undone in full: {'; '.join(stuck)}"
+        ) from failure
 
 
 @dataclass(frozen=True)

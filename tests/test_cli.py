@@ -26,7 +26,7 @@ def test_list_prints_a_table(cli):
     result = cli("list")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["VERSION", "STAGE", "CREATED", "FLAGS"]
+    assert lines[0].split() == ["VERSION", "STAGE", "CREATED", "SIGNATURE", "FLAGS"]
     assert [line.split()[0] for line in lines[1:]] == ["1.0.0", "1.1.0", "2.0.0-rc.1"]
     assert "canary" in lines[2] and "prod" in lines[1]
 

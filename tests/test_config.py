@@ -262,8 +262,69 @@ def test_a_non_ascii_token_set_after_init_app_fails_closed():
         assert answer.status_code == 500 and "sécret" not in answer.get_data(as_text=True)
 
 
+def write_ec_public_key(path: Path) -> Path:
+    """A fresh P-256 public key as PEM at ``path``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    path.write_bytes(
+        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return path
+
+
+@pytest.mark.parametrize("prefix", ["FLASK_", ""])
+def test_trusted_keys_from_the_environment_turn_signatures_on(monkeypatch, tmp_path, prefix):
+    first, second = write_ec_public_key(tmp_path / "a.pub"), write_ec_public_key(tmp_path / "b.pub")
+    monkeypatch.setenv(f"{prefix}MODEL_REGISTRY_TRUSTED_KEYS", f"{first},{second}")
+    app = create_app()
+    assert app.config["MODEL_REGISTRY_TRUSTED_KEYS"] == [str(first), str(second)]
+    assert app.registry.signatures.required and len(app.registry.signatures.trusted) == 2
+    monkeypatch.setenv(f"{prefix}MODEL_REGISTRY_REQUIRE_SIGNATURE", "false")
+    assert not create_app().registry.signatures.required
+
+
+def test_trusted_keys_in_app_config_as_a_list_a_pem_text_and_a_folder(tmp_path):
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    write_ec_public_key(folder / "ci.pub")
+    pem = write_ec_public_key(tmp_path / "x.pub").read_text()
+    app = create_app(MODEL_REGISTRY_TRUSTED_KEYS=[folder, pem])
+    assert len(app.registry.signatures.trusted) == 2 and app.registry.signatures.required
+    assert create_app().config["MODEL_REGISTRY_REQUIRE_SIGNATURE"] is None  # default: on with keys
+    assert not create_app().registry.signatures.required
+
+
+def test_bad_signature_settings_are_a_config_error_at_init_app(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODEL_REGISTRY_REQUIRE_SIGNATURE", "true")
+    with pytest.raises(ConfigError, match="names no key") as caught:
+        create_app()
+    assert caught.value.key == "MODEL_REGISTRY_REQUIRE_SIGNATURE"
+    monkeypatch.delenv("MODEL_REGISTRY_REQUIRE_SIGNATURE")
+    (tmp_path / "rsa.pub").write_text("-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n")
+    for value in [str(tmp_path / "missing.pub"), str(tmp_path / "rsa.pub"), "5"]:
+        monkeypatch.setenv("FLASK_MODEL_REGISTRY_TRUSTED_KEYS", value)
+        with pytest.raises(ConfigError, match="public key") as caught:
+            create_app()
+        assert caught.value.key == "MODEL_REGISTRY_TRUSTED_KEYS"
+    monkeypatch.delenv("FLASK_MODEL_REGISTRY_TRUSTED_KEYS")
+    with pytest.raises(ConfigError, match="no trusted keys") as caught:
+        create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "require_signature": True}})
+    assert caught.value.key == "MODEL_REGISTRY_MODELS"
+
+
+def test_a_named_model_has_its_own_trusted_keys(tmp_path):
+    key = write_ec_public_key(tmp_path / "fraud.pub")
+    app = create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "trusted_keys": [str(key)]}})
+    assert app.registries["fraud"].signatures.required
+    assert not app.registry.signatures.required
+
+
 # every key, through Flask ------------------------------------------------------------------------
 
+#: The sample registry's DEMO keys (a key pair whose private half is public: for tests and demos only).
+DEMO_KEYS = Path(__file__).resolve().parent.parent / "example_app" / "keys"
 #: A webhook secret of the form the config asks for.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -384,6 +445,11 @@ CASES: dict[str, Case] = {
     "WEBHOOK_RETRY_HOURS": Case("0.5", _webhook_setting("retry_hours", 0.5)),
     "WEBHOOK_TIMEOUT": Case("4", _webhook_setting("timeout", 4.0)),
     "WEBHOOK_POLL_INTERVAL": Case("0.25", _webhook_setting("poll_interval", 0.25)),
+    "TRUSTED_KEYS": Case(str(DEMO_KEYS / "demo-only.pub"), _argument([str(DEMO_KEYS / "demo-only.pub")])),
+    "REQUIRE_SIGNATURE": Case(
+        "false", _argument(False), {PREFIX + "TRUSTED_KEYS": str(DEMO_KEYS / "demo-only.pub")}
+    ),
+    "SIGNING_KEY": Case(str(DEMO_KEYS / "demo-only.priv"), _argument(str(DEMO_KEYS / "demo-only.priv"))),
 }
 
 

@@ -54,10 +54,10 @@ def test_an_observer_hears_loads_refreshes_and_routing(registry: ModelRegistry, 
     ]
     registry_root.rename(registry_root.with_name("gone"))
     service.list_versions()  # the last state, and the failure told
-    assert recorder.events[-1] == ("refresh failed", "StorageUnavailableError")
+    assert recorder.events[-1] == ("refresh failed", "RootMissingError")  # a StorageUnavailableError
     service.remove_observer(recorder)
     service.route("k", "prod")
-    assert recorder.events[-1] == ("refresh failed", "StorageUnavailableError")
+    assert recorder.events[-1] == ("refresh failed", "RootMissingError")
 
 
 def test_a_failing_observer_is_logged_never_raised(registry: ModelRegistry, caplog: pytest.LogCaptureFixture):

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("storage (where bytes live)", ["storage", "storage.*"]),
     (
         "the registry (what a version is, discovery, caching, publishing)",
-        ["snapshot", "pickle_scan", "pickle_allow", "loading", "audit", "events", "registry"],
+        ["snapshot", "pickle_scan", "pickle_allow", "loading", "audit", "events", "signing", "registry"],
     ),
     (
         "above the registry (capabilities built on it)",
@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "cli",
             "cli_group",
             "audit_cli",
+            "signing_cli",
             "lifecycle_cli",
             "timeline_cli",
             "token_cli",

@@ -115,6 +115,7 @@ def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]
             "demote": ["1.0.0"],
             "set": ["1.0.0", "note=1"],
             "history": ["1.0.0"],
+            "sign": ["1.0.0", "--key", "key.priv"],
             "delete": ["1.0.0"],
             "timeline": ["prod"],
             "rollback": ["prod"],
@@ -126,7 +127,7 @@ def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]
 
 def test_list_without_model_says_which_named_models_exist(cli: Callable[..., Result]):
     lines = cli("list").output.splitlines()
-    assert lines[0].split() == ["VERSION", "STAGE", "CREATED", "FLAGS"]
+    assert lines[0].split() == ["VERSION", "STAGE", "CREATED", "SIGNATURE", "FLAGS"]
     assert lines[-1] + "\n" == NOTE
     assert "named models" not in cli("list", "--model", "fraud").output
     json.loads(cli("list", "--json").output)  # JSON stays JSON

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from flask_model_registry import ModelRegistry, PreconditionFailedError
+from flask_model_registry import InvalidMetadataError, ModelRegistry, PreconditionFailedError
+from flask_model_registry.errors import RollbackIncompleteError
 from flask_model_registry.rollout import canary_label, promote, roles, serving
 
 
@@ -61,3 +62,77 @@ def test_serving_follows_routing_not_the_newest_version(published: ModelRegistry
     assert roles(published, snapshot)["1.2.0"] == [("prod", "not serving")]
     assert ("prod", "canary") in roles(published, snapshot)["1.1.0"]
     assert serving(published, snapshot, "nope").stable is None
+
+
+@pytest.fixture
+def rolled_forward(registry: ModelRegistry) -> ModelRegistry:
+    """prod went 1.0.0 → 1.1.0, then 1.0.0 was archived: a rollback moves two versions."""
+    registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
+    registry.save_model("1.1.0", "b", {"stage": "staging"}, actor="ci")
+    registry.set_stage("1.1.0", "prod", actor="ci")
+    registry.set_stage("1.0.0", "archived", actor="ci")
+    return registry
+
+
+def _edit_after_first_change(registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, edit: Any) -> None:
+    """Run ``edit`` (a concurrent writer) right after the rollback's first change lands."""
+    real = registry.set_stage
+    calls: list[str] = []
+
+    def set_stage(version: str, stage: str | None, **kwargs: Any) -> dict[str, Any]:
+        written = real(version, stage, **kwargs)
+        calls.append(version)
+        if len(calls) == 1:
+            edit()
+        return written
+
+    monkeypatch.setattr(registry, "set_stage", set_stage)
+
+
+def stages(registry: ModelRegistry) -> dict[str, Any]:
+    return {v: registry.get_metadata(v).get("stage") for v in registry.list_versions()}
+
+
+def test_a_rollback_that_fails_part_way_is_undone(
+    rolled_forward: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = rolled_forward
+    before, events = stages(registry), len(registry.history())
+    _edit_after_first_change(
+        registry,
+        monkeypatch,
+        lambda: registry.update_metadata("1.1.0", {"note": "edited"}, actor="elsewhere"),
+    )
+    with pytest.raises(PreconditionFailedError, match=r"1\.1\.0"):
+        registry.rollback("prod", actor="oncall")
+    assert stages(registry) == before  # all or nothing: 1.0.0 went back to archived
+    done = [(e["version"], e["actor"], e["after"].get("stage")) for e in registry.history()[events:]]
+    assert done == [
+        ("1.0.0", "oncall", "prod"),
+        ("1.1.0", "elsewhere", None),
+        ("1.0.0", "oncall", "archived"),
+    ]
+
+
+def test_a_rollback_that_cannot_be_undone_says_what_stays_changed(
+    rolled_forward: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = rolled_forward
+
+    def both_edited() -> None:
+        registry.update_metadata("1.1.0", {"note": "edited"}, actor="elsewhere")
+        registry.update_metadata("1.0.0", {"note": "edited"}, actor="elsewhere")
+
+    _edit_after_first_change(registry, monkeypatch, both_edited)
+    with pytest.raises(RollbackIncompleteError, match=r"1\.0\.0 stays in stage prod") as raised:
+        registry.rollback("prod", actor="oncall")
+    assert isinstance(raised.value.__cause__, PreconditionFailedError)
+    assert stages(registry) == {"1.0.0": "prod", "1.1.0": "prod"}
+
+
+def test_a_rollback_into_a_stage_no_longer_allowed_changes_nothing(rolled_forward: ModelRegistry) -> None:
+    narrowed = ModelRegistry(rolled_forward.root, allowed_stages=["prod", "archived"])
+    before, events = stages(narrowed), len(narrowed.history())
+    with pytest.raises(InvalidMetadataError, match="staging"):
+        narrowed.rollback("prod", actor="oncall")
+    assert stages(narrowed) == before and len(narrowed.history()) == events

@@ -248,6 +248,30 @@ def test_rollback_refuses_a_changed_stage(make_app: Callable[..., Flask], publis
     assert published.get_metadata("1.1.0")["stage"] == "staging"
 
 
+def test_a_rollback_that_fails_part_way_is_undone_and_the_page_says_nothing_changed(
+    make_app: Callable[..., Flask], published: ModelRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published.set_stage("1.1.0", "prod", actor="alice")
+    published.set_stage("1.0.0", "archived", actor="alice")
+    client = make_app(**SIGNED).test_client()
+    sign_in(client)
+    page = client.get(f"{UI}/rollback?stage=prod").data
+    data = {"csrf_token": hidden(page, "csrf_token"), "stage": "prod", "plan": hidden(page, "plan")}
+    real = ModelRegistry.set_stage
+
+    def then_edited_elsewhere(self: ModelRegistry, version: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        written = real(self, version, *args, **kwargs)
+        if version == "1.0.0" and written.get("stage") == "prod":  # the rollback's first change
+            published.update_metadata("1.1.0", {"note": "edited"}, actor="elsewhere")
+        return written
+
+    monkeypatch.setattr(ModelRegistry, "set_stage", then_edited_elsewhere)
+    answer = client.post(f"{UI}/rollback", data=data)
+    assert answer.status_code == 409 and b"nothing was changed" in answer.data
+    assert published.get_metadata("1.0.0")["stage"] == "archived"  # undone, as the page says
+    assert published.get_metadata("1.1.0")["stage"] == "prod"
+
+
 def test_registry_page_is_paged_newest_first(registry: ModelRegistry, make_app: Callable[..., Flask]) -> None:
     for minor in range(3, 250):
         registry.save_model(f"1.{minor}.0", None, {"stage": "prod" if minor % 2 else "dev"})

@@ -124,7 +124,7 @@ def assert_only_its_cell(client: FlaskClient, version: str, key: str) -> None:
     page = pages["/"].data.decode()
     row = table_row(page, version)
     columns = len(re.findall(r'<th scope="col" class="metric">', page))
-    assert row.count("<td") == 5 + columns, row  # every cell of the row is there
+    assert row.count("<td") == 6 + columns, row  # every cell of the row is there (signature too)
     assert 'class="broken"' not in row
     for other, shown in SHOWN.items():
         if other.split(".")[0] != key.split(".")[0]:

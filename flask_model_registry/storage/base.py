@@ -23,6 +23,8 @@ Read = tuple[bytes, Stamp] | OSError
 
 METADATA_FILE = "metadata.json"
 DEFAULT_ARTIFACT_FILE = "model.pkl"
+#: A version's signature (an OpenSSF model-signing bundle) beside its artefact.
+SIGNATURE_FILE = "model.sig"
 VERSIONS_DIR = "versions"
 AUDIT_DIR = "audit"
 #: Small mutable documents of the registry's own helpers (webhook cursors), each replaced only by
@@ -72,6 +74,10 @@ class Publication(abc.ABC):
     @abc.abstractmethod
     def abort(self) -> None:
         """Remove what was written; called when anything before the commit failed."""
+
+    def add_signature(self, data: bytes) -> None:
+        """Write ``model.sig`` beside the artefact, made visible by the same :meth:`commit`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store signatures")
 
 
 class Storage(abc.ABC):
@@ -210,6 +216,15 @@ class Storage(abc.ABC):
         """When ``version``'s ``metadata.json`` was last written (seconds since the epoch), where
         the storage can tell cheaply; None where it cannot or the file is gone."""
         return None
+
+    def read_signature(self, version: str) -> bytes:
+        """A version's ``model.sig`` (no more than the metadata read limit + 1 bytes);
+        FileNotFoundError when it has none."""
+        raise FileNotFoundError(f"{type(self).__name__} stores no signatures")
+
+    def write_signature(self, version: str, data: bytes) -> None:
+        """Add or replace a committed version's ``model.sig`` in one step."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store signatures")
 
     def read_state(self, name: str) -> tuple[bytes, Stamp]:
         """The document ``state/<name>`` and its stamp; FileNotFoundError when there is none."""

@@ -32,6 +32,7 @@ from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
     METADATA_FILE,
+    SIGNATURE_FILE,
     STATE_DIR,
     VERSIONS_DIR,
     Publication,
@@ -88,6 +89,9 @@ class LocalPublication(Publication):
             f.flush()
             os.fsync(f.fileno())
 
+    def add_signature(self, data: bytes) -> None:
+        write_durably(os.path.join(self._staging, SIGNATURE_FILE), data)
+
     def commit(self, metadata: bytes) -> None:
         write_durably(os.path.join(self._staging, METADATA_FILE), metadata)
         fsync_dir(self._staging)
@@ -111,6 +115,14 @@ class LocalPublication(Publication):
         if self._held >= 0:
             os.close(self._held)
             self._held = -1
+
+
+def _signature_stamp(path: str, dir_fd: int | None = None) -> Stamp | None:
+    """The stamp of a version's ``model.sig`` (not followed if a link); None when there is none."""
+    try:
+        return stamp(os.stat(path, dir_fd=dir_fd, follow_symlinks=False))
+    except OSError:
+        return None
 
 
 class LocalStorage(LocalDeletes, Storage):
@@ -216,7 +228,7 @@ class LocalStorage(LocalDeletes, Storage):
                     # broken version, listed with an error instead of breaking the whole listing.
                     found[name] = ("unreadable", exc.errno)
                     continue
-                found[name] = stamp(st)
+                found[name] = (stamp(st), _signature_stamp(f"{name}/{SIGNATURE_FILE}", versions_fd))
         self._watch_folders(names, found)
         return found
 
@@ -337,10 +349,14 @@ class LocalStorage(LocalDeletes, Storage):
     def read_metadata(self, version: str, versions_fd: int | None = None) -> tuple[bytes, Stamp]:
         """Every metadata read goes through here. Relative to ``versions_fd`` (an open ``versions/``)
         the path lookup is shorter, and a folder the last scan saw as a plain directory (not a link)
-        needs no second check."""
+        needs no second check. Its stamp is the file's, and its ``model.sig``'s: adding or replacing
+        a signature is a change like a metadata edit."""
         if versions_fd is not None and version in self._plain:
-            return read_whole(self._open_inside(f"{version}/{METADATA_FILE}", versions_fd))
-        return read_whole(self._open_inside(self._metadata_path(version)))
+            data, st = read_whole(self._open_inside(f"{version}/{METADATA_FILE}", versions_fd))
+            return data, (st, _signature_stamp(f"{version}/{SIGNATURE_FILE}", versions_fd))
+        path = self._metadata_path(version)
+        data, st = read_whole(self._open_inside(path))
+        return data, (st, _signature_stamp(os.path.join(os.path.dirname(path), SIGNATURE_FILE)))
 
     def read_metadata_many(self, versions: Iterable[str]) -> dict[str, tuple[bytes, Stamp] | OSError]:
         try:
@@ -384,7 +400,7 @@ class LocalStorage(LocalDeletes, Storage):
         with self._lock(version):
             try:
                 path = self._metadata_path(version)
-                current = stamp(os.stat(path))
+                current = self.version_stamp(path)
             except FileNotFoundError:
                 raise ConflictError(f"version {version} vanished while being updated") from None
             if current != expected:
@@ -393,6 +409,24 @@ class LocalStorage(LocalDeletes, Storage):
         with contextlib.suppress(OSError):  # tells registries that do not watch this folder
             os.utime(self.versions_dir)
         return True
+
+    def version_stamp(self, metadata_path: str) -> Stamp:
+        """What a version's stamp is on local disk: its metadata.json's and its model.sig's."""
+        signature = os.path.join(os.path.dirname(metadata_path), SIGNATURE_FILE)
+        return (stamp(os.stat(metadata_path)), _signature_stamp(signature))
+
+    def read_signature(self, version: str) -> bytes:
+        directory = os.path.dirname(self._metadata_path(version))
+        return read_whole(self._open_inside(os.path.join(directory, SIGNATURE_FILE)))[0]
+
+    def write_signature(self, version: str, data: bytes) -> None:
+        with self._lock(version):
+            path = self._metadata_path(version)
+            if not os.path.exists(path):
+                raise FileNotFoundError(errno.ENOENT, f"version {version} is not committed")
+            replace_held(os.path.join(os.path.dirname(path), SIGNATURE_FILE), data)
+        with contextlib.suppress(OSError):  # tells registries that do not watch this folder
+            os.utime(self.versions_dir)
 
     def begin_publication(self, version: str) -> Publication:
         if os.path.lexists(self.version_dir(version)):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConflictError, StorageUnavailableError
 from ..versioning import sort_key
 from .base import DELETED_DIR, METADATA_FILE, Leftover, Stamp
-from .files import fsync_dir, lock_folder, stamp
+from .files import fsync_dir, lock_folder
 
 STAGING_PREFIX = ".staging-"
 
@@ -34,6 +34,7 @@ class LocalDeletes:
         def _inside_root(self, path: str) -> bool: ...
         def _metadata_path(self, version: str) -> str: ...
         def _lock(self, version: str) -> contextlib.AbstractContextManager[None]: ...
+        def version_stamp(self, metadata_path: str) -> Stamp: ...
 
     def _deleted_dir(self) -> str:
         """``<root>/.deleted``, made if missing; refused if it links out of the root."""
@@ -52,7 +53,7 @@ class LocalDeletes:
 
     def remove_version(self, version: str, expected: Stamp) -> None:
         with self._lock(version):
-            current = stamp(os.stat(self._metadata_path(version)))
+            current = self.version_stamp(self._metadata_path(version))
             if current != expected:
                 raise ConflictError(f"version {version} changed while being deleted")
             self._move_out(version)

@@ -56,6 +56,7 @@ from ..versioning import sort_key
 from .base import (
     AUDIT_DIR,
     METADATA_FILE,
+    SIGNATURE_FILE,
     STATE_DIR,
     VERSIONS_DIR,
     Leftover,
@@ -118,12 +119,22 @@ class FsspecPublication(Publication):
         self._version = version
         self.artifact_file = f"model-{uuid.uuid4().hex}.pkl"  # racing publishers never share one
         self._artifact = storage._path(version, self.artifact_file)
+        self._signature: str | None = None
         self._committing = False
 
     @contextlib.contextmanager
     def open_artifact(self) -> Iterator[BinaryIO]:
         with self._storage.fs.open(self._artifact, "wb", block_size=_BLOCK) as f:
             yield f
+
+    def add_signature(self, data: bytes) -> None:
+        # Create-only: of racing signed publishers, the one whose signature lands first commits.
+        path = self._storage._path(self._version, SIGNATURE_FILE)
+        try:
+            self._storage.create_once(path, data)
+        except FileExistsError:
+            raise FsspecStorage.exists_error(self._version) from None
+        self._signature = path
 
     def commit(self, metadata: bytes) -> None:
         self._committing = True
@@ -140,8 +151,10 @@ class FsspecPublication(Publication):
         # metadata names this artefact: keep it (an unreferenced object at worst).
         if self._committing:
             return
-        with contextlib.suppress(FileNotFoundError):
-            self._storage.fs.rm_file(self._artifact)
+        for path in (self._artifact, self._signature):
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._storage.fs.rm_file(path)
 
 
 class FsspecStorage(Storage):
@@ -365,6 +378,15 @@ class FsspecStorage(Storage):
             raise ConflictError(f"version {version} changed while being updated")
         self.discovery.record(version, path)  # also when already ours: its update may not have landed
         return wrote
+
+    def read_signature(self, version: str) -> bytes:
+        return self.fetch(self._path(version, SIGNATURE_FILE))[0]
+
+    def write_signature(self, version: str, data: bytes) -> None:
+        if not self.fs.exists(self._path(version, METADATA_FILE)):
+            raise FileNotFoundError(f"version {version} is not committed")
+        with self._store_errors("writing a signature"):
+            self.fs.pipe_file(self._path(version, SIGNATURE_FILE), data)
 
     def remove_version(self, version: str, expected: Stamp) -> None:
         with self._store_errors("a delete"):

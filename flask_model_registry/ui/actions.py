@@ -14,7 +14,13 @@ from typing import Any
 from flask import redirect, request, url_for
 
 from ..access import check_change
-from ..errors import AccessDeniedError, InvalidMetadataError, PreconditionFailedError, RegistryError
+from ..errors import (
+    AccessDeniedError,
+    InvalidMetadataError,
+    PreconditionFailedError,
+    RegistryError,
+    RollbackIncompleteError,
+)
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..rollout import Promotion, apply_rollback, promote
@@ -175,13 +181,14 @@ def rollback(model: str | None) -> Any:
             " Look at the rollback it allows now and try again."
         )
         return page("rollback.html", 409, **context)
-    moves = {plan.target: stage, **plan.demote}
-    for version, to in moves.items():  # every move allowed before the first is made
-        check_change(version, registry.get_metadata(version), {"stage": to})
+    moves = {plan.target: stage, **plan.demote}  # each checked (role too) before the first is made
     checks = {v: _unchanged(e, v, {"stage": moves[v]}) for v, e in etags.items()}
     try:
         apply_rollback(registry, plan, visitor().actor or "", checks)
     except PreconditionFailedError:
         raise _stale(plan.target) from None
+    except RollbackIncompleteError as exc:  # says exactly which versions stay changed
+        context["error"] = str(exc)
+        return page("rollback.html", exc.http_status, **context)
     leave_notice(f"Stage {stage} rolled back from {plan.current} to {plan.target}.")
     return redirect(url_for(".registry_page", model=model), 303)

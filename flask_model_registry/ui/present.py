@@ -108,6 +108,7 @@ class Row:
     metrics: dict[str, Cell]
     prerelease: bool
     roles: list[tuple[str, str]]  # (stage, role) as rollout.roles tells
+    signature: Markup  # the signature status badge (see signature_badge)
 
     @property
     def badges(self) -> Markup:
@@ -141,12 +142,35 @@ def _mark(stage: str, role: str, own_stage: object) -> Markup:
     return Markup(f' <span class="role {css}" title="{title}">{escape(text)}</span>')
 
 
-def row(entry: Entry, now: datetime, roles: Mapping[str, list[tuple[str, str]]]) -> Row:
-    """The registry-table row of a version (a broken one has its error and nothing else)."""
+#: What each signature status means, for its badge's tooltip.
+SIGNATURES = {
+    "verified": "model.sig verifies with a trusted key, over this artefact",
+    "unsigned": "no model.sig",
+    "untrusted": "model.sig is well formed, but no trusted key verifies it",
+    "invalid": "model.sig is damaged, altered, or lists other files or bytes",
+}
+
+
+def signature_badge(signature: Mapping[str, Any]) -> Markup:
+    """A version's signature status as a badge; its tooltip says what it means and which key."""
+    status = str(signature.get("status"))
+    why = SIGNATURES.get(status, "")
+    if signature.get("key"):
+        why += f" (key sha256:{signature['key']})"
+    return Markup(
+        f'<span class="badge sig sig-{escape(status)}" title="{escape(why)}">{escape(status)}</span>'
+    )
+
+
+def row(
+    entry: Entry, now: datetime, roles: Mapping[str, list[tuple[str, str]]], signature: Mapping[str, Any]
+) -> Row:
+    """The registry-table row of a version (a broken one has its error and signature, nothing else)."""
     metadata = entry.metadata
     prerelease = entry.key[3] == 0
+    badge = signature_badge(signature)
     if metadata is None:
-        return Row(entry.version, entry.error, None, [], MISSING, MISSING, MISSING, {}, prerelease, [])
+        return Row(entry.version, entry.error, None, [], MISSING, MISSING, MISSING, {}, prerelease, [], badge)
     artifact = metadata.get("artifact")
     facts: Mapping[str, Any] = artifact if isinstance(artifact, dict) else {}
     metrics = metadata.get("metrics")
@@ -163,6 +187,7 @@ def row(entry: Entry, now: datetime, roles: Mapping[str, list[tuple[str, str]]])
         metrics={k: metric_cell(v) for k, v in metrics.items()} if isinstance(metrics, dict) else {},
         prerelease=prerelease,
         roles=roles.get(entry.version, []),
+        signature=badge,
     )
 
 

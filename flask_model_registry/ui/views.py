@@ -118,7 +118,7 @@ def registry_page(model: str | None) -> Any:
     return page(
         "registry.html",
         model=model,
-        rows=[row(e, now, played) for e in shown],
+        rows=[row(e, now, played, registry.signatures.status(e)) for e in shown],
         total=len(entries),
         all_count=len(snapshot.entries),
         columns=columns,
@@ -150,7 +150,8 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
     registry, snapshot, entry = find_version(model, version)
     metadata = entry.metadata
     now = datetime.now(timezone.utc)
-    shown = row(entry, now, roles(registry, snapshot))
+    signature = registry.signatures.status(entry)
+    shown = row(entry, now, roles(registry, snapshot), signature)
     holds = [stage for stage, role in shown.roles if role == "serving"]
     return {
         "model": model,
@@ -160,6 +161,7 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
         "facts": artifact_facts(metadata, now) if metadata is not None else {},
         "canary_of": [(s, serving(registry, snapshot, s)) for s, role in shown.roles if role == "canary"],
         "load_failure": registry.load_failure(version),
+        "signature": signature,
         "canary_value": metadata.get("canary") if metadata is not None else None,
         "etag": metadata_etag(metadata) if metadata is not None else None,
         "events": registry.history(version, limit=TIMELINE_SIZE + 1)[::-1],
