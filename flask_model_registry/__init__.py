@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .context import get_registry
 from .errors import (
+    AccessDeniedError,
     ConfigError,
     CorruptStateError,
     CorruptVersionError,
@@ -44,6 +45,7 @@ ModelRegistry.timelines_class = Timelines  # as_of, timeline() and rollback(): s
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "ConfigError",
     "CorruptStateError",
     "CorruptVersionError",

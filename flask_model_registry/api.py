@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -28,8 +27,9 @@ from werkzeug.exceptions import (
 from werkzeug.routing import BaseConverter, RequestRedirect
 
 from . import approvals
+from .access import caller, check_change, identify, named_tokens, require_role, set_caller, tokens_configured
 from .answers import entry_item, version_item
-from .config import NAME_PATTERN, RESERVED_NAMES, api_token
+from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
 from .errors import (
     InvalidArgumentError,
@@ -49,6 +49,10 @@ bp = Blueprint("model_registry", __name__)
 View = TypeVar("View", bound=Callable[..., Response])
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The least role a write of each method needs whatever its view checks after (a ``PATCH`` needs
+#: what its keys need, :func:`~.access.check_change`): deleting is an admin's, a ``POST`` (an
+#: approval) a promoter's; a view of either that forgot its own check still refuses the rest.
+_WRITE_FLOORS = {"DELETE": "admin", "POST": "promoter"}
 _JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -247,22 +251,27 @@ def options_in_json(response: Response) -> Response:
 
 @bp.before_request
 def authorize() -> Response | None:
-    """The token rules; ``OPTIONS`` (a CORS preflight, sent without credentials) is always open:
-    it reveals nothing but ``Allow``."""
+    """The token rules: with tokens configured every request carries a known one (401), whose
+    role each write then checks (403); without, reads are open and writes refused. ``OPTIONS`` (a
+    CORS preflight, sent without credentials) is always open: it reveals nothing but ``Allow``."""
     if request.method == "OPTIONS":
         return None
-    token = api_token(current_app.config)
-    if token:
+    if tokens_configured(current_app.config):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        expected = token.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        token = identify(given.strip()) if scheme.lower() == "bearer" and given.strip() else None
+        if token is None:
             return error_response(
                 401,
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="models"'},
             )
+        set_caller(token)
+        if request.method in _WRITE_FLOORS:
+            require_role(_WRITE_FLOORS[request.method], f"{request.method} {request.path}")
     elif request.method not in _READ_METHODS:
-        return error_response(403, "writes are disabled: set MODEL_REGISTRY_API_TOKEN to enable them")
+        return error_response(
+            403, "writes are disabled: set MODEL_REGISTRY_TOKENS or MODEL_REGISTRY_API_TOKEN to enable them"
+        )
     return None
 
 
@@ -423,8 +432,14 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     if required is not None:
         return required
     changes = _json_body(_JSON_TYPES, MAX_METADATA_BYTES, "the patch as application/json or merge-patch+json")
-    expected = _preconditions(registry, version)
-    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=expected)
+    preconditions = _preconditions(registry, version)
+
+    def allowed(current: dict[str, Any]) -> bool:
+        """The caller's role allows this change (else 403), and its preconditions hold."""
+        check_change(version, current, changes)
+        return preconditions is None or preconditions(current)
+
+    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=allowed)
     return _respond(_render(_version_answer(registry, version, metadata)))
 
 
@@ -476,7 +491,9 @@ def approve_model(registry: ModelRegistry, version: str) -> Response:
     )
     if not isinstance(body, dict) or set(body) != {"stage"}:
         raise InvalidMetadataError('the body must be {"stage": "<stage>"}, the stage approved')
-    registry.approve(version, body["stage"], actor=_actor())
+    stage = check_stage(body["stage"], registry.allowed_stages)
+    require_role("promoter", f"approving {version} for {stage}", stage=stage)
+    registry.approve(version, stage, actor=_actor())
     response = _respond(_render(_version_answer(registry, version, registry.get_metadata(version))))
     response.status_code = 201
     return response
@@ -525,7 +542,11 @@ def _openapi(script_root: str, prefix: str) -> tuple[bytes, str]:
 
 
 def _actor() -> str:
-    """Who made a change through the API: the actor header when sent, and the client address."""
+    """Who made a change through the API: the token's name with named tokens configured, else the
+    actor header when sent, and the client address."""
+    token = caller()
+    if token is not None and named_tokens(current_app.config):
+        return token.name
     client = f"api:{request.remote_addr or 'unknown'}"
     claimed = request.headers.get(_ACTOR_HEADER, "")
     if claimed and len(claimed) <= 128 and claimed.isprintable():

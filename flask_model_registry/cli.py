@@ -26,6 +26,7 @@ from .registry import Entry
 from .rollout import canary_label, promote
 from .signing_cli import sign_command
 from .timeline_cli import rollback_command, timeline_command
+from .token_cli import token_cli
 from .webhooks.cli import webhooks_cli
 
 models_cli = ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
@@ -257,3 +258,4 @@ models_cli.add_command(gc_command)
 models_cli.add_command(webhooks_cli)
 models_cli.add_command(timeline_command)
 models_cli.add_command(rollback_command)
+models_cli.add_command(token_cli)

@@ -28,6 +28,7 @@ from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_R
 from .routing import check_weight
 from .rules import StageRules
 from .signing import key_items, load_signing_key, load_trusted_keys
+from .tokens import parse_tokens
 from .webhooks.message import parse_webhooks
 
 PREFIX = "MODEL_REGISTRY_"
@@ -378,6 +379,7 @@ KEYS: dict[str, Key] = {
     "URL_PREFIX": Key("/models", _text),
     "API_ENABLED": Key(True, _bool),
     "API_TOKEN": Key(None, _token),
+    "TOKENS": Key({}, parse_tokens),
     "STORAGE_OPTIONS": Key(None, _optional(json_object)),
     "REFRESH_INTERVAL": Key(None, _optional(_number)),
     "FULL_REFRESH": Key(None, _optional(_number)),

@@ -28,6 +28,17 @@ class InvalidArgumentError(RegistryError, ValueError):
     http_status = 400
 
 
+class AccessDeniedError(RegistryError):
+    """The caller's token lacks the role (or the stage) a change needs: nothing was changed."""
+
+    http_status = 403
+
+    def __init__(self, message: str, *, role: str) -> None:
+        super().__init__(message)
+        #: The role the refused change needs, such as ``promoter``.
+        self.role = role
+
+
 class VersionAliasError(RegistryError):
     """A write through a version folder that is a link to another version's folder (an alias)."""
 

@@ -17,11 +17,12 @@ from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .config import CONFIG_DEFAULTS, MODELS_KEY, load_config, registry_arguments
+from .config import CONFIG_DEFAULTS, MODELS_KEY, api_token, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
 from .errors import ConfigError, StageRuleError
 from .monitoring import init_monitoring
 from .registry import ModelRegistry
+from .tokens import token_table
 from .ui import register_ui
 
 __all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
@@ -52,6 +53,8 @@ class FlaskModelRegistry:
             )
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
+        # named tokens beside MODEL_REGISTRY_API_TOKEN: a clash is a ConfigError now, not at a request
+        token_table(config["MODEL_REGISTRY_TOKENS"], api_token(config))
         registry = _default_registry(registry_arguments(config))  # the same table as named models
         named = MappingProxyType(
             {

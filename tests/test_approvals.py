@@ -4,6 +4,7 @@ by the ``approvals`` stage rule for distinct actors other than the publisher and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -311,3 +312,44 @@ def test_approvals_given_elsewhere_are_seen_and_counted(
         "bo"
     ]
     assert ruled.set_stage("1.0.0", "prod", actor="ana")["stage"] == "prod"
+
+
+def test_approving_needs_role_promoter_for_that_stage(registry_root: Path) -> None:
+    def entry(role: str, token: str, stages: list[str] | None = None) -> dict[str, Any]:
+        found = {"sha256": hashlib.sha256(token.encode()).hexdigest(), "role": role}
+        return found | ({"stages": stages} if stages else {})
+
+    app = Flask("approvals_by_role")
+    app.config.update(
+        MODEL_REGISTRY_ROOT=str(registry_root),
+        MODEL_REGISTRY_STAGE_RULES=RULES,
+        MODEL_REGISTRY_TOKENS={
+            "train-job": entry("editor", "t-job"),
+            "stager": entry("promoter", "t-stager", ["staging"]),
+            "reviewer": entry("promoter", "t-reviewer", ["prod"]),
+            "release-manager": entry("promoter", "t-release", ["staging", "prod"]),
+        },
+    )
+    FlaskModelRegistry(app)
+    app.registry.save_model("1.0.0", {"w": 1}, {"stage": "staging"}, actor="train-job")
+    client = app.test_client()
+
+    def post(token: str, stage: str = "prod") -> Any:
+        sent = {"Authorization": f"Bearer {token}", "X-Model-Registry-Actor": "someone else"}
+        return client.post("/models/1.0.0/approvals", json={"stage": stage}, headers=sent)
+
+    for token, why in (("t-job", "needs role promoter"), ("t-stager", "for stage 'prod'")):
+        refused = post(token)
+        assert refused.status_code == 403 and why in refused.get_json()["error"]["message"]
+    assert post("t-stager", "staging").status_code == 201
+    assert post("t-release").status_code == 201  # the release manager's own approval...
+    promote = {"Authorization": "Bearer t-release"}
+    refused = client.patch("/models/1.0.0", json={"stage": "prod"}, headers=promote)
+    assert (
+        refused.status_code == 409 and "has 0" in refused.get_json()["error"]["unmet"][0]
+    )  # ...not for itself
+    approved = post("t-reviewer")
+    assert approved.status_code == 201
+    assert [a["actor"] for a in approved.get_json()["approvals"]] == ["stager", "release-manager", "reviewer"]
+    assert client.patch("/models/1.0.0", json={"stage": "prod"}, headers=promote).status_code == 200
+    assert app.registry.history("1.0.0")[-1]["actor"] == "release-manager"

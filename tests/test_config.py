@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -136,6 +138,12 @@ def test_stage_rules_from_the_environment(monkeypatch, prefix):
         ("MODEL_REGISTRY_STAGE_RULES", '{"prod": {"from": "staging"}}', "'from' must be a list"),
         ("FLASK_MODEL_REGISTRY_STAGE_RULES", '{"prod": {"aprovals": 1}}', "unknown key 'aprovals'"),
         ("MODEL_REGISTRY_PICKLE_ALLOW", "numpy, os system", "dotted module names"),
+        ("MODEL_REGISTRY_TOKENS", '{"ana": {"sha256": "abc", "role": "reader"}}', "64 hex digits"),
+        (
+            "FLASK_MODEL_REGISTRY_TOKENS",
+            json.dumps({"ana": {"sha256": "0" * 64, "role": "root"}}),
+            "one of reader",
+        ),
         ("FLASK_MODEL_REGISTRY_STAGES", "prod,Not A Stage!", "stage names"),
         ("MODEL_REGISTRY_STAGES", '["prod", "x/y"]', "stage names"),
         ("MODEL_REGISTRY_UI_SESSION_LIFETIME", "0", "60 .a minute. to 31622400"),
@@ -380,6 +388,21 @@ def _token_guards(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
     assert client.get("/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
+#: A named token's secret and the config entry of its sha256.
+NAMED_SECRET = "ana-s3cret"
+NAMED_TOKENS = json.dumps(
+    {"ana": {"sha256": hashlib.sha256(NAMED_SECRET.encode()).hexdigest(), "role": "promoter"}}
+)
+
+
+def _named_token_guards(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    client = app.test_client()
+    assert client.get("/models").status_code == 401
+    headers = {"Authorization": f"Bearer {NAMED_SECRET}"}
+    assert client.patch("/models/1.0.0", json={"stage": "staging"}, headers=headers).status_code == 200
+    assert app.registry.history("1.0.0")[-1]["actor"] == "ana"
+
+
 def _if_match_required(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
     headers = {"Authorization": "Bearer t"}
     answer = app.test_client().patch("/models/1.0.0", json={"stage": "staging"}, headers=headers)
@@ -411,6 +434,7 @@ CASES: dict[str, Case] = {
     "URL_PREFIX": Case("/registry", _prefix_moved),
     "API_ENABLED": Case("false", _answers("/models/latest", 404)),
     "API_TOKEN": Case("s3cret", _token_guards),
+    "TOKENS": Case(NAMED_TOKENS, _named_token_guards),
     "STORAGE_OPTIONS": Case('{"anon": true}', _argument({"anon": True})),
     "REFRESH_INTERVAL": Case("2.5", _argument(2.5)),
     "FULL_REFRESH": Case("2", _argument(2.0)),
