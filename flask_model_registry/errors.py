@@ -75,6 +75,10 @@ class UntrustedArtefactError(CorruptVersionError):
         #: Why, such as ``global os.system is not in the pickle allow-list``.
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[UntrustedArtefactError], tuple[str, str]]:
+        """Pickled with its own arguments (a process pool or a task queue passes it on whole)."""
+        return type(self), (self.version, self.reason)
+
 
 class InvalidKeyError(RegistryError, ValueError):
     """A signing or trusted key that cannot be used: unreadable, not PEM, not an elliptic-curve key
@@ -171,3 +175,7 @@ class ConfigError(RegistryError, ValueError):
         super().__init__(message)
         #: The config key at fault, such as ``MODEL_REGISTRY_API_ENABLED``.
         self.key = key
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        """Pickled with its own arguments, as :class:`UntrustedArtefactError`."""
+        return type(self), (self.key, str(self))

@@ -70,6 +70,13 @@ def test_a_missing_version_is_not_found(shelf: ModelRegistry) -> None:
     assert [e["action"] for e in shelf.history("1.0.0")] == ["publish", "delete"], "one delete event"
 
 
+def test_actor_and_expected_may_be_given_by_position(shelf: ModelRegistry) -> None:
+    seen = shelf.get_metadata("1.0.0")
+    shelf.delete_version("1.0.0", "ana", seen)  # delete_version(version, actor=None, expected=None)
+    event = shelf.history("1.0.0")[-1]
+    assert (event["action"], event["actor"]) == ("delete", "ana")
+
+
 def test_expected_makes_the_delete_conditional(shelf: ModelRegistry) -> None:
     seen = shelf.get_metadata("1.0.0")
     shelf.update_metadata("1.0.0", {"note": "changed"})
@@ -203,6 +210,17 @@ def test_gc_keeps_the_newest_of_each_stage(shelf: ModelRegistry) -> None:
     assert done == {**plan, "dry_run": False}
     assert shelf.list_versions() == ["0.2.0", "0.3.0", "1.1.0", "2.0.0"]
     assert shelf.history("0.1.0")[-1]["actor"] == "retention"
+
+
+def test_gc_counts_prereleases_in_their_stages_group(registry_root: Path, by_hand) -> None:
+    # made by hand: no trail, so no rollback target protects anything here
+    for version in ("1.9.0", "1.10.0", "1.11.0-rc.1", "1.11.0"):
+        by_hand(version, {"stage": "prod"})
+    by_hand("2.0.0", {})
+    registry = ModelRegistry(registry_root)
+    # prod's newest two are 1.11.0 and 1.11.0-rc.1; 1.10.0 is above 1.9.0 (not by the string)
+    assert registry.gc(keep_last=2, dry_run=True)["deleted"] == ["1.9.0", "1.10.0"]
+    assert registry.gc(keep_last=3, dry_run=True)["deleted"] == ["1.9.0"]
 
 
 def test_gc_without_a_rule_deletes_no_version(shelf: ModelRegistry) -> None:
