@@ -114,8 +114,13 @@ class PromotionRefusedError(RegistryError):
 
     def __init__(self, version: str, stage: str, unmet: list[str]) -> None:
         super().__init__(f"version {version} may not enter stage {stage!r}: " + "; ".join(unmet))
+        self.version, self.stage = version, stage
         #: Every unmet rule, one sentence each (``error.unmet`` in the HTTP answer).
         self.unmet = list(unmet)
+
+    def __reduce__(self) -> tuple[type[PromotionRefusedError], tuple[str, str, list[str]]]:
+        """Pickled with its own arguments, as :class:`UntrustedArtefactError`."""
+        return type(self), (self.version, self.stage, self.unmet)
 
 
 class StageRuleError(RegistryError, ValueError):
