@@ -176,6 +176,22 @@ def test_an_archived_rollback_target_is_not_protected(shelf: ModelRegistry) -> N
     assert "2.0.0" not in shelf.list_versions()
 
 
+def test_two_dead_deleters_of_one_version_leave_one_delete_event(shelf: ModelRegistry) -> None:
+    """One deleter killed before its rename, the next one after it: both left their event pending
+    (twins: the same change). The next reader records the delete once."""
+    data, stamp = shelf.storage.read_metadata("1.0.0")
+    last = shelf.get_metadata("1.0.0")
+    shelf.audit.prepare("delete", "1.0.0", last, {}, "first", data, None)  # killed before the rename
+    shelf.audit.prepare("delete", "1.0.0", last, {}, "second", data, None)
+    shelf.storage.remove_version("1.0.0", stamp)  # ... and the second killed right after it
+    reader = ModelRegistry(shelf.root)
+    assert "1.0.0" not in reader.list_versions()
+    deletes = [e for e in reader.history("1.0.0") if e["action"] == "delete"]
+    assert [(e["actor"], e["before"], e["after"]) for e in deletes] == [("second", last, {})]
+    assert [e["id"] for e in reader.history() if e["action"] == "delete"] == [deletes[0]["id"]]
+    assert reader.audit.oldest_pending() is None
+
+
 def test_a_demoted_version_can_be_deleted(shelf: ModelRegistry) -> None:
     save(shelf, "3.0.0", stage="staging")
     refused(shelf, "3.0.0")
