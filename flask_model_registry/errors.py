@@ -86,6 +86,10 @@ class UntrustedArtefactError(CorruptVersionError):
         #: Why, such as ``global os.system is not in the pickle allow-list``.
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[UntrustedArtefactError], tuple[str, str]]:
+        """Pickled with its own arguments (a process pool or a task queue passes it on whole)."""
+        return type(self), (self.version, self.reason)
+
 
 class InvalidKeyError(RegistryError, ValueError):
     """A signing or trusted key that cannot be used: unreadable, not PEM, not an elliptic-curve key
@@ -121,8 +125,13 @@ class PromotionRefusedError(RegistryError):
 
     def __init__(self, version: str, stage: str, unmet: list[str]) -> None:
         super().__init__(f"version {version} may not enter stage {stage!r}: " + "; ".join(unmet))
+        self.version, self.stage = version, stage
         #: Every unmet rule, one sentence each (``error.unmet`` in the HTTP answer).
         self.unmet = list(unmet)
+
+    def __reduce__(self) -> tuple[type[PromotionRefusedError], tuple[str, str, list[str]]]:
+        """Pickled with its own arguments, as :class:`UntrustedArtefactError`."""
+        return type(self), (self.version, self.stage, self.unmet)
 
 
 class StageRuleError(RegistryError, ValueError):
@@ -182,3 +191,7 @@ class ConfigError(RegistryError, ValueError):
         super().__init__(message)
         #: The config key at fault, such as ``MODEL_REGISTRY_API_ENABLED``.
         self.key = key
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        """Pickled with its own arguments, as :class:`UntrustedArtefactError`."""
+        return type(self), (self.key, str(self))

@@ -4,6 +4,7 @@ enforced inside the registry; a refused promotion lists every unmet rule and cha
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,14 @@ def test_every_unmet_rule_is_listed_and_nothing_changes(ruled: ModelRegistry) ->
     assert "metrics.auc >= 0.8" in unmet[2] and "0.7" in unmet[2]
     assert ruled.get_metadata("1.0.0") == before
     assert len(ruled.history("1.0.0")) == events
+
+
+def test_a_refusal_survives_pickling(ruled: ModelRegistry) -> None:
+    ruled.save_model("1.0.0", {"w": 1}, actor="trainer")
+    with pytest.raises(PromotionRefusedError) as caught:
+        ruled.set_stage("1.0.0", "prod", actor="ana")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.unmet, copy.http_status) == (str(caught.value), caught.value.unmet, 409)
 
 
 def test_a_promotion_meeting_every_rule_goes_ahead(ruled: ModelRegistry) -> None:
