@@ -6,7 +6,8 @@ retention rule (``gc``), crash-safe on every storage.
   prereleases included, unless the version sits in a retired stage (``retired_stages``, default
   ``["archived"]``); every version with a canary weight routing obeys, whatever its stage; and for
   each stage that is not retired, the version a rollback would give it back to (from the audit
-  trail), whatever that version's own stage is now, until the stage gets a newer holder.
+  trail), until the stage gets a newer holder, unless it sits in a retired stage now (a version
+  in a retired stage is never protected, but for the canary weight routing obeys).
 - **One step for readers**: the audit event is written as pending first, then the version leaves
   every listing at once (on local disk its folder is renamed out of ``versions/`` into
   ``<root>/.deleted/``; on object storage ``metadata.json`` is removed and the manifest gets a
@@ -87,7 +88,7 @@ def protection(
         rollback = rollback_plan(snap, events, stage)
         if rollback is not None:
             why = f"a rollback of stage {stage!r} returns to it (until the stage gets a newer holder)"
-            protect(snap.by_version.get(rollback.target), why, retired_ok=False)
+            protect(snap.by_version.get(rollback.target), why)
     return reasons
 
 

@@ -154,12 +154,19 @@ def test_retired_stages_are_configurable(registry_root: Path) -> None:
 
 def test_a_stages_rollback_target_is_protected_until_it_gets_a_newer_holder(shelf: ModelRegistry) -> None:
     save(shelf, "3.0.0", stage="prod")  # prod: 2.0.0, then 3.0.0; a rollback returns to 2.0.0
-    shelf.set_stage("2.0.0", "archived")
+    shelf.set_stage("2.0.0", None)
     message = refused(shelf, "2.0.0")
-    assert "rollback of stage 'prod'" in message, "protected even though archived now"
+    assert "rollback of stage 'prod'" in message, "protected though it serves nothing now"
     save(shelf, "4.0.0", stage="prod")  # now a rollback returns to 3.0.0
     shelf.delete_version("2.0.0")
     assert "rollback of stage 'prod'" in refused(shelf, "3.0.0")
+
+
+def test_an_archived_rollback_target_is_not_protected(shelf: ModelRegistry) -> None:
+    save(shelf, "3.0.0", stage="prod")  # prod: 2.0.0, then 3.0.0; a rollback returns to 2.0.0
+    shelf.set_stage("2.0.0", "archived")  # retired: never protected
+    shelf.delete_version("2.0.0")
+    assert "2.0.0" not in shelf.list_versions()
 
 
 def test_a_demoted_version_can_be_deleted(shelf: ModelRegistry) -> None:
@@ -329,3 +336,12 @@ def test_gc_reads_the_trail_once_unless_another_writer_comes_between(
     assert result["deleted"] == ["0.0.0", "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0", "1.0.0"]
     assert len(whole_reads) == 2, "read at the start, and again after the other writer's change only"
     assert [e["action"] for e in shelf.history("0.3.0")] == ["publish", "delete"]
+
+
+def test_a_broken_version_can_be_deleted(shelf: ModelRegistry, by_hand) -> None:
+    by_hand("1.5.0", raw=b'{"stage": "prod", ')  # unreadable metadata: its stage is unknown
+    assert shelf.snapshot().by_version["1.5.0"].error
+    assert shelf.gc(keep_last=0, dry_run=True)["deleted"] == ["1.0.0", "1.1.0"], "gc never picks it"
+    shelf.delete_version("1.5.0", actor="ops")  # but a person may
+    assert "1.5.0" not in shelf.list_versions()
+    assert shelf.history("1.5.0")[-1]["before"] == {}, "no metadata to keep"

@@ -137,6 +137,7 @@ def test_a_dict_sets_a_models_own_settings_and_the_rest_come_from_the_app(tmp_pa
         "model_cache_size": 2,
         "watch": True,
         "canary_weight": 0.1,
+        "retired_stages": ["archived"],
     }
     assert opened[str(tmp_path / "own")] == {
         "storage_options": options,
@@ -145,6 +146,7 @@ def test_a_dict_sets_a_models_own_settings_and_the_rest_come_from_the_app(tmp_pa
         "model_cache_size": 1,
         "watch": False,
         "canary_weight": 0.25,
+        "retired_stages": ["archived"],
     }
     assert app.registries["own"].allowed_stages == {"prod"}
     assert not app.registries["own"].storage.watching

@@ -49,13 +49,6 @@ class Leftover:
     size: int  # bytes
     locked: bool = False  # a staging folder whose writer is alive
 
-    @property
-    def version(self) -> str:
-        """The version it belongs to (``""`` for a staging folder, which names none)."""
-        if self.kind == "deleted":
-            return self.name.rpartition("@")[0]
-        return self.name if self.kind == "partial" else ""
-
 
 class Publication(abc.ABC):
     """One version being published: write the artefact, then :meth:`commit` the metadata."""

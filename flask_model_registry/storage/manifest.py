@@ -2,8 +2,9 @@
 
 ``<root>/manifest.json`` holds every version's ``metadata.json`` as last written by a registry, with
 the object's stamp (ETag; generation on GCS) and a sequence number. Every registry write (publish,
-promotion, metadata edit) updates it after its commit, with the store's compare-and-swap (retried),
-so concurrent writers on many hosts never lose an entry. Then:
+promotion, metadata edit; a delete leaves a tombstone entry, which readers apply by dropping the
+version) updates it after its commit, with the store's compare-and-swap (retried), so concurrent
+writers on many hosts never lose an entry. Then:
 
 - a refresh in which nothing changed is one small conditional request for the manifest (a ``GET``
   with ``If-None-Match`` answered ``304``; on GCS the object's metadata, whose generation tells);

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
@@ -455,3 +455,21 @@ OBJECTS: dict[str, type[Objects]] = {
 def objects_for(scheme: str, fs: fsspec.AbstractFileSystem) -> Objects:
     """The single-object requests of ``scheme``'s store on ``fs``."""
     return OBJECTS.get(scheme, Objects)(fs)
+
+
+def modified_time(info: Mapping[str, Any]) -> float | None:
+    """When an object (a listing or ``info`` entry) was last written, as the store states it (S3
+    ``LastModified``, Azure ``last_modified``, GCS ``updated``, ``memory://`` ``created``), in
+    seconds since the epoch; None where it states none."""
+    for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return None

@@ -40,7 +40,6 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from typing import Any, BinaryIO, cast
 
 import fsspec
@@ -59,7 +58,6 @@ from .base import (
     SIGNATURE_FILE,
     STATE_DIR,
     VERSIONS_DIR,
-    Leftover,
     Publication,
     Read,
     Stamp,
@@ -67,7 +65,8 @@ from .base import (
     check_state_name,
 )
 from .manifest import DEFAULT_FULL_REFRESH, MANIFEST_FILE, Listed, ManifestDiscovery
-from .objects import AsyncObjects, objects_for
+from .objects import AsyncObjects, modified_time, objects_for
+from .remote_delete import ObjectDeletes
 
 #: Seconds a change made by another host may stay unseen on object storage, unless configured.
 DEFAULT_REFRESH_INTERVAL = 2.0
@@ -157,7 +156,7 @@ class FsspecPublication(Publication):
                     self._storage.fs.rm_file(path)
 
 
-class FsspecStorage(Storage):
+class FsspecStorage(ObjectDeletes, Storage):
     """Versions as objects under ``<root>/versions/`` on any fsspec filesystem.
 
     ``storage_options`` go to the fsspec filesystem unchanged (after defaults that turn off its
@@ -388,68 +387,6 @@ class FsspecStorage(Storage):
         with self._store_errors("writing a signature"):
             self.fs.pipe_file(self._path(version, SIGNATURE_FILE), data)
 
-    def remove_version(self, version: str, expected: Stamp) -> None:
-        with self._store_errors("a delete"):
-            removed = self._objects.delete(self._path(version, METADATA_FILE), expected)
-        if not removed:
-            raise ConflictError(f"version {version} changed while being deleted")
-        self.discovery.record_removal(version)
-
-    def purge_version(self, version: str) -> int:
-        self.discovery.record_removal(version)  # again: a killed delete may not have recorded it
-        return self._remove_prefix(version, self._list(f"{self._versions}/{version}"))
-
-    def _remove_prefix(self, version: str, objects: Mapping[str, Mapping[str, Any]]) -> int:
-        """Remove the objects of ``version``'s prefix (``objects``: a listing of it), unless one is
-        its ``metadata.json`` (then it is a version: left alone); the bytes freed."""
-        if self._path(version, METADATA_FILE) in objects:
-            return 0
-        freed = 0
-        with self._store_errors("removing a deleted version's objects"):
-            for path, info in objects.items():
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm_file(path)
-                    freed += int(info.get("size") or 0)
-        return freed
-
-    def _by_version(self) -> dict[str, dict[str, Mapping[str, Any]]]:
-        """The listing of ``versions/``, grouped by SemVer-named prefix (other names left out)."""
-        prefix = self._versions + "/"
-        groups: dict[str, dict[str, Mapping[str, Any]]] = {}
-        for path, info in self._list_versions().items():
-            name = path.removeprefix(prefix).partition("/")[0]
-            if path.startswith(prefix) and sort_key(name) is not None:
-                groups.setdefault(name, {})[path] = info
-        return groups
-
-    def footprint(self, versions: Iterable[str]) -> dict[str, tuple[int, float]]:
-        wanted = list(versions)
-        if not wanted:
-            return {}
-        groups = self._by_version()
-        found = {}
-        for version in wanted:
-            objects = groups.get(version, {})
-            metadata = objects.get(self._path(version, METADATA_FILE))
-            if metadata is not None:
-                size = sum(int(info.get("size") or 0) for info in objects.values())
-                found[version] = (size, modified_time(metadata) or 0.0)
-        return found
-
-    def leftovers(self) -> list[Leftover]:
-        found = []
-        for name, objects in self._by_version().items():
-            if self._path(name, METADATA_FILE) not in objects:
-                modified = max((modified_time(info) or 0.0 for info in objects.values()), default=0.0)
-                size = sum(int(info.get("size") or 0) for info in objects.values())
-                found.append(Leftover(name, "partial", modified, size))
-        return found
-
-    def remove_leftover(self, leftover: Leftover) -> int:
-        if leftover.kind != "partial":
-            return 0
-        return self.purge_version(leftover.name)
-
     def begin_publication(self, version: str) -> Publication:
         if self.fs.exists(self._path(version, METADATA_FILE)):
             raise self.exists_error(version)
@@ -515,21 +452,3 @@ class FsspecStorage(Storage):
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in listed)
             names = [n for n in names if start_after is None or n > start_after][:limit]
         return [name for name in names if not name.startswith(".")]
-
-
-def modified_time(info: Mapping[str, Any]) -> float | None:
-    """When an object (a listing or ``info`` entry) was last written, as the store states it (S3
-    ``LastModified``, Azure ``last_modified``, GCS ``updated``, ``memory://`` ``created``), in
-    seconds since the epoch; None where it states none."""
-    for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
-        value = info.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-        if isinstance(value, datetime):
-            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-    return None
