@@ -342,8 +342,9 @@ class AuditTrail:
         """Walk the version's events from the newest back, from the current metadata: a pending
         event whose "after" is the state reached at that point landed (finalised), one that could
         still land (its writer may be alive) is left, any other is dropped. Two pending events of
-        one identical change (two writers at once) are left to their writers while young; one
-        that repeats the final event next to it is dropped."""
+        one identical change (two writers at once) are left to their writers while young, but for
+        a delete's (the newest is finalised); one that repeats the final event next to it is
+        dropped."""
         try:
             current = sha256_of(self.storage.read_metadata(version)[0])
         except FileNotFoundError:
@@ -383,11 +384,14 @@ class AuditTrail:
             young = (time.time_ns() - int(event_id[:20])) / 1e9 < PENDING_GRACE_SECONDS
             if (before, after) in [_nearest_final(order, at, step, finals) for step in (-1, 1)]:
                 pending.discard()  # the same change, recorded already by the writer next to it
-            elif twins[(before, after)] > 1 and young:
+            elif twins[(before, after)] > 1 and young and after is not None:
                 if after == expect:  # one of them landed; their writers say which
                     expect, landed_after = before, True
             elif after == expect:
+                # A delete's twins (the version is gone) are decided here: the writer whose delete
+                # landed may have died with the others, and a gone version is never written again.
                 pending.finalise()
+                finals[event_id] = (before, after)  # an older twin is now a repeat of this one
                 expect, landed_after = before, True
             elif not (before == current and not landed_after and young):
                 pending.discard()  # else its writer may still be about to commit: left, not shown

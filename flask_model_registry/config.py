@@ -419,3 +419,10 @@ def load_config(config: MutableMapping[str, Any], environ: Mapping[str, str] | N
     require = PREFIX + "REQUIRE_SIGNATURE"
     if config[require] and not config[PREFIX + "TRUSTED_KEYS"]:
         raise ConfigError(require, f"{require} is on, but MODEL_REGISTRY_TRUSTED_KEYS names no key to trust")
+    trusted = PREFIX + "TRUSTED_KEYS"
+    if config[require] is not False and config[trusted] and not load_trusted_keys(config[trusted]):
+        raise ConfigError(
+            trusted,
+            f"{trusted} names no key to trust (a folder without *.pub files?); signatures would be"
+            f" required with nothing to verify them (set {require} to false to accept that)",
+        )

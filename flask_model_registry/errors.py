@@ -33,10 +33,14 @@ class AccessDeniedError(RegistryError):
 
     http_status = 403
 
-    def __init__(self, message: str, *, role: str) -> None:
+    def __init__(self, message: str, role: str) -> None:
         super().__init__(message)
         #: The role the refused change needs, such as ``promoter``.
         self.role = role
+
+    def __reduce__(self) -> tuple[type[AccessDeniedError], tuple[str, str]]:
+        """Pickled with its own arguments, as :class:`ConfigError`."""
+        return type(self), (str(self), self.role)
 
 
 class VersionAliasError(RegistryError):
@@ -85,6 +89,10 @@ class UntrustedArtefactError(CorruptVersionError):
         self.version = version
         #: Why, such as ``global os.system is not in the pickle allow-list``.
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[UntrustedArtefactError], tuple[str, str]]:
+        """Pickled with its own arguments (a process pool or a task queue passes it on whole)."""
+        return type(self), (self.version, self.reason)
 
 
 class InvalidKeyError(RegistryError, ValueError):
@@ -166,3 +174,7 @@ class ConfigError(RegistryError, ValueError):
         super().__init__(message)
         #: The config key at fault, such as ``MODEL_REGISTRY_API_ENABLED``.
         self.key = key
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        """Pickled with its own arguments, as :class:`UntrustedArtefactError`."""
+        return type(self), (self.key, str(self))

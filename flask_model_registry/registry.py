@@ -393,7 +393,7 @@ class ModelRegistry:
         return self.signatures.status(self._entry(version))
 
     def sign(
-        self, version: str, signing_key: str | os.PathLike[str], *, actor: str | None = None
+        self, version: str, signing_key: str | os.PathLike[str], actor: str | None = None
     ) -> dict[str, Any]:
         """Sign a committed version (its artefact re-hashed first); recorded in the audit trail."""
         record = self.signatures.sign_version(version, self._entry(version).require_metadata(), signing_key)
@@ -553,7 +553,7 @@ class ModelRegistry:
     # lifecycle ------------------------------------------------------------------------------------
 
     def delete_version(
-        self, version: str, *, actor: str | None = None, expected: Expected | None = None
+        self, version: str, actor: str | None = None, expected: Expected | None = None
     ) -> None:
         """Delete a version, refused (:class:`VersionInUseError`) while it serves, is a canary or is
         a stage's rollback target; ``expected``: as for :meth:`update_metadata`. See :mod:`.lifecycle`."""
@@ -592,7 +592,7 @@ class ModelRegistry:
         """The versions that served ``stage``, oldest first: ``{"version", "from", "until", "actor"}``."""
         return self._past.timeline(stage, include_prerelease)
 
-    def rollback(self, stage: str, *, actor: str | None = None) -> dict[str, Any]:
+    def rollback(self, stage: str, actor: str | None = None) -> dict[str, Any]:
         """Give ``stage`` back to the version it served before its current holder (the console's plan)."""
         return self._past.rollback(stage, actor)
 

@@ -275,10 +275,13 @@ class Signatures:
         self.signing_key = signing_key
         if signing_key is not None:
             load_signing_key(signing_key)
-        self.trusted = load_trusted_keys(trusted_keys)
-        self.required = bool(self.trusted) if require_signature is None else bool(require_signature)
+        sources = key_items(trusted_keys or ())
+        self.trusted = load_trusted_keys(sources)
+        # Keys given that hold none (a folder without *.pub files, an unmounted volume) fail closed.
+        self.required = bool(sources) if require_signature is None else bool(require_signature)
         if self.required and not self.trusted:
-            raise ValueError("require_signature is on but no trusted keys are given")
+            found = f" (the {len(sources)} source(s) given hold no *.pub key)" if sources else ""
+            raise ValueError(f"require_signature is on but no trusted keys are given{found}")
         self._status: dict[str, tuple[Stamp, Checked]] = {}
         self._lock = threading.Lock()
 

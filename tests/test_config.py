@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import pickle
 import time
 import uuid
 from collections.abc import Callable
@@ -311,6 +312,30 @@ def test_bad_signature_settings_are_a_config_error_at_init_app(monkeypatch, tmp_
     monkeypatch.delenv("FLASK_MODEL_REGISTRY_TRUSTED_KEYS")
     with pytest.raises(ConfigError, match="no trusted keys") as caught:
         create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "require_signature": True}})
+    assert caught.value.key == "MODEL_REGISTRY_MODELS"
+
+
+def test_a_config_error_survives_pickling() -> None:
+    error = ConfigError("MODEL_REGISTRY_TRUSTED_KEYS", "MODEL_REGISTRY_TRUSTED_KEYS: names no key")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is ConfigError and (copy.key, str(copy)) == (error.key, str(error))
+
+
+def test_trusted_keys_holding_no_key_are_a_config_error_unless_signatures_are_off(monkeypatch, tmp_path):
+    empty = tmp_path / "keys"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="names no key") as caught:
+        create_app(MODEL_REGISTRY_TRUSTED_KEYS=[str(empty)])
+    assert caught.value.key == "MODEL_REGISTRY_TRUSTED_KEYS"
+    monkeypatch.setenv("MODEL_REGISTRY_TRUSTED_KEYS", str(empty))
+    with pytest.raises(ConfigError, match="names no key"):
+        create_app()
+    monkeypatch.setenv("MODEL_REGISTRY_REQUIRE_SIGNATURE", "false")
+    assert not create_app().registry.signatures.required
+    monkeypatch.delenv("MODEL_REGISTRY_REQUIRE_SIGNATURE")
+    monkeypatch.delenv("MODEL_REGISTRY_TRUSTED_KEYS")
+    with pytest.raises(ConfigError, match="no trusted keys") as caught:
+        create_app(MODEL_REGISTRY_MODELS={"fraud": {"root": str(tmp_path), "trusted_keys": [str(empty)]}})
     assert caught.value.key == "MODEL_REGISTRY_MODELS"
 
 

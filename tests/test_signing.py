@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -182,6 +183,18 @@ def test_require_signature_needs_readable_ec_trusted_keys(
     ).signatures.required
 
 
+def test_trusted_keys_that_hold_no_key_fail_closed(registry_root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "keys"  # a folder without *.pub files: an unmounted volume, a typo
+    empty.mkdir()
+    (empty / "README").write_text("not a key")
+    with pytest.raises(ValueError, match="no trusted keys"):
+        ModelRegistry(registry_root, trusted_keys=[empty])
+    with pytest.raises(ValueError, match="no trusted keys"):
+        ModelRegistry(registry_root, trusted_keys=str(empty))
+    assert not ModelRegistry(registry_root, trusted_keys=[empty], require_signature=False).signatures.required
+    assert not ModelRegistry(registry_root, trusted_keys=[]).signatures.required  # none given
+
+
 def test_trusted_keys_from_paths_pem_text_folders_and_a_comma_separated_string(
     registry_root: Path, keys: dict[str, KeyPair], tmp_path: Path
 ) -> None:
@@ -284,6 +297,13 @@ def test_refused_signatures_unpickle_nothing(
     assert marker.exists()
 
 
+def test_an_untrusted_artefact_error_survives_pickling() -> None:
+    error = UntrustedArtefactError("1.0.0", "it has no model.sig")  # as a process pool passes it on
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is UntrustedArtefactError and str(copy) == str(error)
+    assert (copy.version, copy.reason) == ("1.0.0", "it has no model.sig")
+
+
 def test_bytes_changed_after_signing_are_refused(
     registry_root: Path, keys: dict[str, KeyPair], marker: Path, by_hand: Callable[..., Path]
 ) -> None:
@@ -360,6 +380,13 @@ def test_sign_an_existing_version(registry_root: Path, keys: dict[str, KeyPair])
     # re-signing with another key replaces model.sig
     writer.sign("1.0.0", keys["other"].private)
     assert reader.signature("1.0.0")["status"] == "untrusted"
+
+
+def test_sign_takes_the_actor_by_position(registry_root: Path, keys: dict[str, KeyPair]) -> None:
+    registry = ModelRegistry(registry_root)
+    registry.save_model("1.0.0", "model")
+    registry.sign("1.0.0", keys["trusted"].private, "release-bot")  # sign(version, signing_key, actor=None)
+    assert registry.history("1.0.0")[-1]["actor"] == "release-bot"
 
 
 def test_sign_refuses_an_artefact_failing_its_sha256(
@@ -461,7 +488,6 @@ def test_a_folder_signed_by_the_model_signing_python_api_verifies_here(
     assert reader.get_model("1.0.0") == "hand-made and signed"
 
 
-@pytest.mark.parametrize("registry_target", ["local", "memory", "s3"], indirect=True)
 def test_signed_publish_and_verify_on_object_storage(
     registry_target: servers.RegistryTarget, keys: dict[str, KeyPair], marker: Path
 ) -> None:

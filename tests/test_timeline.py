@@ -110,7 +110,8 @@ def test_timeline_lists_each_holder_with_who_began_it(
     for earlier, later in itertools.pairwise(periods):
         assert earlier["until"] == later["from"] and earlier["from"] < earlier["until"]
     assert moments["1.1.0 in staging"] < periods[1]["from"] < moments["1.1.0 in prod"]
-    assert all(p["from"].tzinfo is not None for p in periods)
+    assert all(set(p) == {"version", "from", "until", "actor"} for p in periods)
+    assert all(p["from"].tzinfo is not None and (p["until"] is None or p["until"].tzinfo) for p in periods)
     staging = registry.timeline("staging")
     assert [(s["version"], s["until"] is not None) for s in staging] == [("1.1.0", True)]
     assert registry.timeline("nowhere") == []
@@ -195,9 +196,8 @@ def test_hand_made_versions_count_from_created_at_or_their_file_time(
     assert [(p["version"], p["actor"]) for p in periods[2:]] == [("0.9.0", "alice")]
 
 
-@pytest.mark.parametrize("registry_target", ["local", "s3"], indirect=True)
 def test_object_storage_follows(registry_target: RegistryTarget) -> None:
-    """On S3 (moto) as on disk: a hand-made version without created_at counts from its object's
+    """On every storage as on disk: a hand-made version without created_at counts from its object's
     time, a deleted one leaves the stage when its delete event says."""
     fs = registry_target.filesystem
     fs.pipe(registry_target.path("versions", "0.9.0", "model.pkl"), b"hand-made")
@@ -246,6 +246,14 @@ def test_rollback_twice_undoes_it(registry: ModelRegistry) -> None:
         "1.0.0": "prod",
         "1.1.0": "prod",
     }
+
+
+def test_rollback_takes_the_actor_by_position(registry: ModelRegistry) -> None:
+    registry.save_model("1.0.0", "a", {"stage": "prod"}, actor="ci")
+    registry.save_model("1.1.0", "b", {"stage": "prod"}, actor="ci")
+    registry.rollback("prod", "oncall")  # rollback(stage, actor=None)
+    assert registry.get_latest_version("prod") == "1.0.0"
+    assert registry.history("1.1.0")[-1]["actor"] == "oncall"
 
 
 def test_rollback_with_nothing_to_go_back_to_is_an_error(registry: ModelRegistry) -> None:
