@@ -33,10 +33,14 @@ class AccessDeniedError(RegistryError):
 
     http_status = 403
 
-    def __init__(self, message: str, *, role: str) -> None:
+    def __init__(self, message: str, role: str) -> None:
         super().__init__(message)
         #: The role the refused change needs, such as ``promoter``.
         self.role = role
+
+    def __reduce__(self) -> tuple[type[AccessDeniedError], tuple[str, str]]:
+        """Pickled with its own arguments, as :class:`ConfigError`."""
+        return type(self), (str(self), self.role)
 
 
 class VersionAliasError(RegistryError):

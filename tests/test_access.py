@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 import shlex
 from collections.abc import Callable
@@ -197,6 +198,8 @@ def test_require_role_for_other_endpoints(app: Flask, name: str | None, refused:
             with pytest.raises(AccessDeniedError, match=re.escape(refused)) as caught:
                 require_role("promoter", "approving 1.0.0 for prod", "prod")
             assert caught.value.role == "promoter" and caught.value.http_status == 403
+            copy = pickle.loads(pickle.dumps(caught.value))  # a task queue passes it on whole
+            assert (str(copy), copy.role) == (str(caught.value), "promoter")
         if name == "ana":
             with pytest.raises(AccessDeniedError, match="for stage 'archived'; token 'ana' is limited"):
                 require_role("promoter", "approving 1.0.0 for archived", "archived")
