@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .context import get_registry
 from .errors import (
+    AccessDeniedError,
     ConfigError,
     CorruptStateError,
     CorruptVersionError,
@@ -17,9 +18,11 @@ from .errors import (
     InvalidMetadataError,
     InvalidVersionError,
     PreconditionFailedError,
+    PromotionRefusedError,
     RegistryError,
     RollbackIncompleteError,
     RootMissingError,
+    StageRuleError,
     StorageBackendMissingError,
     StorageUnavailableError,
     UnknownModelError,
@@ -42,6 +45,7 @@ ModelRegistry.timelines_class = Timelines  # as_of, timeline() and rollback(): s
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "ConfigError",
     "CorruptStateError",
     "CorruptVersionError",
@@ -53,10 +57,12 @@ __all__ = [
     "LoadedModel",
     "ModelRegistry",
     "PreconditionFailedError",
+    "PromotionRefusedError",
     "RegistryError",
     "RegistryObserver",
     "RollbackIncompleteError",
     "RootMissingError",
+    "StageRuleError",
     "StorageBackendMissingError",
     "StorageUnavailableError",
     "UnknownModelError",

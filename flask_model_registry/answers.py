@@ -12,13 +12,18 @@ Signature = dict[str, Any]
 
 
 def version_item(
-    version: str, metadata: dict[str, Any], signature: Signature | None = None
+    version: str,
+    metadata: dict[str, Any],
+    signature: Signature | None = None,
+    approvals: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One version: ``{"version", "metadata", "signature"}``; without ``signature`` (a version as it
-    was at a past moment, perhaps deleted since), ``{"version", "metadata"}``."""
-    if signature is None:
-        return {"version": version, "metadata": metadata}
-    return {"version": version, "metadata": metadata, "signature": signature}
+    was at a past moment, perhaps deleted since), ``{"version", "metadata"}``; with ``approvals``
+    (the answers about one version), those too."""
+    item = {"version": version, "metadata": metadata}
+    if signature is not None:
+        item["signature"] = signature
+    return item if approvals is None else {**item, "approvals": approvals}
 
 
 def entry_item(entry: Entry, signature: Callable[[Entry], Signature]) -> dict[str, Any]:

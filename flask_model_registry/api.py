@@ -9,22 +9,35 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from importlib import resources
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import BadRequest, HTTPException, default_exceptions
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+    default_exceptions,
+)
 from werkzeug.routing import BaseConverter, RequestRedirect
 
+from . import approvals
+from .access import caller, check_change, identify, named_tokens, require_role, set_caller, tokens_configured
 from .answers import entry_item, version_item
-from .config import NAME_PATTERN, RESERVED_NAMES, api_token
+from .config import NAME_PATTERN, RESERVED_NAMES
 from .context import get_registries, get_registry
-from .errors import InvalidArgumentError, InvalidMetadataError, RegistryError, VersionNotFoundError
+from .errors import (
+    InvalidArgumentError,
+    InvalidMetadataError,
+    PromotionRefusedError,
+    RegistryError,
+    VersionNotFoundError,
+)
 from .metadata import MAX_METADATA_BYTES, check_stage
 from .registry import Entry, ModelRegistry, Snapshot
 from .timeline import known_metadata, parse_as_of
@@ -36,6 +49,10 @@ bp = Blueprint("model_registry", __name__)
 View = TypeVar("View", bound=Callable[..., Response])
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The least role a write of each method needs whatever its view checks after (a ``PATCH`` needs
+#: what its keys need, :func:`~.access.check_change`): deleting is an admin's, a ``POST`` (an
+#: approval) a promoter's; a view of either that forgot its own check still refuses the rest.
+_WRITE_FLOORS = {"DELETE": "admin", "POST": "promoter"}
 _JSON_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -43,6 +60,7 @@ _ACTOR_HEADER = "X-Model-Registry-Actor"
 _OPENAPI_FILE = "openapi.json"
 _OPENAPI_PREFIX = "/models"  # the prefix the paths in openapi.json are written under
 _MODEL_PARAMETER = {"$ref": "#/components/parameters/model"}
+_MAX_APPROVAL_BYTES = 4096
 _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
@@ -75,24 +93,36 @@ def register_api(app: Flask, prefix: str) -> None:
         path = request.path
         if path == prefix or path.startswith(prefix + "/"):
             segment = path[len(prefix) + 1 :]
+            first = segment.partition("/")[0]
             if (
                 exc.code == 405
-                and request.method in ("PATCH", "DELETE")
-                and re.fullmatch(NAME_PATTERN, segment)
-                and segment not in RESERVED_NAMES
-                and segment not in get_registries()
+                and re.fullmatch(NAME_PATTERN, first)
+                and first not in RESERVED_NAMES
+                and first not in get_registries()
+                and _routes(f"{prefix}/0.0.0{segment[len(first) :]}", request.method)
             ):
-                # "PATCH /models/v1" (or DELETE): a segment shaped like a model name is only a model's list
-                # route; not being one, it is a bad version (400) or, with named models, an
-                # unknown one (404 naming it), never a method error.
+                # "PATCH /models/v1", "DELETE /models/v1", "POST /models/v1/approvals": a segment
+                # shaped like a model name only matched a model's routes; not being one, it is a bad
+                # version (400) or, with named models, an unknown one (404 naming it), never a
+                # method error.
                 try:
-                    get_registry(segment) if get_registries() else check_version(segment)
+                    get_registry(first) if get_registries() else check_version(first)
                 except RegistryError as error:
                     return error_response(error.http_status, str(error))
             return http_error_response(exc)  # type: ignore[arg-type]
         return None
 
     app.before_request(routing_error)
+
+
+def _routes(path: str, method: str) -> bool:
+    """Whether ``method`` on ``path`` reaches a view of this app."""
+    adapter = current_app.create_url_adapter(request)
+    try:
+        adapter.match(path, method)  # type: ignore[union-attr]
+    except HTTPException:
+        return False
+    return True
 
 
 class _VersionSegment(BaseConverter):
@@ -163,9 +193,12 @@ def _sorted_methods(value: str) -> str:
     return ", ".join(sorted({method.strip() for method in value.split(",") if method.strip()}))
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The JSON error answer every part of the package gives: ``{"error": {"code", "message"}}``."""
-    body = _dumps({"error": {"code": status, "message": message}})
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    """The JSON error answer every part of the package gives: ``{"error": {"code", "message"}}``,
+    plus ``extra`` fields of the error's own (a refused promotion's ``unmet``)."""
+    body = _dumps({"error": {"code": status, "message": message, **extra}})
     response = current_app.response_class(body, status=status, mimetype="application/json")
     for name, value in (headers or {}).items():
         response.headers[name] = _sorted_methods(value) if name.lower() == "allow" else value
@@ -190,6 +223,8 @@ for _code in default_exceptions:
 
 @bp.errorhandler(RegistryError)
 def _registry_error(exc: RegistryError) -> Response:
+    if isinstance(exc, PromotionRefusedError):
+        return error_response(exc.http_status, str(exc), unmet=exc.unmet)
     return error_response(exc.http_status, str(exc))
 
 
@@ -216,22 +251,27 @@ def options_in_json(response: Response) -> Response:
 
 @bp.before_request
 def authorize() -> Response | None:
-    """The token rules; ``OPTIONS`` (a CORS preflight, sent without credentials) is always open:
-    it reveals nothing but ``Allow``."""
+    """The token rules: with tokens configured every request carries a known one (401), whose
+    role each write then checks (403); without, reads are open and writes refused. ``OPTIONS`` (a
+    CORS preflight, sent without credentials) is always open: it reveals nothing but ``Allow``."""
     if request.method == "OPTIONS":
         return None
-    token = api_token(current_app.config)
-    if token:
+    if tokens_configured(current_app.config):
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        expected = token.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        token = identify(given.strip()) if scheme.lower() == "bearer" and given.strip() else None
+        if token is None:
             return error_response(
                 401,
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="models"'},
             )
+        set_caller(token)
+        if request.method in _WRITE_FLOORS:
+            require_role(_WRITE_FLOORS[request.method], f"{request.method} {request.path}")
     elif request.method not in _READ_METHODS:
-        return error_response(403, "writes are disabled: set MODEL_REGISTRY_API_TOKEN to enable them")
+        return error_response(
+            403, "writes are disabled: set MODEL_REGISTRY_TOKENS or MODEL_REGISTRY_API_TOKEN to enable them"
+        )
     return None
 
 
@@ -351,7 +391,7 @@ def show_model(registry: ModelRegistry, version: str) -> Response:
     entry = snap.by_version.get(version)
     if entry is None:
         raise VersionNotFoundError(f"version {version} not found")
-    return _entry_answer(registry, snap, entry)
+    return _respond(_render(_version_answer(registry, version, entry.require_metadata())))
 
 
 @_route("/<version>/history", "GET")
@@ -363,6 +403,20 @@ def model_history(registry: ModelRegistry, version: str) -> Response:
         raise InvalidArgumentError("query parameter 'limit' must be a whole number from 1 to 10000")
     page = registry.history(check_version(version), int(limit) if limit else None, _arg("before"))
     return _respond(_render(page))
+
+
+def _json_body(types: Collection[str], limit: int, what: str) -> Any:
+    """The request's JSON body: ``415`` for another media type, ``413`` above ``limit`` bytes,
+    ``400`` when it is not JSON."""
+    if request.mimetype not in types:
+        raise UnsupportedMediaType(f"send {what}")
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
 
 
 @_route("/<version>", "PATCH")
@@ -377,19 +431,16 @@ def patch_model(registry: ModelRegistry, version: str) -> Response:
     required = _require_if_match()
     if required is not None:
         return required
-    if request.mimetype not in _JSON_TYPES:
-        return error_response(415, "send the patch as application/json or application/merge-patch+json")
-    data = request.stream.read(MAX_METADATA_BYTES + 1)
-    if len(data) > MAX_METADATA_BYTES:
-        return error_response(413, f"the patch is larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        changes = json.loads(data)
-    except (ValueError, RecursionError):
-        raise InvalidMetadataError("the body is not valid UTF-8 JSON") from None
+    changes = _json_body(_JSON_TYPES, MAX_METADATA_BYTES, "the patch as application/json or merge-patch+json")
+    preconditions = _preconditions(registry, version)
 
-    expected = _preconditions(registry, version)
-    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=expected)
-    return _respond(_render(version_item(version, metadata, registry.signature(version))))
+    def allowed(current: dict[str, Any]) -> bool:
+        """The caller's role allows this change (else 403), and its preconditions hold."""
+        check_change(version, current, changes)
+        return preconditions is None or preconditions(current)
+
+    metadata = registry.update_metadata(version, changes, actor=_actor(), expected=allowed)
+    return _respond(_render(_version_answer(registry, version, metadata)))
 
 
 @_route("/<version>", "DELETE")
@@ -417,11 +468,35 @@ def _preconditions(registry: ModelRegistry, version: str) -> Callable[[dict[str,
     if "If-Match" not in request.headers and "If-None-Match" not in request.headers:
         return None
     signature = registry.signature(version)  # of the artefact, which a metadata change never changes
+    approved = approvals.of(registry, version)  # nor approvals: the ETag of GET holds both
 
     def precondition(current: dict[str, Any]) -> bool:
-        return _failed_precondition(_render(version_item(version, current, signature))[1]) is None
+        return _failed_precondition(_render(version_item(version, current, signature, approved))[1]) is None
 
     return precondition
+
+
+def _version_answer(registry: ModelRegistry, version: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of one version as ``GET <prefix>/<version>`` answers it: with signature and approvals."""
+    return version_item(version, metadata, registry.signature(version), approvals.of(registry, version))
+
+
+@_route("/<version>/approvals", "POST")
+def approve_model(registry: ModelRegistry, version: str) -> Response:
+    """``POST /models/<version>/approvals {"stage": "prod"}``: record the caller's approval of the
+    version for that stage (an ``approve`` audit event); answers ``201`` with the version's JSON."""
+    check_version(version)
+    body = _json_body(
+        {"application/json"}, _MAX_APPROVAL_BYTES, 'the approval as application/json {"stage": …}'
+    )
+    if not isinstance(body, dict) or set(body) != {"stage"}:
+        raise InvalidMetadataError('the body must be {"stage": "<stage>"}, the stage approved')
+    stage = check_stage(body["stage"], registry.allowed_stages)
+    require_role("promoter", f"approving {version} for {stage}", stage=stage)
+    registry.approve(version, stage, actor=_actor())
+    response = _respond(_render(_version_answer(registry, version, registry.get_metadata(version))))
+    response.status_code = 201
+    return response
 
 
 @bp.get("/openapi.json")
@@ -467,7 +542,11 @@ def _openapi(script_root: str, prefix: str) -> tuple[bytes, str]:
 
 
 def _actor() -> str:
-    """Who made a change through the API: the actor header when sent, and the client address."""
+    """Who made a change through the API: the token's name with named tokens configured, else the
+    actor header when sent, and the client address."""
+    token = caller()
+    if token is not None and named_tokens(current_app.config):
+        return token.name
     client = f"api:{request.remote_addr or 'unknown'}"
     claimed = request.headers.get(_ACTOR_HEADER, "")
     if claimed and len(claimed) <= 128 and claimed.isprintable():

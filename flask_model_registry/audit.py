@@ -195,11 +195,12 @@ class AuditTrail:
         actor: str,
         old: bytes | None,
         new: bytes | None,
+        extra: dict[str, Any] | None = None,
     ) -> Pending:
         """Check the event, settle what dead writers of ``version`` left, and write the event as
         pending, with an id above every event it sees (:meth:`_newest_seen`): call it after reading
-        the metadata that ``old`` is, and before the change. Raises (and nothing was written) if
-        it cannot."""
+        the metadata that ``old`` is, and before the change. ``extra``: fields of the action's own
+        (an approval's ``stage``). Raises (and nothing was written) if it cannot."""
         check_actor(actor)
         now = time.time_ns()
         event = {
@@ -210,6 +211,7 @@ class AuditTrail:
             "actor": actor,
             "before": before,
             "after": after,
+            **(extra or {}),
             _CHAIN: {"before": sha256_of(old), "after": sha256_of(new)},
         }
         _encode(event)  # the size and the values, before anything is written

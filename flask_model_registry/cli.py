@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from . import approvals
 from .answers import entry_item, version_item
 from .audit_cli import audit_command
 from .cli_group import ModelsGroup, clean_errors, describe_error, selected_model, selected_registry
@@ -25,6 +26,7 @@ from .registry import Entry
 from .rollout import canary_label, promote
 from .signing_cli import sign_command
 from .timeline_cli import rollback_command, timeline_command
+from .token_cli import token_cli
 from .webhooks.cli import webhooks_cli
 
 models_cli = ModelsGroup("models", help="List, inspect, promote and verify registry versions.")
@@ -109,11 +111,12 @@ def latest_command(stage: str | None, prerelease: bool, as_json: bool) -> None:
 @JSON_OPTION
 @clean_errors
 def show_command(version: str, as_json: bool) -> None:
-    """Print a version's metadata as JSON (with --json: {"version", "metadata", "signature"}, as the
-    API answers)."""
+    """Print a version's metadata as JSON (with --json: {"version", "metadata", "signature",
+    "approvals"}, as the API answers)."""
     registry = selected_registry()
     metadata = registry.get_metadata(version)
-    _echo_json(version_item(version, metadata, registry.signature(version)) if as_json else metadata)
+    item = version_item(version, metadata, registry.signature(version), approvals.of(registry, version))
+    _echo_json(item if as_json else metadata)
 
 
 @models_cli.command("promote")
@@ -140,6 +143,18 @@ def demote_command(version: str, actor: str | None) -> None:
     """Take VERSION out of its stage (recorded in the audit trail)."""
     selected_registry().set_stage(version, None, actor=actor)
     click.echo(f"{version} is now in no stage")
+
+
+@models_cli.command("approve")
+@click.argument("version")
+@click.argument("stage")
+@click.option("--actor", help="Who approves, for the audit trail (default: user@host).")
+@clean_errors
+def approve_command(version: str, stage: str, actor: str | None) -> None:
+    """Approve VERSION for STAGE (an audited event). A stage rule "approvals" counts distinct
+    actors, never the version's publisher nor the one who promotes it."""
+    approval = selected_registry().approve(version, stage, actor=actor)
+    click.echo(f"{version} approved for stage {stage!r} by {approval['actor']}")
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -185,8 +200,9 @@ def history_command(version: str | None, as_json: bool) -> None:
         return
     for event in events:
         before, after = json.dumps(event.get("before")), json.dumps(event.get("after"))
+        action = f"{event.get('action')} {event['stage']}" if "stage" in event else event.get("action")
         click.echo(
-            f"{event.get('time')}  {event.get('version')}  {event.get('action')}"
+            f"{event.get('time')}  {event.get('version')}  {action}"
             f"  by {event.get('actor')}: {before} -> {after}"
         )
 
@@ -242,3 +258,4 @@ models_cli.add_command(gc_command)
 models_cli.add_command(webhooks_cli)
 models_cli.add_command(timeline_command)
 models_cli.add_command(rollback_command)
+models_cli.add_command(token_cli)

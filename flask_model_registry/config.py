@@ -19,17 +19,20 @@ import os
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError, InvalidMetadataError
 from .metadata import check_stage
 from .pickle_allow import PickleAllowList
 from .registry import DEFAULT_CANARY_WEIGHT, DEFAULT_MODEL_CACHE_SIZE, DEFAULT_RETIRED_STAGES
 from .routing import check_weight
+from .rules import StageRules
 from .signing import key_items, load_signing_key, load_trusted_keys
+from .tokens import parse_tokens
 from .webhooks.message import parse_webhooks
 
 PREFIX = "MODEL_REGISTRY_"
+Checked = TypeVar("Checked")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _SECRET = frozenset({"API_TOKEN", "STORAGE_OPTIONS", "WEBHOOKS"})  # never echoed in an error
@@ -199,6 +202,15 @@ def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse_optional
 
 
+def _checked(value: Checked, check: Callable[[Checked], object], what: str) -> Checked:
+    """``value`` once ``check`` accepts it; else a ``ValueError``: it must be ``what``, and why not."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} ({exc})") from None
+    return value
+
+
 def _trusted_keys(value: Any) -> list[str]:
     """Trusted public keys: PEM file paths, PEM texts and folders of ``*.pub`` files, as a list or
     one comma-separated string; each one read now, so a bad one fails at ``init_app``."""
@@ -206,22 +218,12 @@ def _trusted_keys(value: Any) -> list[str]:
         value = key_items(os.fspath(value))
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) for v in value):
         raise ValueError("a list of public keys (paths, PEM texts, folders) or a comma-separated string")
-    items = [os.fspath(v) for v in value]
-    try:
-        load_trusted_keys(items)
-    except ValueError as exc:
-        raise ValueError(f"readable elliptic-curve public keys ({exc})") from None
-    return items
+    return _checked([os.fspath(v) for v in value], load_trusted_keys, "readable elliptic-curve public keys")
 
 
 def _signing_key(value: Any) -> str:
     """The path of an elliptic-curve PEM private key, read now so a bad one fails at ``init_app``."""
-    path = _text(value)
-    try:
-        load_signing_key(path)
-    except ValueError as exc:
-        raise ValueError(f"a readable elliptic-curve private key ({exc})") from None
-    return path
+    return _checked(_text(value), load_signing_key, "a readable elliptic-curve private key")
 
 
 def _stage_names(value: Any) -> list[str]:
@@ -232,6 +234,11 @@ def _stage_names(value: Any) -> list[str]:
         except InvalidMetadataError as exc:
             raise ValueError(f"a list of stage names ({exc})") from None
     return names
+
+
+def _stage_rules(value: Any) -> dict[str, Any]:
+    """Stage rules (a mapping or its JSON text), checked as the registry checks them."""
+    return _checked(json_object(value), StageRules, "stage rules as docs/access.md describes them")
 
 
 def _module_names(value: Any) -> list[str]:
@@ -283,6 +290,7 @@ MODEL_SETTINGS: dict[str, Setting] = {
     "model_cache_size": Setting("model_cache_size", "MODEL_CACHE_SIZE", True, _count),
     "watch": Setting("watch", "WATCH", True, _bool),
     "canary_weight": Setting("canary_weight", "CANARY_WEIGHT", True, _weight),
+    "stage_rules": Setting("stage_rules", "STAGE_RULES", True, _optional(_stage_rules)),
     "retired_stages": Setting("retired_stages", "RETIRED_STAGES", True, _stage_names),
     "pickle_allow": Setting("pickle_allow", "PICKLE_ALLOW", True, _optional(_module_names)),
     "trusted_keys": Setting("trusted_keys", "TRUSTED_KEYS", True, _optional(_trusted_keys)),
@@ -371,6 +379,7 @@ KEYS: dict[str, Key] = {
     "URL_PREFIX": Key("/models", _text),
     "API_ENABLED": Key(True, _bool),
     "API_TOKEN": Key(None, _token),
+    "TOKENS": Key({}, parse_tokens),
     "STORAGE_OPTIONS": Key(None, _optional(json_object)),
     "REFRESH_INTERVAL": Key(None, _optional(_number)),
     "FULL_REFRESH": Key(None, _optional(_number)),
@@ -380,6 +389,7 @@ KEYS: dict[str, Key] = {
     "REQUIRE_IF_MATCH": Key(False, _bool),
     "MODELS": Key(None, _optional(parse_models)),
     "CANARY_WEIGHT": Key(DEFAULT_CANARY_WEIGHT, _weight),
+    "STAGE_RULES": Key(None, _optional(_stage_rules)),
     "RETIRED_STAGES": Key(list(DEFAULT_RETIRED_STAGES), _stage_names),
     "PICKLE_ALLOW": Key(None, _optional(_module_names)),
     "UI_ENABLED": Key(True, _bool),

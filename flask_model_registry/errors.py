@@ -28,6 +28,21 @@ class InvalidArgumentError(RegistryError, ValueError):
     http_status = 400
 
 
+class AccessDeniedError(RegistryError):
+    """The caller's token lacks the role (or the stage) a change needs: nothing was changed."""
+
+    http_status = 403
+
+    def __init__(self, message: str, role: str) -> None:
+        super().__init__(message)
+        #: The role the refused change needs, such as ``promoter``.
+        self.role = role
+
+    def __reduce__(self) -> tuple[type[AccessDeniedError], tuple[str, str]]:
+        """Pickled with its own arguments, as :class:`ConfigError`."""
+        return type(self), (str(self), self.role)
+
+
 class VersionAliasError(RegistryError):
     """A write through a version folder that is a link to another version's folder (an alias)."""
 
@@ -104,6 +119,27 @@ class PreconditionFailedError(RegistryError):
     """A conditional change (``expected=``, HTTP ``If-Match``) found the version changed: nothing done."""
 
     http_status = 412
+
+
+class PromotionRefusedError(RegistryError):
+    """A stage change (or a publish with a stage) that breaks the target stage's rules: nothing
+    changed. ``unmet`` lists every rule it breaks, one sentence each."""
+
+    http_status = 409
+
+    def __init__(self, version: str, stage: str, unmet: list[str]) -> None:
+        super().__init__(f"version {version} may not enter stage {stage!r}: " + "; ".join(unmet))
+        self.version, self.stage = version, stage
+        #: Every unmet rule, one sentence each (``error.unmet`` in the HTTP answer).
+        self.unmet = list(unmet)
+
+    def __reduce__(self) -> tuple[type[PromotionRefusedError], tuple[str, str, list[str]]]:
+        """Pickled with its own arguments, as :class:`UntrustedArtefactError`."""
+        return type(self), (self.version, self.stage, self.unmet)
+
+
+class StageRuleError(RegistryError, ValueError):
+    """A malformed stage rule (``stage_rules=``, ``MODEL_REGISTRY_STAGE_RULES``); the message names it."""
 
 
 class StorageUnavailableError(RegistryError, OSError):

@@ -17,11 +17,12 @@ from flask import Flask
 
 from .api import register_api
 from .cli import models_cli
-from .config import CONFIG_DEFAULTS, MODELS_KEY, load_config, registry_arguments
+from .config import CONFIG_DEFAULTS, MODELS_KEY, api_token, load_config, registry_arguments
 from .context import EXTENSION_KEY, NAMED_KEY, get_registries, get_registry
-from .errors import ConfigError
+from .errors import ConfigError, StageRuleError
 from .monitoring import init_monitoring
 from .registry import ModelRegistry
+from .tokens import token_table
 from .ui import register_ui
 
 __all__ = ["CONFIG_DEFAULTS", "FlaskModelRegistry"]
@@ -52,7 +53,9 @@ class FlaskModelRegistry:
             )
         load_config(app.config)  # typed: "false" from the environment is False; bad values raise
         config = app.config
-        registry = ModelRegistry(**registry_arguments(config))  # the same table as named models
+        # named tokens beside MODEL_REGISTRY_API_TOKEN: a clash is a ConfigError now, not at a request
+        token_table(config["MODEL_REGISTRY_TOKENS"], api_token(config))
+        registry = _default_registry(registry_arguments(config))  # the same table as named models
         named = MappingProxyType(
             {
                 name: _named_registry(name, registry_arguments(config, settings))
@@ -79,3 +82,13 @@ class FlaskModelRegistry:
     def registries(self) -> Mapping[str, ModelRegistry]:
         """The named registries of the current app (needs an app context)."""
         return get_registries()
+
+
+def _default_registry(arguments: dict[str, Any]) -> ModelRegistry:
+    """The app's default registry; a stage rule that names a stage outside its allowed stages is a
+    :class:`ConfigError`, as every malformed rule is (named models: :func:`_named_registry`)."""
+    try:
+        return ModelRegistry(**arguments)
+    except StageRuleError as exc:
+        key = "MODEL_REGISTRY_STAGE_RULES"
+        raise ConfigError(key, f"{key}: {exc}") from None

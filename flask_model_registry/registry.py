@@ -23,7 +23,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import cloudpickle
 
-from . import audit
+from . import approvals, audit
 from . import metadata as md
 from .errors import (
     ConflictError,
@@ -35,6 +35,7 @@ from .errors import (
 from .events import Observers, RegistryObserver
 from .loading import HashingWriter, artifact_of, load_artifact, verify_artifact
 from .pickle_allow import PickleAllowList
+from .rules import Promotion, StageRules
 from .signing import Signatures, sign_files, signature_record
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
 from .storage import Stamp, Storage, open_storage
@@ -97,6 +98,8 @@ class ModelRegistry:
     refresh asks the registry's manifest). ``allowed_stages`` turns an unknown stage name into an
     error. ``watch`` enables change notification on local disk. ``pickle_allow`` lists the modules
     an artefact's pickle may import from (see :mod:`.pickle_allow`); None loads any pickle.
+    ``stage_rules``: what a version must satisfy to enter a stage (:mod:`.rules`; a malformed rule
+    is a :class:`StageRuleError`).
     ``retired_stages``: stages whose versions are never protected from a delete (``["archived"]``).
     ``signing_key`` signs every save; ``trusted_keys`` and ``require_signature``: see :mod:`.signing`.
     """
@@ -123,6 +126,7 @@ class ModelRegistry:
         watch: bool = True,
         storage: Storage | None = None,
         canary_weight: float = DEFAULT_CANARY_WEIGHT,
+        stage_rules: Mapping[str, Any] | None = None,
         pickle_allow: Iterable[str] | None = None,
         retired_stages: Collection[str] = DEFAULT_RETIRED_STAGES,
         signing_key: str | os.PathLike[str] | None = None,
@@ -143,6 +147,7 @@ class ModelRegistry:
         if self.allowed_stages is not None:
             for stage in self.allowed_stages:
                 md.check_stage(stage, None)
+        self.stage_rules = StageRules(stage_rules, self.allowed_stages)
         if isinstance(retired_stages, str):
             raise TypeError("retired_stages must be a collection of stage names, not a string")
         self.retired_stages = frozenset(md.check_stage(stage, None) for stage in retired_stages)
@@ -420,6 +425,7 @@ class ModelRegistry:
         user = md.check_user_metadata({} if metadata is None else metadata, self.allowed_stages)
         md.dumps(user)  # fail on bad metadata before pickling a large model
         actor = audit.check_actor(actor or default_actor())
+        self.stage_rules.check(Promotion(self, version, None, user, actor, key))
         self.audit.refuse_deleted(version)
         publication = self.storage.begin_publication(version)
         pending = None
@@ -528,6 +534,7 @@ class ModelRegistry:
             updated = md.merge_patch(current, patch)
             if md.same_json(updated, current):  # not ==: True == 1 == 1.0 in Python, not in JSON
                 return md.copy_json(updated)
+            self.stage_rules.check(Promotion(self, version, current, updated, actor))
             new = md.dumps(updated)
             before, after = md.changed_keys(current, updated)
             pending = self.audit.prepare(action, version, before, after, actor, data, new)
@@ -549,6 +556,10 @@ class ModelRegistry:
                 pending.finalise()
             return md.copy_json(updated)
         raise ConflictError(f"version {version} kept changing; gave up after {_CAS_ATTEMPTS} attempts")
+
+    def approve(self, version: str, stage: str, actor: str | None = None) -> dict[str, Any]:
+        """Record ``actor``'s approval of ``version`` for ``stage``: an audited event (:mod:`.approvals`)."""
+        return approvals.approve(self, version, stage, actor or default_actor())
 
     # lifecycle ------------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import pickle
 import time
 import uuid
@@ -111,6 +113,14 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
     assert client.get("/models", headers={"Authorization": "Bearer s3cret-from-env"}).status_code == 200
 
 
+@pytest.mark.parametrize("prefix", ["FLASK_", ""])
+def test_stage_rules_from_the_environment(monkeypatch, prefix):
+    monkeypatch.setenv(f"{prefix}MODEL_REGISTRY_STAGE_RULES", '{"prod": {"approvals": 1}}')
+    app = create_app()
+    assert app.config["MODEL_REGISTRY_STAGE_RULES"] == {"prod": {"approvals": 1}}
+    assert app.registry.stage_rules.rules["prod"].approvals == 1
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
@@ -126,7 +136,15 @@ def test_a_token_from_the_environment_guards_the_api(monkeypatch):
         ("FLASK_MODEL_REGISTRY_RETIRED_STAGES", "archived,no way", "stage names"),
         ("FLASK_MODEL_REGISTRY_API_TOKEN", "12345", "string"),
         ("FLASK_MODEL_REGISTRY_URL_PREFIX", "", "non-empty"),
+        ("MODEL_REGISTRY_STAGE_RULES", '{"prod": {"from": "staging"}}', "'from' must be a list"),
+        ("FLASK_MODEL_REGISTRY_STAGE_RULES", '{"prod": {"aprovals": 1}}', "unknown key 'aprovals'"),
         ("MODEL_REGISTRY_PICKLE_ALLOW", "numpy, os system", "dotted module names"),
+        ("MODEL_REGISTRY_TOKENS", '{"ana": {"sha256": "abc", "role": "reader"}}', "64 hex digits"),
+        (
+            "FLASK_MODEL_REGISTRY_TOKENS",
+            json.dumps({"ana": {"sha256": "0" * 64, "role": "root"}}),
+            "one of reader",
+        ),
         ("FLASK_MODEL_REGISTRY_STAGES", "prod,Not A Stage!", "stage names"),
         ("MODEL_REGISTRY_STAGES", '["prod", "x/y"]', "stage names"),
         ("MODEL_REGISTRY_UI_SESSION_LIFETIME", "0", "60 .a minute. to 31622400"),
@@ -395,6 +413,21 @@ def _token_guards(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
     assert client.get("/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
+#: A named token's secret and the config entry of its sha256.
+NAMED_SECRET = "ana-s3cret"
+NAMED_TOKENS = json.dumps(
+    {"ana": {"sha256": hashlib.sha256(NAMED_SECRET.encode()).hexdigest(), "role": "promoter"}}
+)
+
+
+def _named_token_guards(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
+    client = app.test_client()
+    assert client.get("/models").status_code == 401
+    headers = {"Authorization": f"Bearer {NAMED_SECRET}"}
+    assert client.patch("/models/1.0.0", json={"stage": "staging"}, headers=headers).status_code == 200
+    assert app.registry.history("1.0.0")[-1]["actor"] == "ana"
+
+
 def _if_match_required(app: Flask, tmp: Path, built: dict[str, Any]) -> None:
     headers = {"Authorization": "Bearer t"}
     answer = app.test_client().patch("/models/1.0.0", json={"stage": "staging"}, headers=headers)
@@ -426,6 +459,7 @@ CASES: dict[str, Case] = {
     "URL_PREFIX": Case("/registry", _prefix_moved),
     "API_ENABLED": Case("false", _answers("/models/latest", 404)),
     "API_TOKEN": Case("s3cret", _token_guards),
+    "TOKENS": Case(NAMED_TOKENS, _named_token_guards),
     "STORAGE_OPTIONS": Case('{"anon": true}', _argument({"anon": True})),
     "REFRESH_INTERVAL": Case("2.5", _argument(2.5)),
     "FULL_REFRESH": Case("2", _argument(2.0)),
@@ -433,6 +467,7 @@ CASES: dict[str, Case] = {
     "MODEL_CACHE_SIZE": Case("7", _argument(7)),
     "WATCH": Case("false", _argument(False)),
     "CANARY_WEIGHT": Case("0.3", _argument(0.3)),
+    "STAGE_RULES": Case('{"prod": {"approvals": 1}}', _argument({"prod": {"approvals": 1}})),
     "RETIRED_STAGES": Case("archived,attic", _argument(["archived", "attic"])),
     "PICKLE_ALLOW": Case("example_app.model, numpy", _argument(["example_app.model", "numpy"])),
     "REQUIRE_IF_MATCH": Case("true", _if_match_required, {PREFIX + "API_TOKEN": "t"}),

@@ -20,11 +20,22 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flask_model_registry"
 #: The layers, lowest first; a module may import its own layer and those below. Names are relative
 #: to the package ("" is the package's ``__init__``); ``*`` matches within a subpackage.
 LAYERS: list[tuple[str, list[str]]] = [
-    ("the format (errors, version names, metadata rules)", ["errors", "versioning", "metadata"]),
+    ("the format (errors, version names, metadata rules)", ["errors", "versioning", "metadata", "tokens"]),
     ("storage (where bytes live)", ["storage", "storage.*"]),
     (
         "the registry (what a version is, discovery, caching, publishing)",
-        ["snapshot", "pickle_scan", "pickle_allow", "loading", "audit", "events", "signing", "registry"],
+        [
+            "snapshot",
+            "pickle_scan",
+            "pickle_allow",
+            "loading",
+            "audit",
+            "events",
+            "signing",
+            "approvals",
+            "rules",
+            "registry",
+        ],
     ),
     (
         "above the registry (capabilities built on it)",
@@ -43,7 +54,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "webhooks.ops",
         ],
     ),
-    ("Flask glue (typed config, the app's registries)", ["config", "context"]),
+    ("Flask glue (typed config, the app's registries)", ["config", "context", "access"]),
     (
         "adapters (HTTP API, CLI, console, monitoring)",
         [
@@ -56,6 +67,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "signing_cli",
             "lifecycle_cli",
             "timeline_cli",
+            "token_cli",
             "webhooks.cli",
             "ui",
             "ui.*",

@@ -112,6 +112,7 @@ def test_an_unknown_model_is_one_error_line_naming_it(cli: Callable[..., Result]
         args = {  # a subcommand added with required arguments needs a row here
             "show": ["1.0.0"],
             "promote": ["1.0.0", "prod"],
+            "approve": ["1.0.0", "prod"],
             "demote": ["1.0.0"],
             "set": ["1.0.0", "note=1"],
             "history": ["1.0.0"],

@@ -1,7 +1,8 @@
 """The console's changes (``POST`` forms, signed in only): promote, demote, set or clear a flag or the
-canary weight, and roll a stage back. Each goes through the registry's own calls (atomic, audited),
-as the signed-in name, and only if the version is still what the form showed (its metadata
-fingerprint): a stale form is refused, never applied blindly."""
+canary weight, approve for a stage, and roll a stage back. Each goes through the registry's own
+calls (atomic, audited, under its stage rules), as the signed-in name, and only if the version is
+still what the form showed (its metadata fingerprint): a stale form is refused, never applied
+blindly."""
 
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
-from ..errors import InvalidMetadataError, PreconditionFailedError, RegistryError, RollbackIncompleteError
+from ..access import check_change, require_role
+from ..errors import (
+    AccessDeniedError,
+    InvalidMetadataError,
+    PreconditionFailedError,
+    PromotionRefusedError,
+    RegistryError,
+    RollbackIncompleteError,
+)
 from ..metadata import RESERVED_KEYS, check_stage
 from ..registry import ModelRegistry
 from ..rollout import Promotion, apply_rollback, promote
 from ..trail import CANARY, Rollback, rollback_plan
 from ..versioning import check_version
-from .auth import check_csrf, leave_notice, visitor
+from .auth import Mode, check_csrf, leave_notice, visitor
 from .blueprint import error_page, page, registry_of, route
 from .present import metadata_etag
 from .views import version_context
@@ -32,9 +41,10 @@ class StaleFormError(RegistryError):
 
 
 def refuse_write() -> tuple[str, int] | None:
-    """The page to answer a write with when this visitor may not write or the CSRF token is wrong."""
-    if not visitor().can_write:
-        return error_page(403, "Read-only", "Changes from the console need the API token: sign in first.")
+    """The page to answer a write with when this visitor is not signed in or the CSRF token is wrong
+    (what the visitor's role allows is checked with each change)."""
+    if visitor().mode is not Mode.SIGNED_IN:
+        return error_page(403, "Read-only", "Changes from the console need a token: sign in first.")
     return check_csrf()
 
 
@@ -46,12 +56,13 @@ def _write(
     actor: str,
     promoting: bool = False,
 ) -> Promotion | None:
-    """Apply ``changes`` if the version's metadata still has the fingerprint ``expected``: checked
-    inside the registry's compare-and-swap, against the very metadata the change replaces. A
+    """Apply ``changes`` if the visitor's role allows them and the version's metadata still has the
+    fingerprint ``expected``: both checked inside the registry's compare-and-swap, against the very
+    metadata the change replaces (a refusal is :class:`AccessDeniedError`, nothing written). A
     promotion goes through :func:`~flask_model_registry.rollout.promote`, as ``flask models
     promote`` does: it ends a canary in the same change, and returns what it did."""
 
-    unchanged = _unchanged(expected)
+    unchanged = _unchanged(expected, version, changes)  # a promotion's canary removal needs the same role
     try:
         if promoting:
             return promote(registry, version, changes["stage"], actor=actor, expected=unchanged)
@@ -64,10 +75,12 @@ def _write(
         raise _stale(version) from None
 
 
-def _unchanged(expected: str) -> Callable[[dict[str, Any]], bool]:
-    """A test of a version's current metadata: it still has the fingerprint the form showed."""
+def _unchanged(expected: str, version: str, changes: Mapping[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """A test of a version's current metadata: the visitor's role allows ``changes`` to it (else
+    :class:`AccessDeniedError`), and it still has the fingerprint the form showed."""
 
     def unchanged(current: dict[str, Any]) -> bool:
+        check_change(version, current, changes)
         return hmac.compare_digest(metadata_etag(current), expected)
 
     return unchanged
@@ -122,7 +135,15 @@ def _changes(op: str, metadata: Mapping[str, Any], allowed: Any) -> tuple[dict[s
     return {CANARY: weight}, f"canary weight {weight}"
 
 
-@route("/v/<version>/<any(promote, demote, 'set-flag', 'clear-flag', canary):op>", methods=["POST"])
+def _approve(registry: ModelRegistry, version: str) -> str:
+    """Approve the version for the form's stage, as the signed-in name; what to tell the user."""
+    stage = check_stage(request.form.get("stage", "").strip(), registry.allowed_stages)
+    require_role("promoter", f"approving {version} for {stage}", stage=stage)
+    registry.approve(version, stage, actor=visitor().actor or "")
+    return f"approved for stage {stage}"
+
+
+@route("/v/<version>/<any(promote, demote, 'set-flag', 'clear-flag', canary, approve):op>", methods=["POST"])
 def change(model: str | None, version: str, op: str) -> Any:
     """Apply one form of the version page; back to that page with what happened."""
     refused = refuse_write()
@@ -130,11 +151,15 @@ def change(model: str | None, version: str, op: str) -> Any:
         return refused
     registry = registry_of(model)
     check_version(version)
+    outcome = None
     try:
-        changes, done = _changes(op, registry.get_metadata(version), registry.allowed_stages)
-        expected, actor = request.form.get("etag", ""), visitor().actor or ""
-        outcome = _write(registry, version, expected, changes, actor, promoting=op == "promote")
-    except (InvalidMetadataError, StaleFormError) as exc:
+        if op == "approve":
+            done = _approve(registry, version)
+        else:
+            changes, done = _changes(op, registry.get_metadata(version), registry.allowed_stages)
+            expected, actor = request.form.get("etag", ""), visitor().actor or ""
+            outcome = _write(registry, version, expected, changes, actor, promoting=op == "promote")
+    except (InvalidMetadataError, StaleFormError, AccessDeniedError, PromotionRefusedError) as exc:
         context = version_context(model, version)
         context["error"] = str(exc)
         return page("version.html", exc.http_status, **context)
@@ -170,8 +195,10 @@ def rollback(model: str | None) -> Any:
             " Look at the rollback it allows now and try again."
         )
         return page("rollback.html", 409, **context)
+    moves = {plan.target: stage, **plan.demote}  # each checked (role too) before the first is made
+    checks = {v: _unchanged(e, v, {"stage": moves[v]}) for v, e in etags.items()}
     try:
-        apply_rollback(registry, plan, visitor().actor or "", {v: _unchanged(e) for v, e in etags.items()})
+        apply_rollback(registry, plan, visitor().actor or "", checks)
     except PreconditionFailedError:
         raise _stale(plan.target) from None
     except RollbackIncompleteError as exc:  # says exactly which versions stay changed

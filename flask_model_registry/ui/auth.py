@@ -1,10 +1,13 @@
-"""Who may use the console: sign-in with the API token, the signed session cookie, CSRF tokens.
+"""Who may use the console: sign-in with a token, the signed session cookie, CSRF tokens.
 
 The console keeps its own cookie rather than the host app's ``session``: it is signed with the app's
 ``SECRET_KEY`` (itsdangerous, as Flask's session is), ``HttpOnly``, ``SameSite=Strict``, ``Secure`` over
 HTTPS, scoped to ``<prefix>/ui/`` and expires after ``MODEL_REGISTRY_UI_SESSION_LIFETIME`` seconds,
 whatever cookie settings the host app chose for its own session. It also carries a fingerprint of
-the token it was opened with, so changing ``MODEL_REGISTRY_API_TOKEN`` signs everybody out.
+the token it was opened with, so changing a token (``MODEL_REGISTRY_API_TOKEN``, or an entry of
+``MODEL_REGISTRY_TOKENS``) signs out whoever used it. With named tokens the token alone signs in and
+its name is the actor; with ``MODEL_REGISTRY_API_TOKEN`` alone the visitor also gives a name. What a
+visitor may change is the role of the token (see :mod:`..access`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from flask import Response, current_app, g, redirect, request, url_for
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.urls import iri_to_uri
 
-from ..config import api_token
+from ..access import identify, named_tokens, set_caller, token_named, tokens_configured
+from ..tokens import NamedToken
 from .blueprint import bp, config, error_page, page, route
 
 COOKIE = "model_registry_ui"
@@ -42,10 +46,12 @@ class Mode(Enum):
 
 @dataclass
 class Visitor:
-    """The console state of one request: its mode, the signed-in name and the session's CSRF token."""
+    """The console state of one request: its mode, the signed-in name and token, and the session's
+    CSRF token."""
 
     mode: Mode
     actor: str | None = None
+    token: NamedToken | None = None
     csrf: str | None = None
     notice: str | None = None  # left by the previous request (after a change), shown once
     pending: str | None = None  # to show on the next page
@@ -53,7 +59,23 @@ class Visitor:
 
     @property
     def can_write(self) -> bool:
-        return self.mode is Mode.SIGNED_IN
+        """Whether the visitor's role allows any of the console's changes (all are promotions)."""
+        return self.mode is Mode.SIGNED_IN and self.token is not None and self.token.has("promoter")
+
+    @property
+    def can_delete(self) -> bool:
+        """Whether the visitor's role allows deleting a version (``admin``)."""
+        return self.mode is Mode.SIGNED_IN and self.token is not None and self.token.has("admin")
+
+    @property
+    def asks_name(self) -> bool:
+        """Whether sign-in asks a name: only with ``MODEL_REGISTRY_API_TOKEN`` alone (a named token's
+        name is its actor)."""
+        return not named_tokens(current_app.config)
+
+    def may_change(self, stage: str | None) -> bool:
+        """Whether the visitor may promote, demote or flag a version in ``stage``."""
+        return self.can_write and self.token is not None and self.token.covers(stage)
 
 
 def visitor() -> Visitor:
@@ -65,18 +87,13 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.secret_key, salt=_SALT)  # type: ignore[arg-type]
 
 
-def _token() -> str | None:
-    return api_token(current_app.config)
-
-
-def _fingerprint(token: str) -> str:
+def _fingerprint(token: NamedToken) -> str:
     key = str(current_app.secret_key).encode()
-    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(key, token.sha256.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _load() -> Visitor:
-    token = _token()
-    if token is None:
+    if not tokens_configured(current_app.config):
         return Visitor(Mode.READ_ONLY)
     if not current_app.secret_key:
         return Visitor(Mode.NEEDS_SECRET_KEY)
@@ -93,10 +110,19 @@ def _load() -> Visitor:
         return Visitor(Mode.SIGNED_OUT, csrf=secrets.token_urlsafe(32), changed=True)
     actor = data.get("actor")
     notice = data.get("notice") if isinstance(data.get("notice"), str) else None
-    signed_in = isinstance(actor, str) and hmac.compare_digest(str(data.get("key", "")), _fingerprint(token))
+    token = token_named(data["token"]) if isinstance(data.get("token"), str) else None
+    if token is None or not isinstance(actor, str):
+        token = None
+    elif not hmac.compare_digest(str(data.get("key", "")), _fingerprint(token)):
+        token = None  # the token was changed since: sign in again
+    elif named_tokens(current_app.config):
+        actor = token.name
+    signed_in = token is not None
+    set_caller(token)
     return Visitor(
         Mode.SIGNED_IN if signed_in else Mode.SIGNED_OUT,
         actor=actor if signed_in else None,
+        token=token,
         csrf=csrf,
         notice=notice,
         changed=notice is not None,  # shown once: written back without it
@@ -105,8 +131,8 @@ def _load() -> Visitor:
 
 def _save(response: Response, state: Visitor) -> None:
     data: dict[str, Any] = {"csrf": state.csrf}
-    if state.actor is not None:
-        data.update(actor=state.actor, key=_fingerprint(_token() or ""))
+    if state.actor is not None and state.token is not None:
+        data.update(actor=state.actor, token=state.token.name, key=_fingerprint(state.token))
     if state.pending is not None:
         data["notice"] = state.pending
     response.set_cookie(
@@ -180,7 +206,8 @@ def _safe_next(target: str | None) -> str:
 
 @route("/sign-in", methods=["GET", "POST"])
 def sign_in(model: str | None) -> Any:
-    """The sign-in form: the API token, once, and the name recorded as the actor of changes."""
+    """The sign-in form: a token, once (and, with ``MODEL_REGISTRY_API_TOKEN`` alone, the name
+    recorded as the actor of changes; a named token's name is its actor)."""
     state = visitor()
     if state.mode is Mode.READ_ONLY:
         return page("sign_in.html", 404, next_url=None, error=None)
@@ -192,18 +219,24 @@ def sign_in(model: str | None) -> Any:
     refused = check_csrf()
     if refused is not None:
         return refused
-    name = request.form.get("name", "").strip()
+    named = named_tokens(current_app.config)
     given = request.form.get("token", "")
-    if not hmac.compare_digest(given.encode(), (_token() or "").encode()):
-        return page("sign_in.html", 401, next_url=next_url, error="That token is not the API token.")
+    token = identify(given) if given else None
+    if token is None:
+        error = (
+            "That token is not one of the registry's tokens." if named else "That token is not the API token."
+        )
+        return page("sign_in.html", 401, next_url=next_url, error=error)
+    name = token.name if named else request.form.get("name", "").strip()
     if not name or len(name) > MAX_ACTOR_LENGTH or not name.isprintable():
         error = (
             f"Give your name (1 to {MAX_ACTOR_LENGTH} printable characters): it is recorded with each change."
         )
         return page("sign_in.html", 400, next_url=next_url, error=error)
     # A new CSRF token at sign-in: a token planted before (session fixation) is worth nothing after.
-    state.mode, state.actor, state.csrf, state.changed = Mode.SIGNED_IN, name, secrets.token_urlsafe(32), True
-    leave_notice(f"Signed in as {name}.")
+    state.mode, state.actor, state.token = Mode.SIGNED_IN, name, token
+    state.csrf, state.changed = secrets.token_urlsafe(32), True
+    leave_notice(f"Signed in as {name} ({token.role}).")
     return redirect(next_url, 303)
 
 
@@ -214,11 +247,7 @@ def sign_out(model: str | None) -> Any:
     if refused is not None:
         return refused
     state = visitor()
-    state.mode, state.actor, state.csrf, state.changed = (
-        Mode.SIGNED_OUT,
-        None,
-        secrets.token_urlsafe(32),
-        True,
-    )
+    state.mode, state.actor, state.token = Mode.SIGNED_OUT, None, None
+    state.csrf, state.changed = secrets.token_urlsafe(32), True
     leave_notice("Signed out.")
     return redirect(url_for(".sign_in"), 303)

@@ -1,7 +1,7 @@
 """The console's delete: a confirmation page (``GET``) that says whether the version may go and
-why not, and its form (``POST``, signed in only, CSRF-checked, refused if the version changed since
-the page was shown). The delete itself is :meth:`ModelRegistry.delete_version`, as the API's and the
-CLI's: versions in use stay (see :mod:`flask_model_registry.lifecycle`)."""
+why not, and its form (``POST``, an ``admin`` signed in only, CSRF-checked, refused if the version
+changed since the page was shown). The delete itself is :meth:`ModelRegistry.delete_version`, as the
+API's and the CLI's: versions in use stay (see :mod:`flask_model_registry.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import redirect, request, url_for
 
+from ..access import require_role
 from ..errors import PreconditionFailedError, VersionInUseError
 from ..lifecycle import protection
 from .actions import refuse_write
@@ -41,6 +42,7 @@ def delete(model: str | None, version: str) -> Any:
     context = _context(model, version)
     if request.method == "GET":
         return page("delete.html", **context)
+    require_role("admin", f"deleting {version}")
     expected = request.form.get("etag", "")
 
     def unchanged(current: dict[str, Any]) -> bool:

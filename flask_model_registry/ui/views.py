@@ -10,6 +10,7 @@ from typing import Any
 from flask import request, url_for
 from werkzeug.exceptions import BadRequest
 
+from .. import approvals
 from ..context import get_registries
 from ..errors import InvalidMetadataError, VersionNotFoundError
 from ..metadata import check_stage
@@ -165,6 +166,7 @@ def version_context(model: str | None, version: str) -> dict[str, Any]:
         "canary_value": metadata.get("canary") if metadata is not None else None,
         "etag": metadata_etag(metadata) if metadata is not None else None,
         "events": registry.history(version, limit=TIMELINE_SIZE + 1)[::-1],
+        "approvals": approvals.of(registry, version)[::-1],
         "timeline_size": TIMELINE_SIZE,
         "stages": stage_names(snapshot),
         "allowed_stages": sorted(registry.allowed_stages) if registry.allowed_stages else None,

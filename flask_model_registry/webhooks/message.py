@@ -84,7 +84,8 @@ def event_kinds(event: Mapping[str, Any]) -> list[str]:
 
 
 def body(event: Mapping[str, Any], model: str | None) -> bytes:
-    """The JSON body announcing ``event`` of the registry ``model`` (None: the default one)."""
+    """The JSON body announcing ``event`` of the registry ``model`` (None: the default one); an
+    approval's also names the ``stage`` approved (its ``before`` and ``after`` are empty)."""
     kinds = event_kinds(event)
     message = {
         "type": f"model.{kinds[0]}",
@@ -96,6 +97,7 @@ def body(event: Mapping[str, Any], model: str | None) -> bytes:
             "kinds": kinds,
             "before": event.get("before"),
             "after": event.get("after"),
+            **({"stage": event["stage"]} if "stage" in event else {}),
         },
     }
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("ascii")
