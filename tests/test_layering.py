@@ -24,7 +24,17 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("storage (where bytes live)", ["storage", "storage.*"]),
     (
         "the registry (what a version is, discovery, caching, publishing)",
-        ["snapshot", "pickle_scan", "pickle_allow", "loading", "audit", "events", "signing", "models", "registry"],
+        [
+            "snapshot",
+            "pickle_scan",
+            "pickle_allow",
+            "loading",
+            "audit",
+            "events",
+            "signing",
+            "models",
+            "registry",
+        ],
     ),
     (
         "above the registry (capabilities built on it)",
