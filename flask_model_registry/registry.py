@@ -16,10 +16,9 @@ import random
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, Protocol
 
 import cloudpickle
 
@@ -33,12 +32,13 @@ from .errors import (
     VersionNotFoundError,
 )
 from .events import Observers, RegistryObserver
-from .loading import HashingWriter, artifact_of, load_artifact, verify_artifact
+from .loading import HashingWriter, artifact_of, verify_artifact
+from .models import LoadedModel, LoadedModels
 from .pickle_allow import PickleAllowList
 from .rules import Promotion, StageRules
 from .signing import Signatures, sign_files, signature_record
 from .snapshot import EMPTY, Entry, Snapshot, entry_from
-from .storage import Stamp, Storage, open_storage
+from .storage import Storage, open_storage
 from .versioning import check_version
 
 log = logging.getLogger(__name__)
@@ -52,13 +52,6 @@ DEFAULT_RETIRED_STAGES = ("archived",)
 _CAS_ATTEMPTS = 50
 #: What a conditional change expects: the metadata it was decided on, or a test of the current one.
 Expected = Mapping[str, Any] | Callable[[dict[str, Any]], bool]
-
-
-class LoadedModel(NamedTuple):
-    """A model and the version it was loaded from, as :meth:`ModelRegistry.get_latest` serves them."""
-
-    version: str
-    model: Any
 
 
 def default_actor() -> str:
@@ -155,22 +148,14 @@ class ModelRegistry:
         #: What an artefact's pickle may import; None: anything (no scan).
         self.pickle_allow = PickleAllowList(pickle_allow) if pickle_allow is not None else None
         self.signatures = Signatures(self.storage, signing_key, trusted_keys, require_signature)
-        self._model_cache_size = max(0, int(model_cache_size))
         self._lock = threading.Lock()
         self._unchanged = self.storage.unchanged
         self._rescanning = False
         self._snapshot = EMPTY
         self._stale = True  # set after our own writes: a process always reads what it wrote
         self._scanned = False  # whether a scan ever succeeded (there is a state to fall back on)
-        self._models: OrderedDict[tuple[str, Stamp], Any] = OrderedDict()
-        self._models_lock = threading.Lock()
-        self._loading: dict[tuple[str, Stamp], threading.Lock] = {}
-        self._failures: dict[tuple[str, Stamp], CorruptVersionError] = {}
-        # What each get_latest(stage, prerelease) last served, and from which snapshot and entry:
-        # the fallback when a newer version fails to load, and the hot path while they stay.
-        self._served: dict[tuple[str | None, bool], tuple[Snapshot, Entry, LoadedModel]] = {}
-        self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
         self._observers = Observers()
+        self._loaded = LoadedModels(self, self._observers, model_cache_size)
         #: Why the storage did not answer the last refresh; None when it did (see ``/health``).
         self.last_refresh_error: Exception | None = None
         self._router = self.router_class(self, self._observers, canary_weight)
@@ -231,10 +216,7 @@ class ModelRegistry:
         entries += [entry_from(v, got) for v, got in fetched.items()]
         entries.sort(key=lambda e: e.key)
         snap = Snapshot(tuple(entries), {e.version: e for e in entries})
-        if self._failures or self._fallbacks_logged:  # forget failures of metadata that is gone
-            current = {(e.version, e.stamp) for e in entries}
-            self._failures = {k: v for k, v in self._failures.items() if k in current}
-            self._fallbacks_logged = {k for k in self._fallbacks_logged if k[:2] in current}
+        self._loaded.forget_all_but(entries)
         return snap
 
     def list_versions(self) -> list[str]:
@@ -267,7 +249,7 @@ class ModelRegistry:
 
     def get_model(self, version: str) -> Any:
         """Load the version's artefact (after checking its sha256, when recorded); cached."""
-        return self._model_of(self._entry(version))
+        return self._loaded.model(self._entry(version))
 
     def get_latest_model(self, stage: str | None = None, include_prerelease: bool = False) -> Any:
         """The model of :meth:`get_latest_version`; keeps serving the last good one if it fails."""
@@ -277,31 +259,7 @@ class ModelRegistry:
         """:meth:`get_latest_model` with the version it comes from, read together: label a prediction
         with this version, not with a separate :meth:`get_latest_version` that may already be newer
         (or name a version that failed to load while the last good one is served)."""
-        snap = self.snapshot()
-        slot = (stage, include_prerelease)
-        served = self._served.get(slot)
-        if served is not None and served[0] is snap:  # the hot path: nothing changed
-            return served[2]
-        entry = snap.latest(stage, include_prerelease)
-        if entry is None:
-            where = f" in stage {stage!r}" if stage is not None else ""
-            raise VersionNotFoundError(f"no version{where} to load")
-        if served is not None and served[1] is entry:  # a change elsewhere: the same model
-            self._served[slot] = (snap, entry, served[2])
-            return served[2]
-        try:
-            loaded = LoadedModel(entry.version, self._model_of(entry))
-        except (CorruptVersionError, StorageUnavailableError) as exc:
-            if served is None:
-                raise
-            if (entry.version, entry.stamp, slot) not in self._fallbacks_logged:
-                self._fallbacks_logged.add((entry.version, entry.stamp, slot))
-                log.error(
-                    "version %s failed to load (%s); still serving %s", entry.version, exc, served[2].version
-                )
-            return served[2]
-        self._served[slot] = (snap, entry, loaded)
-        return loaded
+        return self._loaded.latest(self.snapshot(), stage, include_prerelease)
 
     def route(
         self, key: str | bytes | int | None = None, stage: str | None = None, include_prerelease: bool = False
@@ -320,7 +278,7 @@ class ModelRegistry:
         """Why this process failed to load ``version`` as it is now (remembered until its metadata
         changes), or None: it loaded, or was never tried here."""
         entry = self.snapshot().by_version.get(version)
-        return self._failures.get((entry.version, entry.stamp)) if entry is not None else None
+        return self._loaded.failure(entry) if entry is not None else None
 
     def last_routed(self, stage: str | None = None) -> str | None:
         """The stable version :meth:`route` last served for ``stage`` in this process (it keeps
@@ -334,55 +292,6 @@ class ModelRegistry:
     def remove_observer(self, observer: RegistryObserver) -> None:
         """Stop telling ``observer``."""
         self._observers.remove(observer)
-
-    def _model_of(self, entry: Entry) -> Any:
-        # A loaded model is the artefact's, not the metadata's: a promotion or a metadata edit
-        # must not reload it. Versions that record no sha256 fall back to the metadata stamp.
-        # A failure is remembered until the metadata changes, so a corrupt artefact is not
-        # re-hashed on every request while an older model is served instead.
-        failure_key = (entry.version, entry.stamp)
-        failure = self._failures.get(failure_key)
-        if failure is not None:
-            raise failure
-        file, sha, artifact = artifact_of(entry.version, entry.require_metadata())
-        cache_key = (entry.version, file, sha if sha is not None else entry.stamp)
-        models = self._models
-        with self._models_lock:
-            if cache_key in models:
-                models.move_to_end(cache_key)
-                return models[cache_key]
-            loading = self._loading.setdefault(cache_key, threading.Lock())
-        with loading:  # one thread loads, the others wait for its result
-            try:
-                with self._models_lock:
-                    if cache_key in models:
-                        return models[cache_key]
-                failure = self._failures.get(failure_key)
-                if failure is not None:
-                    raise failure
-                started = time.perf_counter()
-                try:
-                    signed = self.signatures.signed_digest(entry.version, file, sha)
-                    model = load_artifact(
-                        self.storage, entry.version, file, sha, artifact, self.pickle_allow, signed
-                    )
-                except (CorruptVersionError, StorageUnavailableError) as exc:
-                    self._observers.each(
-                        "model_load_failed", self, entry.version, time.perf_counter() - started, exc
-                    )
-                    if isinstance(exc, CorruptVersionError):
-                        self._failures[failure_key] = exc
-                    raise
-                self._observers.each("model_loaded", self, entry.version, time.perf_counter() - started)
-                with self._models_lock:
-                    models[cache_key] = model
-                    while len(models) > self._model_cache_size:
-                        models.popitem(last=False)
-            finally:
-                with self._models_lock:
-                    if self._loading.get(cache_key) is loading:
-                        del self._loading[cache_key]
-        return model
 
     def verify(self, version: str) -> str | None:
         """Re-hash a version's artefact: its sha256, or None for a version that records none.

@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "signing",
             "approvals",
             "rules",
+            "models",
             "registry",
         ],
     ),
