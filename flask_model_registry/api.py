@@ -369,11 +369,11 @@ def latest_model(registry: ModelRegistry) -> Response:
             where = f" in stage {stage!r}" if stage is not None else ""
             raise VersionNotFoundError(f"no version{where} at {when.isoformat()}")
         entry = registry.snapshot().by_version.get(version)  # None: deleted since
-        signature = registry.signatures.status(entry) if entry is not None and entry.metadata else None
-        answer = {
-            **version_item(version, known_metadata(registry, version), signature),
-            "as_of": when.isoformat(),
-        }
+        if entry is not None and entry.metadata:  # as GET <prefix>/<version> answers it
+            answer = _version_answer(registry, version, entry.metadata)
+        else:  # its last known metadata
+            answer = version_item(version, known_metadata(registry, version))
+        answer["as_of"] = when.isoformat()
         return _respond(_render(answer))
     snap = registry.snapshot()
     entry = snap.latest(stage, prerelease)
