@@ -54,6 +54,6 @@ test: $(BIN)/.installed system-tools
 bench: $(BIN)/.installed
 	for script in bench/[!_]*.py; do $(BIN)/python $$script || exit 1; done
 
-## Rebuild the sample registry in ./registry.
-registry: $(BIN)/.installed
+## Rebuild the sample registry in ./registry (needs only what `make serve` installs).
+registry: $(BIN)/.installed-serve
 	$(BIN)/python -m example_app.make_registry registry
