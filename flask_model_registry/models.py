@@ -49,6 +49,10 @@ class LoadedModels:
         self._served: dict[tuple[str | None, bool], tuple[Snapshot, Entry, LoadedModel]] = {}
         self._fallbacks_logged: set[tuple[str, Stamp, tuple[str | None, bool]]] = set()
 
+    def __len__(self) -> int:
+        """How many models are loaded now."""
+        return len(self._models)
+
     def failure(self, entry: Entry) -> CorruptVersionError | None:
         """Why ``entry`` (a version as it is now) failed to load here, or None."""
         return self._failures.get((entry.version, entry.stamp))
