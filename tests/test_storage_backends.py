@@ -355,11 +355,12 @@ def test_a_change_by_another_host_is_seen_within_the_refresh_interval(
         assert reader.list_versions() == ["1.0.0"], "a local disk is always fresh"
         return
     while time.monotonic() < scan_started + 0.8 * REFRESH:  # within the interval: the snapshot answers
-        assert reader.list_versions() == []
+        listed = reader.list_versions()
+        if time.monotonic() < scan_started + REFRESH:  # the call ended before a refresh was due
+            assert listed == [] and scans == [], "no request before the refresh interval is up"
         time.sleep(0.02)
-    assert scans == [], "no request before the refresh interval is up"
-    while reader.list_versions() != ["1.0.0"]:
-        assert time.monotonic() < scan_ended + REFRESH + 0.5, "not seen within the refresh interval"
+    while reader.list_versions() != ["1.0.0"]:  # the refresh's own requests may be slow on a busy host
+        assert time.monotonic() < scan_ended + REFRESH + 5.0, "not seen within the refresh interval"
         time.sleep(0.02)
     assert len(scans) == 1
 
